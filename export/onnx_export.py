@@ -1,0 +1,136 @@
+"""PyTorch LBNet -> TensorRT-parsable FP32 ONNX, checked and self-describing.
+
+The module's rewrites (one-hot conv unfold/fold, batched or masked banded attention with q
+pre-scaled) are chosen in `LBNet.set_ops`; this file only drives torch's exporter and then
+folds, checks and stamps the graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from lbnet_deploy import __version__
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import to_metadata
+from lbnet_deploy.model.lbnet import LBNet
+
+from .trt_ops import check_trt_parsable, op_histogram
+
+OPSET = 20  # the newest opset TensorRT 10's parser takes
+INPUT, OUTPUT = "lr", "sr"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """input_size None = dynamic height and width; batch None = dynamic batch."""
+
+    input_size: tuple[int, int] | None = (128, 128)
+    batch: int | None = 1
+    reference_ops: bool = False  # export the straightforward port instead (for comparisons)
+
+    @property
+    def size_label(self) -> str:
+        return "dynamic" if self.input_size is None else "{}x{}".format(*self.input_size)
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    seconds: float
+    file_bytes: int
+    onnx_params: int
+    ops: dict[str, int]
+
+
+def _dynamic_shapes(options: ExportOptions) -> dict[str, dict[int, object]] | None:
+    dims: dict[int, object] = {}
+    if options.batch is None:
+        dims[0] = torch.export.Dim("batch", min=1, max=1024)
+    if options.input_size is None:
+        dims[2] = torch.export.Dim("height", min=1, max=16384)
+        dims[3] = torch.export.Dim("width", min=1, max=16384)
+    return {"img": dims} if dims else None
+
+
+def _torch_export(model: LBNet, options: ExportOptions, path: Path) -> None:
+    h, w = options.input_size or (32, 32)
+    sample = torch.rand(options.batch or 1, 3, h, w) * 255
+    # the exporter logs per-op registration chatter and traces warnings users cannot act on
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (sample,), str(path), dynamo=True, opset_version=OPSET,
+            input_names=[INPUT], output_names=[OUTPUT],
+            dynamic_shapes=_dynamic_shapes(options), optimize=True, external_data=False,
+        )  # fmt: skip
+
+
+def finalize(graph: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold constants (Polygraphy), then full checker and strict shape inference."""
+    import onnx_ir
+    from onnx_ir.passes.common import DeduplicateHashedInitializersPass, RemoveUnusedNodesPass
+    from polygraphy.backend.onnx import fold_constants
+
+    graph = fold_constants(graph, num_passes=3, error_ok=False)
+    # Folding gives each of the three applications of a TransBlock its own transposed copy of
+    # the MLP weights; merging identical initializers keeps the weights stored once.
+    ir_model = onnx_ir.from_proto(graph)
+    for ir_pass in (DeduplicateHashedInitializersPass(), RemoveUnusedNodesPass()):
+        ir_model = ir_pass(ir_model).model
+    graph = onnx_ir.to_proto(ir_model)
+    onnx.checker.check_model(graph, full_check=True)
+    graph = onnx.shape_inference.infer_shapes(graph, check_type=True, strict_mode=True)
+    check_trt_parsable(graph)
+    return graph
+
+
+def save_atomic(graph: onnx.ModelProto, path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(graph, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_onnx(model: LBNet, path: str | Path, options: ExportOptions) -> ExportReport:
+    """Export `model` to `path` and return what was measured about the result."""
+    path = Path(path)
+    if options.input_size is not None and min(options.input_size) < 1:
+        raise LBNetError(f"input size must be at least 1x1, got {options.size_label}")
+    desc = model.descriptor
+    start = time.perf_counter()
+    mode = "reference" if options.reference_ops else (
+        "dynamic" if options.input_size is None else "static"
+    )  # fmt: skip
+    model.set_ops(mode).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        _torch_export(model, options, raw)
+        graph = onnx.load(raw)
+    if not options.reference_ops:  # the plain port is kept as torch emits it, to compare
+        graph = finalize(graph)
+    graph.doc_string = f"LBNet {desc.variant} x{desc.scale}, exported by lbnet-deploy"
+    meta = to_metadata(
+        desc, input_size=options.size_label, batch=options.batch or "dynamic",
+        precision="fp32", tool="lbnet-deploy", tool_version=__version__,
+    )  # fmt: skip
+    onnx.helper.set_model_props(graph, meta)
+    save_atomic(graph, path)
+    seconds = time.perf_counter() - start
+    params = sum(int(onnx.numpy_helper.to_array(t).size) for t in graph.graph.initializer)
+    return ExportReport(path, seconds, path.stat().st_size, params, dict(op_histogram(graph)))

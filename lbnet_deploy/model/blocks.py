@@ -1,0 +1,238 @@
+"""LBNet's building blocks as plain modules, each `forward` mirroring the paper's equations.
+
+Gao et al., "Lightweight Bimodal Network for Single-Image Super-Resolution via Symmetric CNN and
+Recursive Transformer", IJCAI 2022. Attribute names equal the official checkpoint keys, so the
+state_dicts load with strict=True.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def conv(c_in: int, c_out: int, k: int, groups: int = 1, bias: bool = True) -> nn.Conv2d:
+    """Stride-1 convolution with 'same' zero padding, as every LBNet conv is."""
+    return nn.Conv2d(c_in, c_out, k, padding=k // 2, groups=groups, bias=bias)
+
+
+class ChannelAttention(nn.Module):
+    """CA: global average pool -> 1x1 squeeze (C//16) -> ReLU -> 1x1 excite -> sigmoid gate."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        # integer division on purpose: LBNet-T squeezes 18 channels to 1
+        self.conv_du = nn.Sequential(
+            conv(channels, channels // 16, 1), nn.ReLU(), conv(channels // 16, channels, 1),
+            nn.Sigmoid(),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.conv_du(x.mean(dim=(2, 3), keepdim=True))
+
+
+class SpatialAttention(nn.Module):
+    """SA: [mean, max] over channels -> 7x7 conv (no bias) -> sigmoid gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = conv(2, 1, 7, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv1(pooled))
+
+
+class FRDAB(nn.Module):
+    """Feature refinement dual-attention block."""
+
+    def __init__(self, f: int) -> None:
+        super().__init__()
+        self.c1 = conv(f, f, 1)
+        self.c2 = conv(f, f // 2, 3)
+        self.c3 = conv(f, f // 2, 3)
+        self.c4 = conv(2 * f, f, 3)
+        self.c5 = conv(f // 2, f // 2, 3)
+        self.c6 = conv(2 * f, f, 1)
+        self.se = ChannelAttention(2 * f)
+        self.sa = SpatialAttention()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y1 = F.relu(self.c1(x))
+        y2 = F.relu(self.c2(y1))
+        y3 = F.relu(self.c3(y1))
+        y4 = F.relu(self.c4(torch.cat([y1, y2, y3], dim=1)))
+        y5 = self.c5(y3)
+        z = torch.cat([y2, y5, y4], dim=1)
+        return x + self.c6(self.se(z) + self.sa(z))
+
+
+class LFFM(nn.Module):
+    """Local feature fusion module: three densely connected FRDABs."""
+
+    def __init__(self, f: int) -> None:
+        super().__init__()
+        self.b1, self.b2, self.b3 = FRDAB(f), FRDAB(f), FRDAB(f)
+        self.c1 = conv(2 * f, f, 1, groups=2)
+        self.c2 = conv(3 * f, f, 1, groups=2)
+        self.c3 = conv(4 * f, f, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        o1 = self.b1(x)
+        o2 = self.b2(self.c1(torch.cat([x, o1], dim=1)))
+        o3 = self.b3(self.c2(torch.cat([x, o1, o2], dim=1)))
+        return x + self.c3(torch.cat([x, o1, o2, o3], dim=1))
+
+
+def run_length(n: int) -> int:
+    """Tokens per attention run: N // 16 as in the paper.
+
+    The official code fails for N < 16 (a run of zero tokens); we use runs of one token there,
+    the limit of the banding (each token attends to itself only), so 1x1..3x5 inputs work.
+    """
+    return max(n // 16, 1)
+
+
+def banded_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T) v inside consecutive runs of `run_length(N)` tokens; q is pre-scaled.
+
+    Same runs as the reference's `torch.split(..., N // 16)` (full runs, then one short run),
+    but the full runs are one batched MatMul -> Softmax -> MatMul, the form TensorRT fuses.
+    N must be a static int here (fixed-size export, eager); see `masked_banded_attention`.
+    """
+    b, h, n, d = q.shape
+    c = run_length(n)
+    full = (n // c) * c
+
+    def runs(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        m = q.shape[2] // c
+        q, k, v = (t.reshape(b, h, m, c, d) for t in (q, k, v))
+        return (torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v).reshape(b, h, m * c, d)
+
+    if full == n:
+        return runs(q, k, v)
+    tail = torch.softmax(q[:, :, full:] @ k[:, :, full:].transpose(-2, -1), dim=-1) @ v[:, :, full:]
+    return torch.cat([runs(q[:, :, :full], k[:, :, :full], v[:, :, :full]), tail], dim=2)
+
+
+def masked_banded_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """The same result for a symbolic N (dynamic-shape export), with no graph branches.
+
+    Tokens are zero-padded to whole runs and the padded keys masked with -inf; padded queries
+    are dropped. The padding never fills a whole run, so no softmax row is all -inf, and when
+    N is a multiple of 16 the mask is all zeros.
+    """
+    b, h, n, d = q.shape
+    c = torch.sym_max(n // 16, 1)
+    m = (n + c - 1) // c
+    pad = m * c - n
+    q, k, v = (F.pad(t, (0, 0, 0, pad)).reshape(b, h, m, c, d) for t in (q, k, v))
+    key_index = torch.arange(m * c, device=q.device).reshape(m, 1, c)
+    mask = torch.zeros((), dtype=q.dtype).masked_fill(key_index >= n, float("-inf"))
+    attn = torch.softmax(q @ k.transpose(-2, -1) + mask, dim=-1)
+    return (attn @ v).reshape(b, h, m * c, d)[:, :, :n]
+
+
+def split_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """The straightforward port: a Python loop over runs, scale applied to the scores."""
+    c = run_length(q.shape[2])
+    outs = [
+        torch.softmax((qi @ ki.transpose(-2, -1)) * scale, dim=-1) @ vi
+        for qi, ki, vi in zip(q.split(c, 2), k.split(c, 2), v.split(c, 2), strict=True)
+    ]
+    return torch.cat(outs, dim=2)
+
+
+class EffAttention(nn.Module):
+    """Efficient multi-head self-attention over tokens cut into ~16 horizontal bands.
+
+    `mode` picks the implementation: "static" (batched runs, N known when traced), "dynamic"
+    (masked runs, N symbolic) or "reference" (the straightforward loop).
+    """
+
+    def __init__(self, dim: int, attn_dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5  # from the token dim D, not from A (as trained)
+        self.reduce = nn.Linear(dim, attn_dim, bias=False)
+        self.qkv = nn.Linear(attn_dim, 3 * attn_dim, bias=False)
+        self.proj = nn.Linear(attn_dim, dim)
+        self.mode = "static"
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        # chunk (one Split node) rather than indexing a stacked tensor (three Gathers)
+        q, k, v = (
+            t.reshape(b, n, self.heads, -1).transpose(1, 2)
+            for t in self.qkv(self.reduce(x)).chunk(3, dim=-1)
+        )
+        if self.mode == "reference":
+            out = split_attention(q, k, v, self.scale)
+        elif self.mode == "dynamic":
+            out = masked_banded_attention(q * self.scale, k, v)
+        else:
+            # scaling q before the first MatMul is what lets TensorRT fuse the attention
+            out = banded_attention(q * self.scale, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim // 4)
+        self.fc2 = nn.Linear(dim // 4, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class TransBlock(nn.Module):
+    """Pre-norm Transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, attn_dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.atten = EffAttention(dim, attn_dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.atten(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchTokens(nn.Module):
+    """3x3 unfold to tokens and its adjoint fold, as fixed one-hot convolutions.
+
+    nn.Unfold exports as a gather chain and nn.Fold as Col2Im, which TensorRT cannot parse; a
+    grouped conv with identity kernels is the same linear map and runs well on every backend.
+    Token channel order is torch's unfold order, c*9 + ky*3 + kx. `reference=True` uses
+    nn.functional.unfold/fold instead (the straightforward port, kept as the oracle).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.reference = False
+        eye = torch.eye(9).reshape(9, 1, 3, 3)
+        # not in the checkpoint: non-persistent, so strict loading still matches key for key
+        self.register_buffer("unfold_w", eye.repeat(channels, 1, 1, 1), persistent=False)
+        # fold sums patch entry k=(ky, kx) taken from the pixel offset by (1-ky, 1-kx)
+        fold_w = eye.flip(-1, -2).reshape(1, 9, 3, 3).repeat(channels, 1, 1, 1)
+        self.register_buffer("fold_w", fold_w, persistent=False)
+
+    def unfold(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, H*W, 9C) tokens in raster order."""
+        if self.reference:
+            return F.unfold(x, 3, padding=1).transpose(1, 2)
+        patches = F.conv2d(x, self.unfold_w, padding=1, groups=self.channels)
+        return patches.flatten(2).transpose(1, 2)
+
+    def fold(self, tokens: Tensor, h: int, w: int) -> Tensor:
+        """(B, H*W, 9C) -> (B, C, H, W), each pixel the SUM of the 9 patch entries covering it."""
+        x = tokens.transpose(1, 2)
+        if self.reference:
+            return F.fold(x, (h, w), 3, padding=1)
+        x = x.reshape(x.shape[0], 9 * self.channels, h, w)
+        return F.conv2d(x, self.fold_w, padding=1, groups=self.channels)

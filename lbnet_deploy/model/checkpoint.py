@@ -1,0 +1,82 @@
+"""Checkpoint -> descriptor -> module: the one place that turns a .pt file into a model.
+
+Like spandrel, every hyper-parameter is read off tensor shapes, so a user only names a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pickle
+from pathlib import Path
+
+import torch
+
+from lbnet_deploy.descriptor import VARIANTS, ModelDescriptor, describe
+from lbnet_deploy.errors import LBNetError
+
+from .lbnet import LBNet
+
+_SHAPE_KEYS = ("head.weight", "tail.0.weight", "attention.atten.reduce.weight")
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise LBNetError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses pickles that would run arbitrary code: we never fall back
+        reason = str(exc).strip().splitlines()[0][:120]
+        raise LBNetError(
+            f"{path} needs arbitrary unpickling and is refused (weights_only): {reason}"
+        ) from None
+    except Exception as exc:  # zip/pickle/EOF errors all mean the same thing to a user
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise LBNetError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise LBNetError(f"{path} is not an LBNet checkpoint: not a state_dict of tensors")
+    return obj
+
+
+def infer_descriptor(state: dict[str, torch.Tensor], source: str) -> ModelDescriptor:
+    """Variant and scale from tensor shapes (LBNET.md): head is (F,3,3,3), tail (3s^2,F,3,3)."""
+    missing = [k for k in _SHAPE_KEYS if k not in state]
+    if missing:
+        raise LBNetError(f"{source} is not an LBNet checkpoint: no {missing[0]!r} tensor")
+    f = state["head.weight"].shape[0]
+    variant = next((v for v, (nf, _, _) in VARIANTS.items() if nf == f), None)
+    if variant is None:
+        raise LBNetError(f"{source} is not an LBNet checkpoint: n_feats={f} matches no variant")
+    scale = math.isqrt(state["tail.0.weight"].shape[0] // 3)
+    if 3 * scale * scale != state["tail.0.weight"].shape[0]:
+        raise LBNetError(f"{source} is not an LBNet checkpoint: tail has no s^2*3 channels")
+    desc = describe(variant, scale)
+    if tuple(state["attention.atten.reduce.weight"].shape) != (desc.attn_dim, desc.token_dim):
+        raise LBNetError(f"{source} is not an LBNet checkpoint: attention width does not fit")
+    return desc
+
+
+def load_checkpoint(
+    path: str | Path, *, scale: int | None = None, variant: str | None = None
+) -> tuple[LBNet, ModelDescriptor]:
+    """Build the eval-mode model from a checkpoint; `scale`/`variant` are checked, not applied."""
+    path = Path(path)
+    state = _read_state_dict(path)
+    desc = infer_descriptor(state, str(path))
+    if scale is not None and scale != desc.scale:
+        raise LBNetError(f"{path} is {desc.variant} x{desc.scale}, but scale {scale} was asked for")
+    if variant is not None and variant.lower() != desc.variant.lower():
+        raise LBNetError(f"{path} is {desc.variant} x{desc.scale}, but variant {variant} was asked")
+    model = LBNet(desc)
+    result = model.load_state_dict(state, strict=False)
+    wrong = result.missing_keys + result.unexpected_keys
+    if wrong:
+        raise LBNetError(
+            f"{path} does not match {desc.variant} x{desc.scale}: {len(wrong)} missing or "
+            f"unexpected keys, e.g. {wrong[0]!r}"
+        )
+    params = sum(p.numel() for p in model.parameters())
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    model.descriptor = desc = describe(desc.variant, desc.scale, params=params, sha256=sha)
+    return model.eval(), desc

@@ -1,0 +1,67 @@
+"""The LBNet network: a symmetric CNN (three LFFMs run twice) and a recursive Transformer."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lbnet_deploy.descriptor import ModelDescriptor
+
+from .blocks import LFFM, ChannelAttention, PatchTokens, TransBlock, conv
+
+
+class LBNet(nn.Module):
+    """LBNet / LBNet-T on 0..255 RGB input (NCHW float), output s times larger.
+
+    `descriptor.recursions` sets how often each TransBlock is applied (3 as trained; other
+    values only serve timing the paper's TM-k rows).
+    """
+
+    def __init__(self, descriptor: ModelDescriptor) -> None:
+        super().__init__()
+        self.descriptor = descriptor
+        f, s = descriptor.n_feats, descriptor.scale
+        d, a, h = descriptor.token_dim, descriptor.attn_dim, descriptor.heads
+        self.sub_mean = conv(3, 3, 1)  # mean shift as 1x1 convs: their weights are in the file
+        self.head = conv(3, f, 3)
+        self.r1, self.r2, self.r3 = LFFM(f), LFFM(f), LFFM(f)
+        self.se1, self.se2, self.se3 = ChannelAttention(f), ChannelAttention(f), ChannelAttention(f)
+        self.c1 = conv(6 * f, f, 1)
+        self.attention = TransBlock(d, a, h)
+        self.c2 = conv(f, f, 3)
+        self.attention2 = TransBlock(d, a, h)
+        self.c3 = conv(f, f, 3)
+        self.tail = nn.Sequential(conv(f, 3 * s * s, 3), nn.PixelShuffle(s))
+        self.add_mean = conv(3, 3, 1)
+        self.tokens = PatchTokens(f)
+
+    def set_ops(self, mode: str) -> LBNet:
+        """Pick the attention/patch implementation: "static", "dynamic" or "reference"."""
+        if mode not in ("static", "dynamic", "reference"):
+            raise ValueError(f"unknown ops mode {mode!r}")
+        self.tokens.reference = mode == "reference"
+        for block in (self.attention, self.attention2):
+            block.atten.mode = mode
+        return self
+
+    def transformer(self, block: TransBlock, x: Tensor) -> Tensor:
+        """One recursive stage: unfold to 3x3-patch tokens, apply `block` k times, fold back."""
+        h, w = x.shape[2], x.shape[3]
+        t = self.tokens.unfold(x)
+        for _ in range(self.descriptor.recursions):
+            t = block(t)
+        return self.tokens.fold(t, h, w)
+
+    def forward(self, img: Tensor) -> Tensor:
+        x0 = self.head(self.sub_mean(img))
+        y1 = self.r1(x0)
+        y2 = self.r2(y1)
+        y3 = self.r3(y2)
+        # the symmetric half reuses r1..r3's weights, fed with channel-attended skips
+        y4 = self.r1(y3 + self.se1(y1))
+        y5 = self.r2(y4 + self.se2(y2))
+        y6 = self.r3(y5 + self.se3(y3))
+        t = self.c1(torch.cat([y1, y2, y3, y4, y5, y6], dim=1))
+        t = self.c2(self.transformer(self.attention, t))
+        t = self.c3(self.transformer(self.attention2, t))
+        return self.add_mean(self.tail(t + x0))
