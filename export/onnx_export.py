@@ -71,7 +71,8 @@ def _torch_export(model: LBNet, options: ExportOptions, path: Path) -> None:
         torch.onnx.export(
             model, (sample,), str(path), dynamo=True, opset_version=OPSET,
             input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_shapes=_dynamic_shapes(options), optimize=True, external_data=False,
+            dynamic_shapes=_dynamic_shapes(options), optimize=True,
+            external_data=False, verbose=False,
         )  # fmt: skip
 
 
@@ -79,9 +80,16 @@ def finalize(graph: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constants (Polygraphy), then full checker and strict shape inference."""
     import onnx_ir
     from onnx_ir.passes.common import DeduplicateHashedInitializersPass, RemoveUnusedNodesPass
+    from polygraphy import config as polygraphy_config
     from polygraphy.backend.onnx import fold_constants
+    from polygraphy.logger import G_LOGGER
 
-    graph = fold_constants(graph, num_passes=3, error_ok=False)
+    G_LOGGER.module_severity = G_LOGGER.ERROR  # its per-pass chatter is not for our users
+    polygraphy_config.AUTOINSTALL_DEPS = False
+
+    graph = fold_constants(
+        graph, num_passes=3, error_ok=False, allow_onnxruntime_shape_inference=False
+    )
     # Folding gives each of the three applications of a TransBlock its own transposed copy of
     # the MLP weights; merging identical initializers keeps the weights stored once.
     ir_model = onnx_ir.from_proto(graph)

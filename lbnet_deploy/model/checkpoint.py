@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import pickle
 from pathlib import Path
 
@@ -25,15 +26,14 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise LBNetError(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only refuses pickles that would run arbitrary code: we never fall back
-        reason = str(exc).strip().splitlines()[0][:120]
+    except pickle.UnpicklingError:
+        # weights_only refuses pickles that could run arbitrary code: we never fall back
         raise LBNetError(
-            f"{path} needs arbitrary unpickling and is refused (weights_only): {reason}"
+            f"{path} holds pickled Python objects, not just tensors: refused (weights_only)"
         ) from None
     except Exception as exc:  # zip/pickle/EOF errors all mean the same thing to a user
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise LBNetError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
+        reason = str(exc).strip().split(".")[0][:100] or type(exc).__name__
+        raise LBNetError(f"{path} is truncated or not a PyTorch checkpoint ({reason})") from None
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise LBNetError(f"{path} is not an LBNet checkpoint: not a state_dict of tensors")
     return obj
@@ -80,3 +80,15 @@ def load_checkpoint(
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     model.descriptor = desc = describe(desc.variant, desc.scale, params=params, sha256=sha)
     return model.eval(), desc
+
+
+def load_model(
+    spec: str | Path, *, scale: int | None = None, variant: str | None = None
+) -> tuple[LBNet, ModelDescriptor]:
+    """A model name (`lbnet-t-x4`) or a checkpoint path -> eval-mode model and descriptor."""
+    from lbnet_deploy.weights import get_named_model, resolve_weights
+
+    path = Path(spec)
+    if not path.exists() and path.suffix == "" and os.sep not in str(spec):
+        path = resolve_weights(get_named_model(str(spec)).name)
+    return load_checkpoint(path, scale=scale, variant=variant)

@@ -1,0 +1,48 @@
+"""`lbnet-deploy info`: what an exported file is, read from the file alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import from_metadata
+
+from .trt_ops import op_histogram
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """onnx.load with one-line errors for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise LBNetError(f"model file not found: {path}")
+    try:
+        return onnx.load(path)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise LBNetError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
+
+
+def _shape(value: onnx.ValueInfoProto) -> str:
+    dims = value.type.tensor_type.shape.dim
+    return "x".join(d.dim_param or str(d.dim_value) for d in dims)
+
+
+def describe_file(path: str | Path) -> str:
+    graph = load_onnx(path)
+    facts = from_metadata({p.key: p.value for p in graph.metadata_props})
+    lines = [f"{path}: {Path(path).stat().st_size / 1e6:.2f} MB"]
+    if facts:
+        lines.append(f"  model: {facts.get('variant')} x{facts.get('scale')}")
+        lines += [f"  {k}: {v}" for k, v in facts.items() if k not in ("variant", "scale")]
+    else:
+        lines.append("  (no lbnet-deploy metadata: not exported by this tool)")
+    params = sum(int(onnx.numpy_helper.to_array(t).size) for t in graph.graph.initializer)
+    opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0)
+    lines.append(f"  opset: {opset}, stored parameters: {params:,}")
+    for kind, values in (("input", graph.graph.input), ("output", graph.graph.output)):
+        lines += [f"  {kind} {v.name}: {_shape(v)}" for v in values]
+    hist = op_histogram(graph)
+    lines.append(f"  operators ({sum(hist.values())} nodes):")
+    lines += [f"    {op:<20} {n}" for op, n in hist.most_common()]
+    return "\n".join(lines)

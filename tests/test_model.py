@@ -1,0 +1,92 @@
+"""The PyTorch reference: strict loading, parameter counts, and our rewrites against the
+straightforward port (nn.Unfold/nn.Fold and a loop over attention runs)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.model.checkpoint import load_checkpoint, load_model
+
+from .conftest import CHECKPOINTS, WEIGHTS, needs_weights
+
+pytestmark = needs_weights
+
+# LBNET.md's table
+PARAMS = {
+    "LBNet-X2.pt": 731_264,
+    "LBNet-X3.pt": 735_599,
+    "LBNet-T_X2.pt": 404_633,
+    "LBNet-T_X3.pt": 407_078,
+    "LBNet-T_X4.pt": 410_501,
+}
+
+
+class Pickled:
+    """Any class instance: loading it would need arbitrary unpickling."""
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_checkpoint_describes_itself(ckpt: str) -> None:
+    model, desc = load_checkpoint(WEIGHTS / ckpt)
+    assert (desc.variant, desc.scale) == CHECKPOINTS[ckpt]
+    assert desc.params == PARAMS[ckpt] == sum(p.numel() for p in model.parameters())
+    assert len(desc.sha256) == 64
+    state = torch.load(WEIGHTS / ckpt, map_location="cpu", weights_only=True)
+    assert set(model.state_dict()) == set(state)  # strict: key for key
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (21, 17), (3, 5), (1, 1), (40, 1)])
+def test_rewrites_equal_straightforward_port(hw: tuple[int, int]) -> None:
+    """16x16 has H*W % 16 == 0; 21x17 leaves a short run; 3x5 and 1x1 have H*W < 16."""
+    model, _ = load_checkpoint(WEIGHTS / "LBNet-X2.pt")
+    x = torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        ref = model.set_ops("reference")(x)
+        for mode in ("static", "dynamic"):
+            out = model.set_ops(mode)(x)
+            assert out.shape == (2, 3, 2 * hw[0], 2 * hw[1])
+            assert (out - ref).abs().max().item() <= 0.01, mode
+
+
+def test_named_model_resolves_to_shared_weights() -> None:
+    _, desc = load_model("lbnet-t-x3")
+    assert (desc.variant, desc.scale) == ("LBNet-T", 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"scale": 2}, "but scale 2"), ({"variant": "LBNet"}, "but variant LBNet")],
+)
+def test_contradicting_options_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(LBNetError, match=message):
+        load_checkpoint(WEIGHTS / "LBNet-T_X4.pt", **kwargs)
+
+
+def test_bad_files_get_one_line_errors(tmp_path) -> None:
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes((WEIGHTS / "LBNet-X3.pt").read_bytes()[:5000])
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"head.weight": torch.zeros(1), "extra": Pickled()}, pickled)
+    other = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(3, 3)}, other)
+    cases = {
+        tmp_path / "missing.pt": "not found",
+        truncated: "truncated or not a PyTorch checkpoint",
+        pickled: "refused",
+        other: "not an LBNet checkpoint",
+    }
+    for path, message in cases.items():
+        with pytest.raises(LBNetError, match=message) as info:
+            load_checkpoint(path)
+        assert "\n" not in str(info.value)
+
+
+def test_tampered_state_dict_is_refused(tmp_path) -> None:
+    state = torch.load(WEIGHTS / "LBNet-T_X4.pt", map_location="cpu", weights_only=True)
+    del state["r2.b3.c5.weight"]
+    path = tmp_path / "tampered.pt"
+    torch.save(state, path)
+    with pytest.raises(LBNetError, match="missing or unexpected keys"):
+        load_checkpoint(path)
