@@ -10,9 +10,13 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from lbnet_deploy import __version__
 from lbnet_deploy.errors import LBNetError
+
+if TYPE_CHECKING:
+    from lbnet_deploy.runtime.upscaler import Upscaler
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -52,6 +56,112 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+BACKENDS = ("ort", "ort-cuda", "ort-tensorrt", "torch")
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """Options every command that runs a model shares."""
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
+    p.add_argument("--backend", choices=BACKENDS, default="ort", help="default: ort (CPU)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        help="LR tile size (default: whole image if it fits the budget, else 96)",
+    )
+    p.add_argument("--overlap", type=int, default=16, help="tile overlap in LR pixels (16)")
+    p.add_argument("--merge", choices=("feather", "crop"), default="feather")
+    p.add_argument(
+        "--memory-budget",
+        type=int,
+        default=2048,
+        metavar="MB",
+        help="peak inference memory to plan tiles for (default 2048 MB)",
+    )
+    p.add_argument("--batch", type=int, default=1, help="tiles per inference call")
+    p.add_argument("--threads", type=int, help="CPU threads (default: CPUs available)")
+
+
+def check_scale(actual: int, asked: int | None, model: str) -> None:
+    if asked is not None and asked != actual:
+        raise LBNetError(f"{model} is a x{actual} model, but --scale {asked} was given")
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from lbnet_deploy.runtime.files import expand_inputs, prepare_output_dir, upscale_files
+
+    inputs = expand_inputs(args.inputs)
+    upscaler = _upscaler(args, args.model)
+    out_dir = prepare_output_dir(args.output)
+    summary = upscale_files(upscaler, inputs, out_dir, progress=not args.quiet)
+    print(summary.line())
+    return 1 if summary.failed else 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    import json
+
+    from lbnet_deploy.parity import image_list, run_parity
+    from lbnet_deploy.runtime.open import open_runner
+
+    runner = open_runner(args.model_file, args.backend, args.threads)
+    precision = str(runner.describe().get("precision", "fp32"))
+    reference = open_runner(args.reference, "torch", args.threads)
+    print(f"parity: {args.model_file} ({precision}, {args.backend}) vs PyTorch {args.reference}")
+    report = run_parity(
+        runner, reference, model_name=args.model_file, reference_name=args.reference,
+        images=image_list(args.images), sizes=args.sizes, precision=precision,
+        max_abs=args.max_abs, min_psnr=args.min_psnr,
+    )  # fmt: skip
+    verdict = "PASS" if report.passed else "FAIL"
+    print(
+        f"{verdict}: max abs {report.max_abs:.5f} (tolerance {report.max_abs_tolerance}), "
+        f"min PSNR {report.min_psnr:.1f} dB (tolerance {report.min_psnr_tolerance}) "
+        f"over {len(report.cases)} case(s)"
+    )
+    if args.json:
+        from lbnet_deploy.runtime.files import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2))
+    return 0 if report.passed else 1
+
+
+def _upscaler(args: argparse.Namespace, model: str) -> Upscaler:
+    from lbnet_deploy.runtime.open import open_runner
+    from lbnet_deploy.runtime.upscaler import Upscaler
+
+    runner = open_runner(model, args.backend, args.threads)
+    check_scale(runner.scale, args.scale, model)
+    return Upscaler(
+        runner, tile=args.tile, overlap=args.overlap, memory_budget_mb=args.memory_budget,
+        batch=args.batch, merge=args.merge,
+    )  # fmt: skip
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lbnet_deploy.evaluate import evaluate, load_samples, table, write_json
+    from lbnet_deploy.runtime.files import prepare_output_dir
+
+    if args.model.startswith("bicubic") and args.scale:
+        args.model = f"bicubic-x{args.scale}"
+    upscaler = _upscaler(args, args.model)
+    baseline = _upscaler(args, args.baseline) if args.baseline else None
+    dataset = Path(args.dataset)
+    samples = load_samples(dataset, upscaler.runner.scale, lr_from_hr=args.lr_from_hr)
+    save_sr = prepare_output_dir(args.save_sr) if args.save_sr else None
+    variant = str(upscaler.runner.describe().get("variant", "?"))
+    result = evaluate(
+        upscaler, samples, model=args.model, variant=variant,
+        dataset=dataset.resolve().name, ensemble=args.self_ensemble, baseline=baseline,
+        baseline_name=args.baseline, save_sr=save_sr, progress=not args.quiet,
+    )  # fmt: skip
+    print(table(result))
+    if args.json:
+        write_json(result, args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lbnet-deploy", description="Export, verify and run LBNet super-resolution models."
@@ -77,6 +187,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
     p.add_argument("--variant", choices=("LBNet", "LBNet-T"), help="expected variant (checked)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("upscale", help="super-resolve image files, folders or globs to PNG")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("-o", "--output", required=True, help="output folder (PNG, same base names)")
+    p.add_argument("--model", default="lbnet-t-x4", help="name, .pt or .onnx (default lbnet-t-x4)")
+    add_runtime_options(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM on a dataset with the paper's protocol")
+    p.add_argument("--model", required=True, help="name, .pt, .onnx, or bicubic (with --scale)")
+    p.add_argument("--dataset", required=True, help="EDSR layout (HR/ + LR_bicubic/) or HR images")
+    add_runtime_options(p)
+    p.add_argument(
+        "--lr-from-hr",
+        action="store_true",
+        help="make LR with our MATLAB bicubic even where LR files exist",
+    )
+    p.add_argument("--self-ensemble", action="store_true", help="also score the x8 ensemble")
+    p.add_argument("--baseline", help="a second model to compare with (e.g. FP32 vs INT8)")
+    p.add_argument("--save-sr", help="folder for the SR images (<HR name>.png)")
+    p.add_argument("--json", help="write per-image and mean scores as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-image progress")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("parity", help="compare a model file's output with the PyTorch reference")
+    p.add_argument("model_file", help=".onnx file (or a model name / .pt for a self-check)")
+    p.add_argument("--reference", required=True, help="checkpoint or model name")
+    p.add_argument(
+        "--images",
+        help="folder of photos (default: Set5 under $LBNET_DATA_DIR, "
+        "else matplotlib's sample photo)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=lambda t: [parse_size(v) for v in t.split(",")],
+        help="LR sizes, e.g. 48x48,37x29 (dynamic models only)",
+    )
+    p.add_argument("--backend", choices=BACKENDS[:3], default="ort")
+    p.add_argument("--max-abs", type=float, help="override the precision's max abs tolerance")
+    p.add_argument("--min-psnr", type=float, help="override the precision's PSNR tolerance")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", help="write the report as JSON")
+    p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser("info", help="print an exported file's facts and operator histogram")
     p.add_argument("file", help=".onnx file")

@@ -1,0 +1,227 @@
+"""`lbnet-deploy eval`: PSNR/SSIM of any model file or backend with the paper's protocol.
+
+Protocol (LBNET.md): HR cropped to a multiple of s; LR = MATLAB bicubic imresize(HR, 1/s) (the
+dataset's own LR files when it has them in the EDSR layout); SR rounded to uint8; Y channel;
+s pixels shaved at every border; mean over images.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.paper import paper_scores
+from lbnet_deploy.quality.imresize import make_lr
+from lbnet_deploy.quality.metrics import psnr_y, ssim_y
+from lbnet_deploy.runtime.files import IMAGE_SUFFIXES, write_text_atomic
+from lbnet_deploy.runtime.images import read_image, write_png_atomic
+from lbnet_deploy.runtime.upscaler import Upscaler, to_uint8
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    hr: np.ndarray  # uint8 H x W x 3, cropped to a multiple of the scale
+    lr: np.ndarray  # uint8 H/s x W/s x 3
+    lr_source: str  # "given" (the dataset's LR file) or "bicubic" (made here)
+
+
+def find_hr_images(dataset: Path) -> list[Path]:
+    """`DIR/HR/*` (EDSR benchmark layout) or the images directly in DIR."""
+    folder = dataset / "HR" if (dataset / "HR").is_dir() else dataset
+    if not folder.is_dir():
+        raise LBNetError(f"dataset folder not found: {dataset}")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise LBNetError(f"no HR images in {folder}")
+    return images
+
+
+def load_samples(dataset: Path, scale: int, lr_from_hr: bool = False) -> list[Sample]:
+    """HR/LR pairs; LR files are taken from `LR_bicubic/X{s}/<name>x{s}.png` when present."""
+    samples = []
+    for hr_path in find_hr_images(dataset):
+        hr = read_image(hr_path).rgb  # grayscale as R = G = B, as the paper's pipeline reads it
+        lr_path = dataset / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
+        if min(hr.shape[:2]) < scale:
+            raise LBNetError(f"{hr_path} is smaller than the scale {scale}")
+        hr_crop, lr = make_lr(hr, scale)
+        source = "bicubic"
+        if lr_path.is_file() and not lr_from_hr:
+            lr, source = read_image(lr_path).rgb, "given"
+            if lr.shape[0] * scale != hr_crop.shape[0] or lr.shape[1] * scale != hr_crop.shape[1]:
+                raise LBNetError(f"{lr_path} is not {hr_path.name} downscaled by {scale}")
+        samples.append(Sample(hr_path.stem, hr_crop, lr, source))
+    return samples
+
+
+# the x8 self-ensemble (EDSR): flips and 90-degree rotations, undone on the output
+def _forward(img: np.ndarray, k: int) -> np.ndarray:
+    out = np.rot90(img, k % 4, axes=(0, 1))
+    return out[:, ::-1] if k >= 4 else out
+
+
+def _inverse(img: np.ndarray, k: int) -> np.ndarray:
+    img = img[:, ::-1] if k >= 4 else img
+    return np.rot90(img, -(k % 4), axes=(0, 1))
+
+
+def self_ensemble(upscaler: Upscaler, lr: np.ndarray) -> np.ndarray:
+    """Mean of the 8 transformed runs. Runs of the same shape go through the runner as one
+    batch when the whole image is one tile and the runner takes any batch."""
+    runner = upscaler.runner
+    outputs: list[np.ndarray | None] = [None] * 8
+    batchable = runner.max_batch is None and runner.input_size is None
+    if batchable and upscaler.plan(*lr.shape[:2]).whole:
+        for group in ((0, 2, 4, 6), (1, 3, 5, 7)):  # same shape within each group
+            batch = np.stack([_forward(lr, k).transpose(2, 0, 1) for k in group])
+            for k, sr in zip(group, runner.infer(batch.astype(np.float32)), strict=True):
+                outputs[k] = sr.transpose(1, 2, 0)
+    else:
+        for k in range(8):
+            outputs[k] = upscaler.upscale_float(np.ascontiguousarray(_forward(lr, k)))
+            outputs[k] = outputs[k].transpose(1, 2, 0)  # type: ignore[union-attr]
+    mean = np.mean([_inverse(o, k) for k, o in enumerate(outputs)], axis=0)  # type: ignore[arg-type]
+    return to_uint8(mean)
+
+
+@dataclass
+class ImageScore:
+    name: str
+    psnr_y: float
+    ssim_y: float
+    lr_source: str
+    ensemble_psnr_y: float | None = None
+    ensemble_ssim_y: float | None = None
+    baseline_psnr_y: float | None = None
+    max_abs_vs_baseline: int | None = None
+
+
+@dataclass
+class EvalResult:
+    model: str
+    variant: str
+    dataset: str
+    scale: int
+    images: list[ImageScore] = field(default_factory=list)
+    seconds: float = 0.0
+    baseline: str | None = None
+
+    def mean(self, key: str) -> float | None:
+        values = [getattr(i, key) for i in self.images]
+        return None if any(v is None for v in values) else float(np.mean(values))
+
+    def to_dict(self) -> dict[str, object]:
+        paper = paper_scores(self.variant, self.scale, self.dataset)
+        mean_psnr, mean_ssim = self.mean("psnr_y"), self.mean("ssim_y")
+        out: dict[str, object] = {
+            "model": self.model,
+            "variant": self.variant,
+            "dataset": self.dataset,
+            "scale": self.scale,
+            "protocol": "Y channel (BT.601, 16-235), shave = scale, SR rounded to uint8, "
+            "LR = MATLAB bicubic imresize; SSIM: Gaussian 11x11, sigma 1.5",
+            "mean_psnr_y": mean_psnr,
+            "mean_ssim_y": mean_ssim,
+            "paper_psnr_y": paper[0] if paper else None,
+            "paper_ssim_y": paper[1] if paper else None,
+            "psnr_y_minus_paper": mean_psnr - paper[0] if paper and mean_psnr else None,
+            "seconds": self.seconds,
+            "images": [vars(i) for i in self.images],
+        }
+        if self.mean("ensemble_psnr_y") is not None:
+            out["mean_ensemble_psnr_y"] = self.mean("ensemble_psnr_y")
+            out["mean_ensemble_ssim_y"] = self.mean("ensemble_ssim_y")
+            out["ensemble_gain_psnr_y"] = self.mean("ensemble_psnr_y") - mean_psnr  # type: ignore[operator]
+        if self.baseline:
+            out["baseline"] = self.baseline
+            out["mean_baseline_psnr_y"] = self.mean("baseline_psnr_y")
+            out["psnr_y_minus_baseline"] = mean_psnr - self.mean("baseline_psnr_y")  # type: ignore[operator]
+            out["max_abs_vs_baseline"] = max(i.max_abs_vs_baseline or 0 for i in self.images)
+        return out
+
+
+def evaluate(
+    upscaler: Upscaler,
+    samples: list[Sample],
+    *,
+    model: str,
+    variant: str,
+    dataset: str,
+    ensemble: bool = False,
+    baseline: Upscaler | None = None,
+    baseline_name: str | None = None,
+    save_sr: Path | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    s = upscaler.runner.scale
+    result = EvalResult(model, variant, dataset, s, baseline=baseline_name)
+    start = time.perf_counter()
+    for i, sample in enumerate(samples, 1):
+        sr = upscaler.upscale(sample.lr)
+        score = ImageScore(
+            sample.name, psnr_y(sr, sample.hr, s), ssim_y(sr, sample.hr, s), sample.lr_source
+        )
+        if ensemble:
+            sr_ens = self_ensemble(upscaler, sample.lr)
+            score.ensemble_psnr_y = psnr_y(sr_ens, sample.hr, s)
+            score.ensemble_ssim_y = ssim_y(sr_ens, sample.hr, s)
+        if baseline is not None:
+            sr_base = baseline.upscale(sample.lr)
+            score.baseline_psnr_y = psnr_y(sr_base, sample.hr, s)
+            score.max_abs_vs_baseline = int(np.abs(sr.astype(int) - sr_base.astype(int)).max())
+        if save_sr is not None:
+            write_png_atomic(save_sr / f"{sample.name}.png", sr)
+        result.images.append(score)
+        if progress:
+            extra = f", ensemble {score.ensemble_psnr_y:.3f}" if ensemble else ""
+            print(
+                f"[{i}/{len(samples)}] {sample.name}: {score.psnr_y:.4f} dB / "
+                f"{score.ssim_y:.5f}{extra}",
+                file=sys.stderr,
+            )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def table(result: EvalResult) -> str:
+    """Per-image rows, the mean, and the paper's row for the same model, scale and dataset."""
+    d = result.to_dict()
+    has_base = result.baseline is not None
+    head = "| image | PSNR-Y | SSIM-Y |" + (
+        " baseline PSNR-Y | diff | max abs |" if has_base else ""
+    )
+    lines = [head, "|---|---|---|" + ("---|---|---|" if has_base else "")]
+    for img in result.images:
+        row = f"| {img.name} | {img.psnr_y:.4f} | {img.ssim_y:.5f} |"
+        if has_base:
+            row += (
+                f" {img.baseline_psnr_y:.4f} | {img.psnr_y - img.baseline_psnr_y:+.4f} |"  # type: ignore[operator]
+                f" {img.max_abs_vs_baseline} |"
+            )
+        lines.append(row)
+    lines.append(f"| **mean** | **{d['mean_psnr_y']:.4f}** | **{d['mean_ssim_y']:.5f}** |")
+    if d["paper_psnr_y"] is not None:
+        lines.append(
+            f"| paper ({result.variant} x{result.scale}, {result.dataset}) | {d['paper_psnr_y']} "
+            f"| {d['paper_ssim_y']} |"
+        )
+        lines.append(f"| difference | {d['psnr_y_minus_paper']:+.4f} | |")
+    if "ensemble_gain_psnr_y" in d:
+        lines.append(
+            f"| self-ensemble x8 | {d['mean_ensemble_psnr_y']:.4f} | "
+            f"{d['mean_ensemble_ssim_y']:.5f} |"
+        )
+        lines.append(f"| ensemble gain | {d['ensemble_gain_psnr_y']:+.4f} | |")
+    return "\n".join(lines)
+
+
+def write_json(result: EvalResult, path: str | Path) -> None:
+    import json
+
+    write_text_atomic(path, json.dumps(result.to_dict(), indent=2))

@@ -1,0 +1,143 @@
+"""Tile geometry and merging, in plain numpy: where tiles go, how their outputs are joined.
+
+Tiles along an axis are `tile` long, consecutive tiles share at least `overlap` pixels and the
+last tile is flush with the border, so every tile has the same size (one batch shape, one
+fixed-shape engine). Two merges:
+- "crop": each output pixel comes from the tile where it is farthest from a tile edge, i.e. the
+  cut between two tiles lies in the middle of their overlap (per axis).
+- "feather": a linear cross-fade across the middle half of each overlap, centred on that cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise, product
+
+import numpy as np
+
+MERGES = ("crop", "feather")
+
+
+def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile start offsets covering [0, length); a single tile when it fits."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    if stride < 1:
+        raise ValueError(f"overlap {overlap} leaves no stride for tile {tile}")
+    return [*range(0, length - tile, stride), length - tile]
+
+
+def axis_cuts(starts: list[int], tile: int, length: int) -> list[int]:
+    """Boundaries of the region each tile owns: the middle of each overlap, plus the ends."""
+    mids = [(nxt + cur + tile) // 2 for cur, nxt in pairwise(starts)]
+    return [0, *mids, length]
+
+
+@dataclass(frozen=True)
+class Tile:
+    y: int
+    x: int
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Where the tiles of an H x W image go (LR pixels)."""
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    overlap: int
+
+    @property
+    def rows(self) -> list[int]:
+        return axis_starts(self.height, self.tile_h, self.overlap)
+
+    @property
+    def cols(self) -> list[int]:
+        return axis_starts(self.width, self.tile_w, self.overlap)
+
+    def tiles(self) -> list[Tile]:
+        return [Tile(y, x) for y, x in product(self.rows, self.cols)]
+
+
+def pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad HxWxC bottom/right to at least height x width: reflect where the image is long
+    enough (closer to real content than zeros), else replicate the edge."""
+    ph, pw = max(height - image.shape[0], 0), max(width - image.shape[1], 0)
+    for axis, pad in ((0, ph), (1, pw)):
+        if pad:
+            widths = [(0, 0)] * image.ndim
+            widths[axis] = (0, pad)
+            mode = "reflect" if pad < image.shape[axis] else "edge"
+            image = np.pad(image, widths, mode=mode)
+    return image
+
+
+def _axis_weights(starts: list[int], tile: int, length: int, scale: int) -> list[np.ndarray]:
+    """Per tile, its 1-D feather weight over its s*tile output pixels."""
+    cuts = axis_cuts(starts, tile, length)
+    pos = np.arange(scale * tile, dtype=np.float32) + 0.5
+    weights = []
+    for i, start in enumerate(starts):
+        x = pos + scale * start
+        w = np.ones_like(pos)
+        if i > 0:  # fade in around the cut shared with the previous tile
+            half = scale * (starts[i - 1] + tile - start) / 4
+            w *= np.clip((x - (scale * cuts[i] - half)) / (2 * half), 0, 1)
+        if i < len(starts) - 1:
+            half = scale * (start + tile - starts[i + 1]) / 4
+            w *= np.clip(((scale * cuts[i + 1] + half) - x) / (2 * half), 0, 1)
+        weights.append(w)
+    return weights
+
+
+class Merger:
+    """Accumulates tile outputs (3 x s*th x s*tw) into the s*H x s*W result."""
+
+    def __init__(self, grid: TileGrid, scale: int, merge: str = "crop") -> None:
+        if merge not in MERGES:
+            raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+        self.grid, self.scale, self.merge = grid, scale, merge
+        s = scale
+        self.out = np.zeros((3, s * grid.height, s * grid.width), np.float32)
+        rows, cols = grid.rows, grid.cols
+        self._row_cut = dict(
+            zip(rows, _pairs(axis_cuts(rows, grid.tile_h, grid.height)), strict=True)
+        )
+        self._col_cut = dict(
+            zip(cols, _pairs(axis_cuts(cols, grid.tile_w, grid.width)), strict=True)
+        )
+        if merge == "feather":
+            self.norm = np.zeros(self.out.shape[1:], np.float32)
+            self._row_w = dict(
+                zip(rows, _axis_weights(rows, grid.tile_h, grid.height, s), strict=True)
+            )
+            self._col_w = dict(
+                zip(cols, _axis_weights(cols, grid.tile_w, grid.width, s), strict=True)
+            )
+
+    def add(self, tile: Tile, sr: np.ndarray) -> None:
+        s = self.scale
+        if self.merge == "crop":
+            (y0, y1), (x0, x1) = self._row_cut[tile.y], self._col_cut[tile.x]
+            self.out[:, s * y0 : s * y1, s * x0 : s * x1] = sr[
+                :, s * (y0 - tile.y) : s * (y1 - tile.y), s * (x0 - tile.x) : s * (x1 - tile.x)
+            ]
+            return
+        w = np.outer(self._row_w[tile.y], self._col_w[tile.x])
+        ys = slice(s * tile.y, s * (tile.y + self.grid.tile_h))
+        xs = slice(s * tile.x, s * (tile.x + self.grid.tile_w))
+        self.out[:, ys, xs] += sr * w
+        self.norm[ys, xs] += w
+
+    def result(self) -> np.ndarray:
+        """The merged 3 x sH x sW float image."""
+        if self.merge == "feather":
+            return self.out / np.maximum(self.norm, 1e-12)
+        return self.out
+
+
+def _pairs(cuts: list[int]) -> list[tuple[int, int]]:
+    return list(pairwise(cuts))

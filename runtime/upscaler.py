@@ -1,0 +1,169 @@
+"""Image in, image out: plan tiles within a memory budget, run them in batches through any
+`Runner`, merge, round to uint8. Torch-free; the backend is whatever runner it is given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lbnet_deploy.errors import LBNetError
+
+from .backend import Runner
+from .tiling import MERGES, Merger, Tile, TileGrid, pad_to
+
+# Chosen by benchmarks/tiling_study.py (LBNet-T x4, dynamic ONNX, ORT CPU, 2 cores), mean
+# PSNR-Y vs HR, delta to full image (Set5 32.075 / Set14 28.442 dB, bridge scored as gray):
+#   96/16 feather  Set5 -0.003  Set14 +0.039   (96/16 crop -0.004 / +0.035; 96/8 feather
+#   -0.003 / +0.036; 96/24 feather -0.003 / +0.040 for 1.5x the overlap cost)
+#   64/16 feather  -0.017 / +0.028, 48/16 feather -0.029 / +0.017 (too close to / past 0.02)
+# Feather was never worse than crop. Tiles of 96 cost ~2.2 s each on 2 cores; the attention
+# grows with N^2/16, so large images are faster tiled than whole.
+DEFAULT_TILE = 96
+DEFAULT_OVERLAP = 16
+DEFAULT_MERGE = "feather"
+# 2 GiB: leaves room on a 24 GiB desktop and on an 8 GiB Jetson (shared CPU/GPU memory).
+DEFAULT_BUDGET_MB = 2048
+MIN_TILE = 16  # below this, padding and overlap dominate the work
+
+# Peak memory model, fitted to ORT CPU peak RSS above the loaded session (LBNet-T x4, dynamic
+# graph, batch 1): 1024 tokens +16 MiB, 4096 +100, 9216 +365, 16384 +991, 25600 +2277,
+# 36864 +4451 MiB. Least squares: 2.03 x the banded score matrices (h * N^2/16 floats: all 16
+# runs are one batched MatMul, scores and softmax both live) + 23 x a 9F x N token tensor;
+# within 20 MiB at every point. Rounded up for a margin.
+ATTN_FACTOR = 2.1
+TOKEN_FACTOR = 24
+
+Progress = Callable[[int, int], None]  # (tiles done, tiles total)
+
+
+def estimate_bytes(tokens: int, heads: int, n_feats: int, batch: int = 1) -> int:
+    """Peak inference memory for `batch` LR tiles of `tokens` pixels each."""
+    scores = heads * tokens * tokens / 16 * 4
+    token_tensor = 9 * n_feats * tokens * 4
+    return int(batch * (ATTN_FACTOR * scores + TOKEN_FACTOR * token_tensor))
+
+
+def largest_square_tile(budget_bytes: int, heads: int, n_feats: int, batch: int = 1) -> int:
+    """The largest t such that a batch of t x t tiles fits the budget (at least 8)."""
+    lo, hi = 8, 16384
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if estimate_bytes(mid * mid, heads, n_feats, batch) <= budget_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one image is run: padded size, tile size, overlap, batch."""
+
+    grid: TileGrid
+    batch: int
+
+    @property
+    def whole(self) -> bool:
+        return len(self.grid.tiles()) == 1
+
+
+class Upscaler:
+    """uint8 H x W x 3 RGB -> uint8 sH x sW x 3, for any H, W >= 1.
+
+    tile None: a dynamic runner takes the whole image when it fits `memory_budget_mb`, else
+    DEFAULT_TILE (shrunk to fit the budget); a fixed-size runner always uses its input size,
+    padding smaller images. An explicit tile is also shrunk to fit the budget.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        tile: int | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+        memory_budget_mb: int = DEFAULT_BUDGET_MB,
+        batch: int = 1,
+        merge: str = DEFAULT_MERGE,
+    ) -> None:
+        if tile is not None and tile < 1:
+            raise LBNetError(f"tile must be at least 1, got {tile}")
+        if overlap < 0:
+            raise LBNetError(f"overlap must be >= 0, got {overlap}")
+        if batch < 1:
+            raise LBNetError(f"batch must be at least 1, got {batch}")
+        if merge not in MERGES:
+            raise LBNetError(f"merge must be one of {', '.join(MERGES)}, got {merge!r}")
+        self.runner, self.tile, self.overlap, self.merge = runner, tile, overlap, merge
+        self.budget = memory_budget_mb * 2**20
+        facts = runner.describe()
+        self.heads = int(facts.get("heads", 8))  # type: ignore[call-overload]
+        self.n_feats = int(facts.get("n_feats", 32))  # type: ignore[call-overload]
+        self.batch = min(batch, runner.max_batch or batch)
+        limit = largest_square_tile(self.budget, self.heads, self.n_feats)
+        if runner.input_size is None and limit < MIN_TILE:
+            raise LBNetError(
+                f"memory budget {memory_budget_mb} MB is too small for even a {MIN_TILE}-pixel tile"
+            )
+        if tile is not None and runner.input_size is None and tile > limit:
+            need = estimate_bytes(tile * tile, self.heads, self.n_feats) / 2**20
+            raise LBNetError(
+                f"tile {tile} needs ~{need:.0f} MB, over the memory budget of "
+                f"{memory_budget_mb} MB (largest tile that fits: {limit})"
+            )
+
+    def plan(self, height: int, width: int) -> Plan:
+        """Tile size and batch for an image (padded size for fixed-size runners)."""
+        fixed = self.runner.input_size
+        if fixed is not None:
+            th, tw = fixed
+            grid_h, grid_w = max(height, th), max(width, tw)
+        else:
+            grid_h, grid_w = height, width
+            fits = estimate_bytes(height * width, self.heads, self.n_feats) <= self.budget
+            if self.tile is None and fits:
+                th, tw = height, width
+            else:
+                limit = largest_square_tile(self.budget, self.heads, self.n_feats)
+                t = min(self.tile or DEFAULT_TILE, limit)
+                th, tw = min(t, height), min(t, width)
+        overlap = min(self.overlap, max(min(th, tw) // 2 - 1, 0))  # keep a positive stride
+        grid = TileGrid(grid_h, grid_w, th, tw, overlap)
+        per_tile = max(estimate_bytes(th * tw, self.heads, self.n_feats), 1)
+        batch = max(1, min(self.batch, len(grid.tiles()), self.budget // per_tile))
+        return Plan(grid, batch)
+
+    def upscale_float(self, image: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """The merged, unrounded 3 x sH x sW float32 output."""
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+            raise LBNetError(f"expected an HxWx3 image of at least 1x1, got shape {image.shape}")
+        height, width = image.shape[:2]
+        plan = self.plan(height, width)
+        grid = plan.grid
+        lr = pad_to(image, grid.height, grid.width).transpose(2, 0, 1).astype(np.float32)
+        merger = Merger(grid, self.runner.scale, self.merge)
+        tiles = grid.tiles()
+        done = 0
+        for i in range(0, len(tiles), plan.batch):
+            group = tiles[i : i + plan.batch]
+            batch = np.stack(
+                [lr[:, t.y : t.y + grid.tile_h, t.x : t.x + grid.tile_w] for t in group]
+            )
+            for tile, sr in zip(group, self.runner.infer(batch), strict=True):
+                merger.add(tile, sr)
+                done += 1
+                if progress is not None:
+                    progress(done, len(tiles))
+        s = self.runner.scale
+        return merger.result()[:, : s * height, : s * width]
+
+    def upscale(self, image: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """uint8 H x W x 3 -> uint8 sH x sW x 3."""
+        return to_uint8(self.upscale_float(image, progress).transpose(1, 2, 0))
+
+
+__all__ = ["DEFAULT_BUDGET_MB", "DEFAULT_OVERLAP", "DEFAULT_TILE", "Tile", "Upscaler"]
