@@ -16,6 +16,8 @@ from lbnet_deploy import __version__
 from lbnet_deploy.errors import LBNetError
 
 if TYPE_CHECKING:
+    from lbnet_deploy.export.onnx_export import ExportOptions
+    from lbnet_deploy.model.lbnet import LBNet
     from lbnet_deploy.runtime.upscaler import Upscaler
 
 
@@ -39,6 +41,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         input_size=None if args.dynamic else args.input_size,
         batch=None if args.dynamic_batch else args.batch,
     )
+    if args.precision == "fp16":
+        return export_fp16(model, args, options)
     report = export_onnx(model, args.output, options)
     print(
         f"exported {desc.variant} x{desc.scale} ({options.size_label}, batch "
@@ -49,10 +53,88 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_fp16(model: LBNet, args: argparse.Namespace, options: ExportOptions) -> int:
+    """FP32 export to a temporary file, then FP16 conversion with measured FP32 islands."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+
+    from lbnet_deploy.export.fp16 import nonfinite_tensors, to_fp16, worst_case_inputs
+    from lbnet_deploy.export.onnx_export import export_onnx, save_atomic
+    from lbnet_deploy.export.trt_ops import check_trt_parsable
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_onnx(model, Path(tmp) / "fp32.onnx", options)
+        graph = to_fp16(onnx.load(report.path), keep_fp32=args.fp16_keep)
+    size = options.input_size or (48, 48)
+    bad = nonfinite_tensors(graph, worst_case_inputs(size), intermediates=False)
+    if bad:
+        raise LBNetError(f"FP16 graph gives Inf/NaN on saturated patterns in {bad[:3]}")
+    check_trt_parsable(graph)
+    save_atomic(graph, Path(args.output))
+    kept = ", ".join(args.fp16_keep)
+    print(f"exported FP16 graph (FP32 kept: {kept}) to {args.output}; no Inf/NaN on test patterns")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from lbnet_deploy.export.inspect import describe_file
 
     print(describe_file(args.file))
+    if args.ranges:
+        from lbnet_deploy.export.fp16 import activation_ranges, range_table
+        from lbnet_deploy.export.inspect import load_onnx
+        from lbnet_deploy.parity import image_list, lr_crops
+        from lbnet_deploy.runtime.images import read_image
+
+        graph = load_onnx(args.file)
+        scale = int({p.key: p.value for p in graph.metadata_props}["lbnet.scale"])
+        sizes = [(32, 32), (48, 40), (64, 64)]
+        images = [
+            c for p in image_list(args.images) for c in lr_crops(read_image(p).rgb, scale, sizes)
+        ]
+        print(range_table(activation_ranges(graph, images)))
+    return 0
+
+
+METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lbnet_deploy.calibration.run import calibrate_file
+
+    report = calibrate_file(
+        args.model, args.images, args.output, method=METHOD_NAMES[args.method],
+        samples=args.samples, max_psnr_drop=args.max_psnr_drop, seed=args.seed,
+        trt_cache=args.trt_cache,
+    )  # fmt: skip
+    result = report.result
+    print("block sensitivity (PSNR drop on held-out crops when only that block is INT8):")
+    for block, drop in sorted(result.sensitivity.items(), key=lambda kv: -kv[1]):
+        kept = "  kept float" if block in result.excluded else ""
+        print(f"  {block:<12} {drop:+.3f} dB{kept}")
+    floats = ", ".join(result.excluded) or "none"
+    print(
+        f"wrote {report.path}: held-out PSNR drop {result.drop:.3f} dB "
+        f"(limit {args.max_psnr_drop}); float blocks: {floats}"
+    )
+    if report.trt_cache:
+        print(f"wrote TensorRT calibration cache {report.trt_cache}")
+    if args.eval_dataset:
+        from lbnet_deploy.evaluate import evaluate, load_samples, table
+        from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
+        from lbnet_deploy.runtime.upscaler import Upscaler
+
+        q, f = Upscaler(OnnxRuntimeRunner(report.path)), Upscaler(OnnxRuntimeRunner(args.model))
+        samples = load_samples(Path(args.eval_dataset), q.runner.scale)
+        res = evaluate(
+            q, samples, model=str(report.path), variant="int8", dataset=args.eval_dataset,
+            baseline=f, baseline_name=str(args.model),
+        )  # fmt: skip
+        print(table(res))
     return 0
 
 
@@ -186,7 +268,39 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--dynamic-batch", action="store_true", help="dynamic batch size")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
     p.add_argument("--variant", choices=("LBNet", "LBNet-T"), help="expected variant (checked)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="fp16: FP16 graph with FP32 I/O (INT8: see `calibrate`)",
+    )
+    p.add_argument(
+        "--fp16-keep",
+        nargs="+",
+        default=["LayerNormalization"],
+        metavar="OP|NODE",
+        help="op types or node names kept FP32 (default: LayerNormalization, whose "
+        "inputs measure above sqrt(65504))",
+    )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("calibrate", help="INT8 (Q/DQ) graph from an FP32 export and photos")
+    p.add_argument("model", help="FP32 .onnx made by `lbnet-deploy export`")
+    p.add_argument("--images", required=True, help="folder of photos (not an evaluation set)")
+    p.add_argument("-o", "--output", required=True, help="output INT8 .onnx")
+    p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--samples", type=int, default=32, help="calibration crops (default 32)")
+    p.add_argument(
+        "--max-psnr-drop",
+        type=float,
+        default=0.10,
+        metavar="DB",
+        help="keep the most sensitive blocks float until this holds (default 0.10)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trt-cache", help="also write a TensorRT 10.x calibration cache here")
+    p.add_argument("--eval-dataset", help="report FP32 vs INT8 PSNR on this dataset afterwards")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("upscale", help="super-resolve image files, folders or globs to PNG")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
@@ -234,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="print an exported file's facts and operator histogram")
     p.add_argument("file", help=".onnx file")
+    p.add_argument(
+        "--ranges",
+        action="store_true",
+        help="also measure activation ranges (FP16 safety) on real images",
+    )
+    p.add_argument("--images", help="photos for --ranges (default as for parity)")
     p.set_defaults(func=cmd_info)
     return parser
 

@@ -205,7 +205,13 @@ def table(result: EvalResult) -> str:
                 f" {img.max_abs_vs_baseline} |"
             )
         lines.append(row)
-    lines.append(f"| **mean** | **{d['mean_psnr_y']:.4f}** | **{d['mean_ssim_y']:.5f}** |")
+    mean = f"| **mean** | **{d['mean_psnr_y']:.4f}** | **{d['mean_ssim_y']:.5f}** |"
+    if has_base:
+        mean += (
+            f" **{d['mean_baseline_psnr_y']:.4f}** | **{d['psnr_y_minus_baseline']:+.4f}** |"
+            f" **{d['max_abs_vs_baseline']}** |"
+        )
+    lines.append(mean)
     if d["paper_psnr_y"] is not None:
         lines.append(
             f"| paper ({result.variant} x{result.scale}, {result.dataset}) | {d['paper_psnr_y']} "

@@ -96,3 +96,34 @@ def test_parity_refuses_a_reference_of_another_scale(export_cache, capsys) -> No
     model = str(export_cache("LBNet-T_X4.pt", (64, 64)))
     assert main(["parity", model, "--reference", "lbnet-t-x2"]) == 2
     assert "x4 but the reference is x2" in capsys.readouterr().err
+
+
+def test_export_fp16_through_the_cli(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "f16.onnx"
+    args = ["export", "lbnet-t-x4", "-o", str(out), "--input-size", "24x24", "--precision", "fp16"]
+    assert main(args) == 0
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "precision: fp16" in text and "fp16_keep_ops: LayerNormalization" in text
+
+
+def test_calibrate_through_the_cli(export_cache, tmp_path: Path, capsys) -> None:
+    import onnx
+
+    from lbnet_deploy.calibration.trt_cache import read_cache
+
+    fp32 = str(export_cache("LBNet-T_X4.pt", (24, 24)))
+    out, cache = tmp_path / "i8.onnx", tmp_path / "i8.cache"
+    photos = str(DATA / "SunHays80")
+    args = ["calibrate", fp32, "--images", photos, "-o", str(out), "--samples", "8"]
+    assert main([*args, "--trt-cache", str(cache)]) == 0
+    assert "held-out PSNR drop" in capsys.readouterr().out
+    graph = onnx.load(out)
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert meta["lbnet.precision"] == "int8" and "lbnet.int8_excluded" in meta
+    assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    version, scales = read_cache(cache)
+    assert version >= 10_00_00 and scales and all(s > 0 for s in scales.values())
+    # an INT8 graph is not calibrated again
+    assert main(["calibrate", str(out), "--images", photos, "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "not an lbnet-deploy FP32 graph" in capsys.readouterr().err

@@ -1,0 +1,32 @@
+"""An ONNX Runtime CPU session over an in-memory graph: the quantizer scores candidate graphs
+without writing each to disk (the runtime's OnnxRuntimeRunner opens lbnet-deploy files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+
+class GraphRunner:
+    """One ORT CPU session: LR uint8 RGB -> SR uint8 (rounded and clipped, as scored)."""
+
+    def __init__(self, graph: onnx.ModelProto | str | Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        data = graph.SerializeToString() if isinstance(graph, onnx.ModelProto) else str(graph)
+        self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def raw(self, lr: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(lr.transpose(2, 0, 1)[None].astype(np.float32))
+        return self.session.run(None, {self.input: x})[0][0]
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        y = self.raw(lr).transpose(1, 2, 0)
+        return np.clip(np.round(y), 0, 255).astype(np.uint8)

@@ -1,0 +1,136 @@
+"""INT8 QDQ graph: symmetric int8 Q/DQ only around Conv/linear MatMul, per-channel weights,
+close to FP32 on a crop; deterministic calibration data; a parsable TensorRT cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from lbnet_deploy.calibration.data import calibration_crops
+from lbnet_deploy.calibration.quantize import Quantizer, blocks
+from lbnet_deploy.calibration.trt_cache import (
+    activation_scales,
+    read_cache,
+    trt_version_number,
+    write_cache,
+)
+from lbnet_deploy.errors import LBNetError
+
+from .conftest import DATA, needs_weights, set5_lr
+
+SIZE = (32, 32)
+PHOTOS = DATA / "SunHays80"
+needs_photos = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"{PHOTOS} missing")
+# measured on LBNet-T x4, baby x4 LR 32x32 crop, 8 MinMax crops, tail float:
+# PSNR(INT8 vs FP32) = 40.3 dB
+MIN_PSNR_VS_FP32 = 36.0
+
+
+@pytest.fixture(scope="module")
+def int8(export_cache, tmp_path_factory) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    fp32 = onnx.load(export_cache("LBNet-T_X4.pt", SIZE))
+    crops = calibration_crops(PHOTOS, 4, SIZE, count=8, progress=False)
+    quantizer = Quantizer(fp32, crops, "MinMax", workdir=tmp_path_factory.mktemp("q"))
+    return fp32, quantizer.quantize(exclude=["tail"])
+
+
+def _inits(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer}
+
+
+@needs_weights
+@needs_photos
+def test_qdq_is_symmetric_int8_per_channel(int8) -> None:
+    _, q = int8
+    inits = _inits(q)
+    qdq = [n for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    per_channel = 0
+    for node in qdq:
+        zero = inits[node.input[2]]
+        assert zero.dtype == np.int8 and not zero.any()
+        per_channel += inits[node.input[1]].size > 1
+    assert per_channel > 100  # every Conv/linear weight has one scale per output channel
+    props = {p.key: p.value for p in q.metadata_props}
+    assert props["lbnet.precision"] == "int8" and props["lbnet.int8_excluded"] == "tail"
+
+
+@needs_weights
+@needs_photos
+def test_no_qdq_around_softmax_or_layernorm(int8) -> None:
+    _, q = int8
+    producer = {o: n for n in q.graph.node for o in n.output}
+    for node in q.graph.node:
+        if node.op_type in ("Softmax", "LayerNormalization"):
+            src = producer.get(node.input[0])
+            assert src is None or src.op_type != "DequantizeLinear", node.name
+        if node.op_type == "MatMul":  # attention products have no constant weight: stay float
+            srcs = [producer.get(i) for i in node.input]
+            if not any(s is not None and s.op_type == "DequantizeLinear" for s in srcs):
+                continue
+            assert any(i in _inits(q) for i in (s.input[0] for s in srcs if s is not None))
+    # the excluded block keeps its float weights
+    assert all(n.op_type != "DequantizeLinear" or "tail" not in n.input[0] for n in q.graph.node)
+
+
+@needs_weights
+@needs_photos
+def test_int8_close_to_fp32_on_crop(int8) -> None:
+    from lbnet_deploy.calibration.session import GraphRunner
+
+    fp32, q = int8
+    crop = set5_lr(4, "baby")[:32, :32]
+    a, b = GraphRunner(fp32)(crop).astype(float), GraphRunner(q)(crop).astype(float)
+    psnr = 10 * np.log10(255**2 / np.mean((a - b) ** 2))
+    assert psnr > MIN_PSNR_VS_FP32
+
+
+@needs_weights
+@needs_photos
+def test_calibration_cache_roundtrip(int8, tmp_path: Path) -> None:
+    _, q = int8
+    scales = activation_scales(q)
+    assert "lr" in scales and all(s > 0 for s in scales.values())
+    path = tmp_path / "calib.cache"
+    write_cache(scales, path, trt_version="10.3.0")
+    assert path.read_text().startswith("TRT-100300-EntropyCalibration2\n")
+    version, back = read_cache(path)
+    assert version == 100300
+    assert back == pytest.approx({k: np.float32(v) for k, v in scales.items()}, rel=1e-7)
+
+
+def test_trt_version_number() -> None:
+    assert trt_version_number("8.6.1") == 8601
+    assert trt_version_number("10.12.0") == 101200
+
+
+def test_block_map_covers_every_quantizable_node(export_cache) -> None:
+    fp32 = onnx.load(export_cache("LBNet-T_X4.pt", SIZE))
+    found = blocks(fp32)
+    assert set(found) == {"head", "r1", "r2", "r3", "se", "c1", "attention", "attention2", "tail"}
+    assert len(found["tail"]) == 2 and len(found["head"]) == 2
+
+
+@needs_photos
+def test_calibration_crops_are_deterministic() -> None:
+    a = calibration_crops(PHOTOS, 2, (16, 16), count=4, seed=3, progress=False)
+    b = calibration_crops(PHOTOS, 2, (16, 16), count=4, seed=3, progress=False)
+    c = calibration_crops(PHOTOS, 2, (16, 16), count=4, seed=4, progress=False)
+    assert a.shape == (4, 3, 16, 16) and a.dtype == np.float32
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_too_few_or_unreadable_images(tmp_path: Path) -> None:
+    for i in range(2):
+        Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    with pytest.raises(LBNetError, match="needs at least 8"):
+        calibration_crops(tmp_path, 2, (16, 16), min_images=8, progress=False)
+    with pytest.raises(LBNetError, match="at least 128x128"):  # 32x32 at x4: 64 px is too small
+        calibration_crops(tmp_path, 4, (32, 32), min_images=1, progress=False)
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(LBNetError, match="cannot read calibration image"):
+        calibration_crops(tmp_path, 2, (16, 16), min_images=2, progress=False)
