@@ -51,3 +51,17 @@ def check_batch(batch: np.ndarray, input_size: tuple[int, int] | None) -> np.nda
     if input_size is not None and tuple(batch.shape[2:]) != tuple(input_size):
         raise ValueError(f"this runner takes {input_size} inputs only, got {batch.shape[2:]}")
     return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+class AnySizeRunner:
+    """Shared part of runners that take any height, width and batch (PyTorch, bicubic)."""
+
+    scale: int
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return None
+
+    @property
+    def max_batch(self) -> int | None:
+        return None

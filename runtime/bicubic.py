@@ -6,31 +6,21 @@ import numpy as np
 
 from lbnet_deploy.quality.imresize import imresize
 
+from .backend import AnySizeRunner
 
-class BicubicRunner:
+
+class BicubicRunner(AnySizeRunner):
     """MATLAB `imresize(lr, s, 'bicubic')` on uint8, as the baseline rows are made."""
 
     def __init__(self, scale: int) -> None:
-        self._scale = scale
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return None
-
-    @property
-    def max_batch(self) -> int | None:
-        return None
-
-    @property
-    def scale(self) -> int:
-        return self._scale
+        self.scale = scale
 
     def describe(self) -> dict[str, object]:
         # tiny heads/feats: interpolation needs no attention memory, so never tile
-        return {"variant": "bicubic", "scale": self._scale, "heads": 1, "n_feats": 1,
+        return {"variant": "bicubic", "scale": self.scale, "heads": 1, "n_feats": 1,
                 "precision": "fp64", "backend": "numpy"}  # fmt: skip
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         images = np.clip(np.rint(batch), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-        out = [imresize(img, self._scale).astype(np.float32) for img in images]
+        out = [imresize(img, self.scale).astype(np.float32) for img in images]
         return np.stack(out).transpose(0, 3, 1, 2)

@@ -92,7 +92,9 @@ def restore(loaded: LoadedImage, sr_rgb: np.ndarray) -> np.ndarray:
     if loaded.alpha is None:
         return out
     height, width = sr_rgb.shape[:2]
-    alpha = np.asarray(Image.fromarray(loaded.alpha).resize((width, height), Image.BICUBIC))
+    alpha = np.asarray(
+        Image.fromarray(loaded.alpha).resize((width, height), Image.Resampling.BICUBIC)
+    )
     return np.dstack([out, alpha])
 
 

@@ -160,5 +160,5 @@ def _parse_size(label: str | None, shape: Sequence[object]) -> tuple[int, int] |
         return h, w
     if label == "dynamic":
         return None
-    h, w = _dim(shape[2]), _dim(shape[3])
-    return (h, w) if h and w else None
+    dh, dw = _dim(shape[2]), _dim(shape[3])
+    return (dh, dw) if dh and dw else None

@@ -70,8 +70,11 @@ def pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
         if pad:
             widths = [(0, 0)] * image.ndim
             widths[axis] = (0, pad)
-            mode = "reflect" if pad < image.shape[axis] else "edge"
-            image = np.pad(image, widths, mode=mode)
+            # reflect needs more pixels than it pads; a 1-pixel-wide image can only be repeated
+            if pad < image.shape[axis]:
+                image = np.pad(image, widths, mode="reflect")
+            else:
+                image = np.pad(image, widths, mode="edge")
     return image
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import check_batch
+from .backend import AnySizeRunner, check_batch
 
 
-class TorchRunner:
+class TorchRunner(AnySizeRunner):
     """Runner over `load_model(spec)` on CPU (or `device`); dynamic size and batch."""
 
     def __init__(self, spec: str | Path, device: str = "cpu", threads: int | None = None) -> None:
@@ -25,19 +25,11 @@ class TorchRunner:
         self._torch = torch
         self.device = torch.device(device)
         self.model, self.descriptor = load_model(spec)
+        # the straightforward port (nn.Unfold/Fold, one attention run at a time): the official
+        # code's semantics, the oracle for parity, and light on memory for full-image evaluation
+        self.model.set_ops("reference")
         self.model.to(self.device)
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return None
-
-    @property
-    def max_batch(self) -> int | None:
-        return None
-
-    @property
-    def scale(self) -> int:
-        return self.descriptor.scale
+        self.scale = self.descriptor.scale
 
     def describe(self) -> dict[str, object]:
         d = self.descriptor

@@ -211,6 +211,9 @@ class PatchTokens(nn.Module):
     nn.functional.unfold/fold instead (the straightforward port, kept as the oracle).
     """
 
+    unfold_w: Tensor
+    fold_w: Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.channels = channels
