@@ -355,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--images", help="photos for --ranges (default as for parity)")
     p.set_defaults(func=cmd_info)
+
+    from lbnet_deploy.benchmarks.cli import add_bench_parser
+
+    add_bench_parser(sub)  # `bench`: its options live with the benchmarks
     return parser
 
 

@@ -1,0 +1,140 @@
+"""`lbnet-deploy bench`: run the chosen studies and collect one JSON-ready result.
+
+Default scope is the forward pass for the given sizes and backends (fixed-size exports are
+cached). The heavier studies (paper TM-k table, scaling curve, end-to-end upscale, interleaved
+comparison with profiles) run only when asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import studies
+from .machine import machine_info
+from .models import TRAINED_RECURSIONS, threads_default
+
+SCHEMA = "lbnet-deploy/bench/1"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Set5"
+
+
+@dataclass
+class BenchOptions:
+    model: str = "lbnet-t-x4"
+    backends: tuple[str, ...] = ("ort",)
+    precisions: tuple[str, ...] = ("fp32",)
+    sizes: tuple[tuple[int, int], ...] = ((64, 64), (128, 128))
+    batch: int = 1
+    runs: int = 5
+    warmup: int = 1
+    threads: int | None = None
+    recursions: int = TRAINED_RECURSIONS
+    random_weights: bool = False
+    roofline: bool = True
+    dataset: str | None = None  # end-to-end upscale of this folder
+    paper: bool = False
+    compare: bool = False
+    compare_size: tuple[int, int] = (128, 128)
+    profile: bool = True
+    scaling: bool = False
+    scaling_whole: tuple[int, ...] = (32, 48, 64, 96, 128, 160, 192, 256)
+    scaling_tiled: tuple[int, ...] = (128, 192, 256, 384, 512)
+    scaling_max_seconds: float = 60.0
+    scaling_tile: int = 96
+    paper_image: str = "baby"
+    paper_data: str = field(
+        default_factory=lambda: os.environ.get("LBNET_SET5_DIR", str(DEFAULT_DATA))
+    )
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_bench(opts: BenchOptions) -> dict[str, Any]:
+    """Everything measured, with the machine and settings it was measured with."""
+    threads = opts.threads or threads_default()
+    start = time.perf_counter()
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "model": opts.model,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(threads),
+        "settings": asdict(opts) | {"threads": threads},
+    }
+    if opts.roofline:
+        from .roofline import measure_peak
+
+        _log("measuring this CPU's FP32 MatMul peak")
+        result["roofline"] = measure_peak(threads)
+    peak = result.get("roofline", {}).get("peak_gmacs")
+    _log(
+        f"forward pass: {', '.join(opts.backends)} at "
+        f"{', '.join(f'{h}x{w}' for h, w in opts.sizes)}"
+    )
+    result["forward"], result["skipped"] = studies.forward_study(
+        opts.model,
+        opts.backends,
+        opts.precisions,
+        opts.sizes,
+        batch=opts.batch,
+        warmup=opts.warmup,
+        runs=opts.runs,
+        threads=threads,
+        recursions=opts.recursions,
+        peak_gmacs=peak,
+        random_weights=opts.random_weights,
+        log=_log,
+    )
+    if opts.compare:
+        result["comparison"] = studies.compare_study(
+            opts.model,
+            opts.compare_size,
+            warmup=opts.warmup,
+            runs=opts.runs,
+            threads=threads,
+            profile=opts.profile,
+            peak_gmacs=peak,
+            log=_log,
+        )
+    if opts.paper:
+        image = studies.set5_image(opts.paper_data, opts.paper_image)
+        result["paper"] = studies.paper_study(
+            opts.model,
+            image,
+            warmup=opts.warmup,
+            runs=opts.runs,
+            threads=threads,
+            random_weights=opts.random_weights,
+            peak_gmacs=peak,
+            log=_log,
+        )
+    if opts.scaling:
+        _log("scaling curve (ORT, ours): whole image, then tiled")
+        result["scaling"] = studies.scaling_study(
+            opts.model,
+            opts.scaling_whole,
+            opts.scaling_tiled,
+            tile=opts.scaling_tile,
+            warmup=opts.warmup,
+            runs=min(opts.runs, 3),
+            threads=threads,
+            max_seconds=opts.scaling_max_seconds,
+            log=_log,
+        )
+    if opts.dataset:
+        _log(f"end-to-end upscale of {opts.dataset}")
+        result["end_to_end"] = studies.end_to_end_study(
+            opts.model,
+            opts.dataset,
+            warmup=opts.warmup,
+            runs=opts.runs,
+            threads=threads,
+            log=_log,
+        )
+    result["seconds_total"] = round(time.perf_counter() - start, 1)
+    return result

@@ -1,0 +1,227 @@
+"""Argument wiring for `lbnet-deploy bench`; lbnet_deploy/cli.py calls `add_bench_parser(sub)`.
+
+Also runnable alone: `python -m lbnet_deploy.benchmarks.cli --model lbnet-t-x4 ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .models import BACKENDS
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """'64x64,128x96' -> ((64, 64), (128, 96)): height x width."""
+    out = []
+    for item in text.split(","):
+        try:
+            h, w = (int(v) for v in item.strip().lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected HxW[,HxW...], got {text!r}") from None
+        if h < 1 or w < 1:
+            raise argparse.ArgumentTypeError(f"sizes must be at least 1x1, got {item!r}")
+        out.append((h, w))
+    return tuple(out)
+
+
+def _choices(allowed: Sequence[str]):  # -> a type function for comma-separated lists
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(v.strip() for v in text.split(",") if v.strip())
+        bad = [v for v in items if v not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"choose from {', '.join(allowed)} (comma-separated), got {text!r}"
+            )
+        return items
+
+    return parse
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="lbnet-t-x4", help="model name or checkpoint (.pt)")
+    p.add_argument(
+        "--backend",
+        type=_choices(BACKENDS),
+        default=("ort",),
+        help=f"comma-separated: {', '.join(BACKENDS)} (default ort); CUDA ones are "
+        "skipped without a GPU",
+    )
+    p.add_argument(
+        "--precision",
+        type=_choices(("fp32", "fp16")),
+        default=("fp32",),
+        help="fp32 and/or fp16 (fp16: ort, ort-cuda, torch-cuda)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=((64, 64), (128, 128)),
+        metavar="HxW,...",
+        help="LR sizes for the forward pass (default 64x64,128x128)",
+    )
+    p.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs per configuration (5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (1)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: CPUs available)")
+    p.add_argument(
+        "--recursions",
+        type=int,
+        default=3,
+        help="TransBlock applications per stage, timing only (trained: 3; 0 removes "
+        "the transformer)",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="untrained weights of the named variant (timing only, e.g. lbnet-x4)",
+    )
+    p.add_argument(
+        "--no-roofline",
+        dest="roofline",
+        action="store_false",
+        help="skip measuring the CPU's MatMul peak",
+    )
+    p.add_argument("--dataset", help="also time end-to-end `upscale` of this folder")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="interleaved ours vs plain export vs eager reference, with ORT profiles",
+    )
+    p.add_argument("--compare-size", type=lambda t: _sizes(t)[0], default=(128, 128), metavar="HxW")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's running-time rows (TM-k) on a Set5 x4 image",
+    )
+    p.add_argument("--set5", dest="paper_data", default=None, help="Set5 folder for --paper")
+    p.add_argument("--paper-image", default="baby", help="Set5 image for --paper (baby: 128x128)")
+    p.add_argument("--scaling", action="store_true", help="latency/memory vs size, whole/tiled")
+    p.add_argument("--scaling-whole", type=_ints, default=(32, 48, 64, 96, 128, 160, 192, 256))
+    p.add_argument("--scaling-tiled", type=_ints, default=(128, 192, 256, 384, 512))
+    p.add_argument("--scaling-tile", type=int, default=96, help="tile for the tiled curve (96)")
+    p.add_argument(
+        "--scaling-max-seconds",
+        type=float,
+        default=60.0,
+        help="skip scaling sizes predicted to take longer per pass (60)",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every study: --compare --paper --scaling and --dataset Set5",
+    )
+    p.add_argument("--note", help="a line printed at the top of the Markdown (e.g. conditions)")
+    p.add_argument("--json", help="write the full result as JSON")
+    p.add_argument("--plot", help="write the latency/memory figure (PNG)")
+    p.add_argument("--markdown", help="write the result as Markdown (e.g. benchmarks/RESULTS.md)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import DEFAULT_DATA, BenchOptions, run_bench
+
+    opts = BenchOptions(
+        model=args.model,
+        backends=args.backend,
+        precisions=args.precision,
+        sizes=args.sizes,
+        batch=args.batch,
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        recursions=args.recursions,
+        random_weights=args.random_weights,
+        roofline=args.roofline,
+        dataset=args.dataset,
+        compare=args.compare or args.all,
+        compare_size=args.compare_size,
+        paper=args.paper or args.all,
+        scaling=args.scaling or args.all,
+        scaling_whole=args.scaling_whole,
+        scaling_tiled=args.scaling_tiled,
+        scaling_max_seconds=args.scaling_max_seconds,
+        scaling_tile=args.scaling_tile,
+        paper_image=args.paper_image,
+    )
+    if args.paper_data:
+        opts.paper_data = args.paper_data
+    if args.all and not opts.dataset:
+        opts.dataset = os.environ.get("LBNET_SET5_DIR", str(DEFAULT_DATA))
+    if opts.runs < 1 or opts.warmup < 0 or opts.batch < 1:
+        from lbnet_deploy.errors import LBNetError
+
+        raise LBNetError("--runs and --batch must be >= 1, --warmup >= 0")
+    result = run_bench(opts)
+    if args.note:
+        result["note"] = args.note
+    write_outputs(result, args.json, args.plot, args.markdown)
+    for row in result["forward"]:
+        st = row["stats"]
+        print(
+            f"{row['backend']:>16} {row['precision']} {row['size'][0]}x{row['size'][1]}: "
+            f"median {st['median_s'] * 1e3:.1f} ms (p90 {st['p90_s'] * 1e3:.1f}), "
+            f"{row['throughput_mpix_s']:.3f} MP/s, peak RSS {row['peak_rss_mb']:.0f} MB"
+        )
+    for s in result["skipped"]:
+        print(f"skipped {s['config']}: {s['reason']}")
+    return 0
+
+
+def write_outputs(
+    result: dict, json_path: str | None, plot_path: str | None, md_path: str | None
+) -> None:
+    """JSON, PNG and Markdown, each written whole (temporary file, then rename)."""
+    from lbnet_deploy.runtime.files import write_text_atomic
+
+    for path in (json_path, plot_path, md_path):
+        if path:
+            Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
+    if json_path:
+        write_text_atomic(json_path, json.dumps(result, indent=2) + "\n")
+    if plot_path:
+        from .plot import plot_results
+
+        plot_results(result, plot_path)
+    if md_path:
+        from .markdown import render
+
+        plot = None
+        if plot_path:  # link the figure relative to the Markdown file
+            plot = os.path.relpath(Path(plot_path).resolve(), Path(md_path).resolve().parent)
+        write_text_atomic(md_path, render(result, plot))
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `bench` on lbnet-deploy's sub-command parsers (sets `func`)."""
+    p = sub.add_parser(
+        "bench",
+        help="time the forward pass and more (see --help)",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lbnet_deploy.errors import LBNetError
+
+    parser = argparse.ArgumentParser(prog="lbnet-deploy bench")
+    add_bench_arguments(parser)
+    try:
+        return cmd_bench(parser.parse_args(argv))
+    except LBNetError as exc:
+        print(f"lbnet-deploy: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

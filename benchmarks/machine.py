@@ -1,0 +1,113 @@
+"""What a benchmark ran on: CPU, threads, GPU and driver, library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def cpus_available() -> int:
+    """CPUs this process may run on (taskset/cgroup-aware, unlike os.cpu_count())."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _physical_cores() -> int | None:
+    """Distinct (physical id, core id) pairs; None where /proc/cpuinfo does not say."""
+    try:
+        pairs, phys = set(), "0"
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "physical id":
+                    phys = value.strip()
+                elif key.strip() == "core id":
+                    pairs.add((phys, value.strip()))
+        return len(pairs) or None
+    except OSError:
+        return None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions() -> dict[str, str | None]:
+    ort = _version("onnxruntime-gpu") or _version("onnxruntime")
+    names = ("numpy", "onnx", "torch", "lbnet-deploy", "tensorrt", "matplotlib")
+    return {"python": platform.python_version(), "onnxruntime": ort} | {
+        n: _version(n) for n in names
+    }
+
+
+def gpu_info() -> dict[str, object] | None:
+    """GPU name, memory and driver, or None without a usable CUDA device."""
+    try:
+        import torch
+    except ImportError:
+        torch = None  # type: ignore[assignment]
+    if torch is None or not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    info: dict[str, object] = {
+        "name": props.name,
+        "memory_gb": round(props.total_memory / 1e9, 1),
+        "cuda": torch.version.cuda,
+        "count": torch.cuda.device_count(),
+    }
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        info["driver"] = out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
+    return info
+
+
+def machine_info(threads: int | None = None) -> dict[str, object]:
+    """The facts a reader needs to compare our numbers with anyone else's."""
+    ort_providers: list[str] = []
+    try:
+        import onnxruntime as ort
+
+        ort_providers = list(ort.get_available_providers())
+    except ImportError:
+        pass
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_logical": os.cpu_count(),
+        "cpu_physical_cores": _physical_cores(),
+        "cpus_available": cpus_available(),
+        "threads_used": threads or cpus_available(),
+        "platform": platform.platform(),
+        # other jobs on the machine skew timings: the load when we started says how much
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "gpu": gpu_info(),
+        # thread-pool settings change CPU timings (OpenMP spin-waiting on a loaded machine)
+        "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+        "ort_providers": ort_providers,
+        "versions": library_versions(),
+    }

@@ -1,0 +1,242 @@
+"""Models and runners to time: our export, the plain export, eager PyTorch, CUDA variants.
+
+Backends (names used by `bench --backend`):
+  ort              our fixed-size export (`export --input-size HxW`) on ONNX Runtime CPU
+  ort-plain        the straightforward port (nn.Unfold/Fold + loop over runs) exported with a
+                   plain `torch.onnx.export(dynamo=True)`: stand-in for exporting the official code
+  torch            our module in eager PyTorch (static ops), CPU
+  torch-reference  the straightforward port in eager PyTorch, CPU: stand-in for the official code
+  ort-cuda         our export on ONNX Runtime's CUDA provider (GPU only)
+  torch-cuda       the straightforward port in eager PyTorch on CUDA (GPU only), FP32 or FP16
+
+`recursions` other than the trained 3 is for timing the paper's TM-k rows only (TM-k applies each
+TransBlock k+1 times); 0 removes the recursive transformer entirely (the paper's "without
+transformer" row), not just its blocks: unfold -> fold alone is not the identity (it sums 9
+entries per pixel), so keeping it would time a different network. The 3x3 convs c2/c3 that
+follow each stage stay (the paper does not say it removed them; they are ~1% of the MACs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lbnet_deploy import __version__
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.runtime.backend import check_batch
+from lbnet_deploy.weights import cache_root
+
+BACKENDS = ("ort", "ort-plain", "torch", "torch-reference", "ort-cuda", "torch-cuda")
+CUDA_BACKENDS = ("ort-cuda", "torch-cuda")
+TRAINED_RECURSIONS = 3
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def skip_reason(backend: str, precision: str) -> str | None:
+    """Why a (backend, precision) cannot run here, or None when it can."""
+    if backend not in BACKENDS:
+        raise LBNetError(f"unknown bench backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend in CUDA_BACKENDS and not cuda_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    if backend == "ort-cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "onnxruntime has no CUDAExecutionProvider"
+    if precision == "fp16" and backend in ("torch", "torch-reference"):
+        return "eager FP16 is timed on CUDA only (CPU PyTorch has no fast FP16 path)"
+    if precision == "fp16" and backend == "ort-plain":
+        return "the plain export is a comparison point in FP32 only"
+    return None
+
+
+def build_model(spec: str, recursions: int | None = None, random_weights: bool = False) -> Any:
+    """Eval-mode LBNet for `spec`, with `recursions` TransBlock applications per stage.
+
+    random_weights builds the variant untrained (timing only, for checkpoints we lack).
+    """
+    import torch
+    from torch import Tensor
+
+    from lbnet_deploy.descriptor import describe
+    from lbnet_deploy.model.checkpoint import load_model
+    from lbnet_deploy.model.lbnet import LBNet
+
+    class TimingLBNet(LBNet):
+        """LBNet whose transformer stages vanish at recursions=0 (the paper's ablation)."""
+
+        def transformer(self, block: torch.nn.Module, x: Tensor) -> Tensor:
+            if self.descriptor.recursions == 0:
+                return x
+            return super().transformer(block, x)
+
+    if random_weights:
+        from lbnet_deploy.weights import get_named_model
+
+        named = get_named_model(spec)
+        desc = describe(named.variant, named.scale, sha256=f"random-{named.name}")
+        state = None
+    else:
+        trained, desc = load_model(spec)
+        state = trained.state_dict()
+    if recursions is not None:
+        if recursions < 0:
+            raise LBNetError(f"recursions must be >= 0, got {recursions}")
+        desc = dataclasses.replace(desc, recursions=recursions)
+    model = TimingLBNet(desc)
+    if state is not None:
+        model.load_state_dict(state)
+    return model.eval()
+
+
+def _bench_cache() -> Path:
+    return cache_root() / "bench"
+
+
+def bench_onnx(
+    spec: str,
+    size: tuple[int, int],
+    batch: int = 1,
+    recursions: int = TRAINED_RECURSIONS,
+    plain: bool = False,
+    precision: str = "fp32",
+    random_weights: bool = False,
+) -> Path:
+    """A fixed-size ONNX file for one configuration, exported once and cached.
+
+    The shipped configuration (recursions 3, our ops, fp32) is the same file `upscale` and
+    `export` use (resolve.model_file's cache); the others live in `<cache>/bench/`.
+    """
+    import onnx
+
+    from lbnet_deploy.resolve import checkpoint_path, model_file
+    from lbnet_deploy.weights import sha256_file
+
+    if precision not in ("fp32", "fp16"):
+        raise LBNetError(f"precision must be fp32 or fp16, got {precision!r}")
+    shipped = recursions == TRAINED_RECURSIONS and not plain and not random_weights
+    if precision == "fp16":
+        fp32 = bench_onnx(spec, size, batch, recursions, plain, "fp32", random_weights)
+        out = fp32.with_name(fp32.stem + "-fp16.onnx")
+        if not out.is_file():
+            from lbnet_deploy.export.fp16 import to_fp16
+            from lbnet_deploy.export.onnx_export import save_atomic
+
+            save_atomic(to_fp16(onnx.load(fp32)), out)
+        return out
+    if shipped:
+        return model_file(spec, input_size=size, batch=batch)
+    key = f"random-{spec}" if random_weights else sha256_file(checkpoint_path(spec))[:16]
+    ops = "plain" if plain else "ours"
+    name = f"{key}-{size[0]}x{size[1]}-b{batch}-r{recursions}-{ops}-v{__version__}.onnx"
+    out = _bench_cache() / name
+    if not out.is_file():
+        from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
+
+        model = build_model(spec, recursions, random_weights)
+        export_onnx(model, out, ExportOptions(input_size=size, batch=batch, reference_ops=plain))
+    return out
+
+
+class TorchTimingRunner:
+    """Eager PyTorch on CPU or CUDA in FP32/FP16; `infer` returns after the device is done."""
+
+    def __init__(
+        self,
+        model: Any,
+        ops: str,
+        device: str = "cpu",
+        precision: str = "fp32",
+        threads: int | None = None,
+    ) -> None:
+        import torch
+
+        if threads and device == "cpu":
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.model = model.set_ops(ops).to(self.device, self.dtype).eval()
+        self.descriptor = model.descriptor
+        self.ops, self.precision = ops, precision
+
+    input_size = property(lambda self: None)
+    max_batch = property(lambda self: None)
+    scale = property(lambda self: self.descriptor.scale)
+
+    def describe(self) -> dict[str, object]:
+        d = self.descriptor
+        return {
+            "backend": f"torch-{self.ops}",
+            "device": str(self.device),
+            "variant": d.variant,
+            "scale": d.scale,
+            "heads": d.heads,
+            "n_feats": d.n_feats,
+            "precision": self.precision,
+            "input_size": None,
+            "max_batch": None,
+        }
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = torch.from_numpy(check_batch(batch, None)).to(self.device, self.dtype)
+        with torch.inference_mode():
+            out = self.model(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return out.float().cpu().numpy()
+
+    def device_peak_mb(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        return self._torch.cuda.max_memory_allocated() / 2**20
+
+    def reset_device_peak(self) -> None:
+        if self.device.type == "cuda":
+            self._torch.cuda.reset_peak_memory_stats()
+
+
+def open_bench_runner(
+    backend: str,
+    spec: str,
+    size: tuple[int, int],
+    *,
+    batch: int = 1,
+    precision: str = "fp32",
+    recursions: int = TRAINED_RECURSIONS,
+    threads: int | None = None,
+    random_weights: bool = False,
+) -> tuple[Any, Path | None]:
+    """(runner, the ONNX file it runs or None for torch) for one configuration."""
+    from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
+
+    reason = skip_reason(backend, precision)
+    if reason:
+        raise LBNetError(f"{backend} {precision}: {reason}")
+    if backend.startswith("ort"):
+        plain = backend == "ort-plain"
+        path = bench_onnx(spec, size, batch, recursions, plain, precision, random_weights)
+        providers = ("cuda",) if backend == "ort-cuda" else ("cpu",)
+        return OnnxRuntimeRunner(path, providers=providers, threads=threads), path
+    model = build_model(spec, recursions, random_weights)
+    ops = "static" if backend == "torch" else "reference"
+    device = "cuda" if backend == "torch-cuda" else "cpu"
+    return TorchTimingRunner(model, ops, device, precision, threads), None
+
+
+def threads_default() -> int:
+    from .machine import cpus_available
+
+    return int(os.environ.get("LBNET_BENCH_THREADS", 0)) or cpus_available()

@@ -1,0 +1,55 @@
+"""Regenerate benchmarks/RESULTS.md, its figure and JSON: every study, one command.
+
+    LBNET_WEIGHTS_DIR=../shared/weights python -m lbnet_deploy.benchmarks.report [extra args]
+
+Extra arguments go to `bench` (e.g. --runs 2 --compare-size 32x32 for a quick dry run with
+--out-dir elsewhere). On 2 quiet cores the defaults take roughly 10-20 minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .cli import main as bench_main
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = HERE
+    if "--out-dir" in args:
+        i = args.index("--out-dir")
+        out = Path(args[i + 1])
+        del args[i : i + 2]
+        out.mkdir(parents=True, exist_ok=True)
+    weights = HERE.parents[1] / "shared" / "weights"
+    if "LBNET_WEIGHTS_DIR" not in os.environ and weights.is_dir():
+        os.environ["LBNET_WEIGHTS_DIR"] = str(weights)  # the shared checkpoints, not a download
+    return bench_main(
+        [
+            "--model",
+            "lbnet-t-x4",
+            "--backend",
+            "ort,torch,ort-cuda,torch-cuda",
+            "--precision",
+            "fp32,fp16",
+            "--sizes",
+            "64x64,128x128",
+            "--all",
+            "--json",
+            str(out / "results.json"),
+            "--plot",
+            str(out / "scaling.png"),
+            "--markdown",
+            str(out / "RESULTS.md"),
+            *args,
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""The measurements: forward pass per backend and size, end-to-end upscale of a dataset, the
+paper's TM-k table, the scaling curve (full image vs tiled) and the interleaved comparison.
+
+Each study returns plain dicts (JSON-ready). Runners are dropped after each configuration so
+one configuration's memory is not charged to the next.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .macs import count_macs
+from .memory import PeakMemory
+from .models import TRAINED_RECURSIONS, bench_onnx, open_bench_runner, skip_reason
+from .stats import output_megapixels, summarize, throughput
+from .timing import interleaved, sample_input, time_calls, time_forward
+
+# The paper's running-time rows -> TransBlock applications per stage (TM-k applies k + 1 times)
+PAPER_ROWS = (
+    ("without transformer", 0),
+    ("TM-0", 1),
+    ("TM-1", 2),
+    ("TM-2 (released)", 3),
+    ("TM-3", 4),
+)
+GOAL_VS_EAGER, GOAL_VS_PLAIN = 4.0, 1.3  # the issue's targets at 128x128
+
+
+def graph_macs(
+    spec: str,
+    size: tuple[int, int],
+    batch: int = 1,
+    recursions: int = 3,
+    random_weights: bool = False,
+) -> dict[str, int]:
+    """MACs of our fixed-size graph for this configuration (the work every backend does)."""
+    path = bench_onnx(spec, size, batch, recursions, random_weights=random_weights)
+    return count_macs(path)
+
+
+def _row(result: dict[str, Any], macs: int | None, megapixels: float, peak_gmacs: float | None):
+    median = result["stats"]["median_s"]
+    result["output_mpix"] = megapixels
+    result["throughput_mpix_s"] = round(throughput(megapixels, median), 4)
+    if macs:
+        result["gmacs"] = round(macs / 1e9, 3)
+        result["gmacs_per_s"] = round(macs / median / 1e9, 2)
+        if peak_gmacs:
+            result["roofline_fraction"] = round(macs / median / 1e9 / peak_gmacs, 3)
+    return result
+
+
+def forward_study(
+    spec: str,
+    backends: Sequence[str],
+    precisions: Sequence[str],
+    sizes: Sequence[tuple[int, int]],
+    *,
+    batch: int = 1,
+    warmup: int = 1,
+    runs: int = 5,
+    threads: int | None = None,
+    recursions: int = TRAINED_RECURSIONS,
+    peak_gmacs: float | None = None,
+    random_weights: bool = False,
+    image: np.ndarray | None = None,
+    log: Any = print,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """(rows, skipped): one row per runnable (backend, precision, size)."""
+    rows, skipped = [], []
+    for size in sizes:
+        macs = graph_macs(spec, size, batch, recursions, random_weights)
+        x = image if image is not None else sample_input(batch, size)
+        for backend in backends:
+            for precision in precisions:
+                reason = skip_reason(backend, precision)
+                label = f"{backend} {precision} {size[0]}x{size[1]} b{batch} r{recursions}"
+                if reason:
+                    skipped.append({"config": label, "reason": reason})
+                    continue
+                runner, path = open_bench_runner(
+                    backend,
+                    spec,
+                    size,
+                    batch=batch,
+                    precision=precision,
+                    recursions=recursions,
+                    threads=threads,
+                    random_weights=random_weights,
+                )
+                result = time_forward(runner, x, warmup, runs)
+                scale = runner.scale
+                del runner
+                gc.collect()
+                row = {
+                    "backend": backend,
+                    "precision": precision,
+                    "size": list(size),
+                    "batch": batch,
+                    "recursions": recursions,
+                    "onnx": str(path) if path else None,
+                }
+                mpix = output_megapixels(batch, size, scale)
+                row |= _row(result, macs["total"], mpix, peak_gmacs)
+                rows.append(row)
+                log(
+                    f"  {label}: median {row['stats']['median_s'] * 1e3:.1f} ms, "
+                    f"peak RSS {row['peak_rss_mb']:.0f} MB"
+                )
+    return rows, skipped
+
+
+def set5_image(dataset: str | Path, name: str = "baby") -> np.ndarray:
+    """A Set5 x4 LR image as a float32 1x3xHxW batch (baby: 128x128, the paper table input)."""
+    from PIL import Image
+
+    folder = Path(dataset) / "LR_bicubic" / "X4"
+    path = next(iter(sorted(folder.glob(f"{name}*.png"))), None)
+    if path is None:
+        raise FileNotFoundError(f"no {name}*.png in {folder}")
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
+
+
+def paper_study(
+    spec: str,
+    image: np.ndarray,
+    *,
+    warmup: int,
+    runs: int,
+    threads: int | None,
+    backends: Sequence[str] = ("ort", "torch-reference"),
+    random_weights: bool = False,
+    peak_gmacs: float | None = None,
+    log: Any = print,
+) -> list[dict[str, Any]]:
+    """The paper's x4 running-time rows, timed here for each backend on one Set5 image."""
+    from lbnet_deploy.paper import RUNNING_TIME_X4
+
+    size = (int(image.shape[2]), int(image.shape[3]))
+    rows = []
+    for label, recursions in PAPER_ROWS:
+        log(f"paper row {label} (recursions {recursions})")
+        timed, _ = forward_study(
+            spec,
+            backends,
+            ["fp32"],
+            [size],
+            warmup=warmup,
+            runs=runs,
+            threads=threads,
+            recursions=recursions,
+            peak_gmacs=peak_gmacs,
+            random_weights=random_weights,
+            image=image,
+            log=log,
+        )
+        ours = {r["backend"]: r["stats"]["median_s"] for r in timed}
+        paper_s = RUNNING_TIME_X4[label]
+        rows.append(
+            {
+                "row": label,
+                "recursions": recursions,
+                "paper_s": paper_s,
+                "size": list(size),
+                "ours_s": ours,
+                "ratio_to_paper": {b: round(t / paper_s, 1) for b, t in ours.items()},
+                "gmacs": timed[0].get("gmacs") if timed else None,
+            }
+        )
+    return rows
+
+
+def compare_study(
+    spec: str,
+    size: tuple[int, int],
+    *,
+    warmup: int,
+    runs: int,
+    threads: int | None,
+    profile: bool = True,
+    peak_gmacs: float | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Ours (fixed-size export, ORT) vs the plain export of the straightforward port (ORT) vs
+    the straightforward port in eager PyTorch: interleaved in one process, one input."""
+    from .profile import profile_onnx
+
+    x = sample_input(1, size)
+    contenders = {
+        "ours (ort)": "ort",
+        "plain export (ort-plain)": "ort-plain",
+        "eager reference (torch-reference)": "torch-reference",
+    }
+    runners = {}
+    for name, backend in contenders.items():
+        runners[name] = open_bench_runner(backend, spec, size, threads=threads)
+    log(f"interleaved comparison at {size[0]}x{size[1]}: {runs} rounds of {len(runners)}")
+    calls = {name: (lambda r=r: r.infer(x)) for name, (r, _) in runners.items()}
+    samples = interleaved(calls, warmup, runs)
+    stats = {name: summarize(s) for name, s in samples.items()}
+    ours = stats["ours (ort)"]["median_s"]
+    eager = stats["eager reference (torch-reference)"]["median_s"]
+    plain = stats["plain export (ort-plain)"]["median_s"]
+    result: dict[str, Any] = {
+        "size": list(size),
+        "order": list(contenders),
+        "stats": stats,
+        "speedup_vs_eager": round(eager / ours, 2),
+        "speedup_vs_plain": round(plain / ours, 2),
+        "goal_vs_eager": GOAL_VS_EAGER,
+        "goal_vs_plain": GOAL_VS_PLAIN,
+    }
+    macs = graph_macs(spec, size)
+    result["macs"] = macs
+    if peak_gmacs:
+        # no backend can beat MACs / peak: the floor this CPU sets for one forward pass
+        result["floor_s"] = round(macs["total"] / 1e9 / peak_gmacs, 4)
+        result["fraction_of_peak"] = {
+            name: round(result["floor_s"] / st["median_s"], 3) for name, st in stats.items()
+        }
+    result["goals_met"] = (
+        result["speedup_vs_eager"] >= GOAL_VS_EAGER and result["speedup_vs_plain"] >= GOAL_VS_PLAIN
+    )
+    if profile:
+        log("profiling ours and the plain export with ORT")
+        result["profile"] = {
+            name: profile_onnx(path, x, threads or 1, runs=2)
+            for name, (_, path) in runners.items()
+            if path is not None
+        }
+    return result
+
+
+def _predict(prev: tuple[int, float] | None, pixels: int) -> float:
+    """Upper-bound seconds for `pixels` from the last measured size: attention grows as N^2."""
+    if prev is None:
+        return 0.0
+    return prev[1] * (pixels / prev[0]) ** 2
+
+
+def scaling_study(
+    spec: str,
+    whole_sizes: Sequence[int],
+    tiled_sizes: Sequence[int],
+    *,
+    tile: int = 96,
+    overlap: int = 16,
+    warmup: int = 1,
+    runs: int = 3,
+    threads: int | None = None,
+    max_seconds: float = 60.0,
+    memory_cap_mb: float | None = None,
+    log: Any = print,
+) -> list[dict[str, Any]]:
+    """Latency, peak memory and MACs vs square LR size: whole image (one fixed-size graph per
+    size) and tiled (the tile-size graph through the Upscaler, feather merge).
+
+    A size is skipped when its predicted forward time exceeds `max_seconds` (N^2 extrapolation
+    from the previous size) or its predicted memory (the Upscaler's model) exceeds the cap.
+    """
+    from lbnet_deploy.runtime.upscaler import Upscaler, estimate_bytes
+
+    cap = memory_cap_mb if memory_cap_mb is not None else 0.5 * _available_mb()
+    rows: list[dict[str, Any]] = []
+    prev: tuple[int, float] | None = None
+    for n in whole_sizes:
+        runner, path = open_bench_runner("ort", spec, (n, n), threads=threads)
+        d = runner.describe()
+        need_mb = estimate_bytes(n * n, int(d["heads"]), int(d["n_feats"])) / 2**20
+        predicted = _predict(prev, n * n)
+        if predicted > max_seconds or need_mb > cap:
+            slow = predicted > max_seconds
+            why = f"predicted {predicted:.0f} s" if slow else f"needs ~{need_mb:.0f} MB"
+            rows.append({"mode": "whole", "size": n, "skipped": why})
+            log(f"  whole {n}x{n}: skipped ({why})")
+            del runner
+            continue
+        k = max(1, min(runs, int(max_seconds / max(predicted, 1e-9))))
+        result = time_forward(runner, sample_input(1, (n, n)), warmup, k)
+        del runner
+        gc.collect()
+        macs = count_macs(path)
+        row = {"mode": "whole", "size": n, "tiles": 1, "macs": macs}
+        row |= _row(result, macs["total"], output_megapixels(1, (n, n), d["scale"]), None)
+        rows.append(row)
+        prev = (n * n, row["stats"]["median_s"])
+        log(f"  whole {n}x{n}: {row['stats']['median_s']:.3f} s, +{row['rss_delta_mb']:.0f} MB")
+    runner, path = open_bench_runner("ort", spec, (tile, tile), threads=threads)
+    tile_count = count_macs(path)
+    tile_macs = tile_count["total"]
+    tile_s = min(time_calls(lambda: runner.infer(sample_input(1, (tile, tile))), 1, 1))
+    upscaler = Upscaler(runner, overlap=overlap)
+    rng = np.random.default_rng(0)
+    for n in tiled_sizes:
+        image = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
+        tiles = len(upscaler.plan(n, n).grid.tiles())
+        predicted = tiles * tile_s
+        if predicted > max_seconds:
+            rows.append(
+                {
+                    "mode": "tiled",
+                    "size": n,
+                    "tiles": tiles,
+                    "skipped": f"predicted {predicted:.0f} s",
+                }
+            )
+            log(f"  tiled {n}x{n}: skipped (predicted {predicted:.0f} s)")
+            continue
+        k = max(1, min(runs, int(max_seconds / predicted)))
+        gc.collect()
+        with PeakMemory() as mem:
+            samples = time_calls(lambda im=image: upscaler.upscale(im), 0, k)
+        result = {
+            "samples_s": samples,
+            "stats": summarize(samples),
+            "peak_rss_mb": round(mem.peak_mb, 1),
+            "rss_delta_mb": round(mem.delta_mb, 1),
+            "memory_method": mem.method,
+        }
+        row = {
+            "mode": "tiled",
+            "size": n,
+            "tile": tile,
+            "overlap": overlap,
+            "tiles": tiles,
+            "macs": {k: v * tiles for k, v in tile_count.items()},
+        }
+        row |= _row(result, tile_macs * tiles, output_megapixels(1, (n, n), runner.scale), None)
+        rows.append(row)
+        log(f"  tiled {n}x{n} ({tiles} tiles): {row['stats']['median_s']:.3f} s")
+    return rows
+
+
+def _available_mb() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 4096.0
+
+
+def end_to_end_study(
+    spec: str,
+    dataset: str | Path,
+    *,
+    backend: str = "ort",
+    warmup: int = 1,
+    runs: int = 3,
+    threads: int | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """`upscale` of every LR image in a folder (decode, plan/tile, infer, merge, PNG encode),
+    with the runtime's defaults (dynamic graph, whole image within the 2 GiB budget)."""
+    from lbnet_deploy.runtime.files import expand_inputs, upscale_files
+    from lbnet_deploy.runtime.open import open_runner
+    from lbnet_deploy.runtime.upscaler import Upscaler
+
+    folder = Path(dataset)
+    if (folder / "LR_bicubic" / "X4").is_dir():
+        folder = folder / "LR_bicubic" / "X4"
+    inputs = expand_inputs([str(folder)])
+    upscaler = Upscaler(open_runner(spec, backend, threads))
+    seconds, summary = [], None
+    gc.collect()
+    with tempfile.TemporaryDirectory() as out, PeakMemory() as mem:
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            summary = upscale_files(upscaler, inputs, Path(out), progress=False)
+            if i >= warmup:
+                seconds.append(time.perf_counter() - start)
+    assert summary is not None
+    stats = summarize(seconds)
+    log(f"  end-to-end {folder}: {stats['median_s']:.2f} s per pass of {summary.images} images")
+    return {
+        "dataset": str(folder),
+        "backend": backend,
+        "images": summary.images,
+        "failed": summary.failed,
+        "megapixels_out": round(summary.megapixels_out, 4),
+        "samples_s": seconds,
+        "stats": stats,
+        "images_per_s": round(summary.images / stats["median_s"], 3),
+        "throughput_mpix_s": round(summary.megapixels_out / stats["median_s"], 4),
+        "peak_rss_mb": round(mem.peak_mb, 1),
+        "rss_delta_mb": round(mem.delta_mb, 1),
+        "memory_method": mem.method,
+    }

@@ -1,0 +1,157 @@
+"""`lbnet-deploy bench` and its pieces: statistics, machine facts, MAC counting, memory, the
+command end to end on a tiny input. No assertion depends on how fast anything ran."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from lbnet_deploy.benchmarks.machine import machine_info
+from lbnet_deploy.benchmarks.macs import count_macs
+from lbnet_deploy.benchmarks.memory import PeakMemory
+from lbnet_deploy.benchmarks.profile import summarize_profile
+from lbnet_deploy.benchmarks.stats import output_megapixels, summarize, throughput
+
+from .conftest import needs_weights
+
+
+def test_summarize_known_data() -> None:
+    s = summarize([float(v) for v in range(1, 101)])  # 1..100
+    assert s["median_s"] == pytest.approx(50.5)
+    assert s["p90_s"] == pytest.approx(90.1)  # linear interpolation between order statistics
+    assert s["p99_s"] == pytest.approx(99.01)
+    assert (s["min_s"], s["max_s"], s["runs"]) == (1.0, 100.0, 100)
+    assert summarize([0.2, 0.1, 0.3])["median_s"] == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_throughput_in_output_megapixels() -> None:
+    mp = output_megapixels(2, (128, 128), 4)  # two 512x512 outputs
+    assert mp == pytest.approx(2 * 512 * 512 / 1e6)
+    assert throughput(mp, 0.5) == pytest.approx(2 * mp)
+
+
+def test_machine_info_keys() -> None:
+    info = machine_info(threads=1)
+    for key in ("cpu_model", "cpu_logical", "cpus_available", "threads_used", "gpu", "versions"):
+        assert key in info
+    assert info["threads_used"] == 1
+    for lib in ("python", "numpy", "onnxruntime", "onnx", "torch"):
+        assert lib in info["versions"]
+
+
+def _tiny_graph() -> onnx.ModelProto:
+    """Conv 3->8 (3x3), grouped Conv 8->8 (groups 2, 1x1), reshape to tokens, MatMul with a
+    weight, an activation x activation MatMul (attention-like), Gemm."""
+    rng = np.random.default_rng(0)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.random(shape, dtype=np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c1", "w2"], ["c2"], group=2),
+        helper.make_node("Reshape", ["c2", "shape"], ["t"]),  # (1, 8, 36)
+        helper.make_node("Transpose", ["t"], ["tt"], perm=[0, 2, 1]),  # (1, 36, 8)
+        helper.make_node("MatMul", ["tt", "w3"], ["m1"]),  # (1, 36, 5)
+        helper.make_node("Transpose", ["m1"], ["m1t"], perm=[0, 2, 1]),  # (1, 5, 36)
+        helper.make_node("MatMul", ["m1", "m1t"], ["scores"]),  # (1, 36, 36)
+        helper.make_node("Reshape", ["scores", "flat"], ["s2"]),  # (36, 36)
+        helper.make_node("Gemm", ["s2", "w4"], ["y"], transB=1),  # (36, 7)
+    ]
+    inits = [
+        init("w1", 8, 3, 3, 3), init("w2", 8, 4, 1, 1), init("w3", 8, 5), init("w4", 7, 36),
+        numpy_helper.from_array(np.array([1, 8, 36], np.int64), "shape"),
+        numpy_helper.from_array(np.array([36, 36], np.int64), "flat"),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_mac_count_matches_analytic() -> None:
+    m = count_macs(_tiny_graph())
+    conv = 8 * 6 * 6 * (3 * 3 * 3) + 8 * 6 * 6 * (4 * 1 * 1)  # out elements x (C_in/g * kh*kw)
+    assert m["Conv"] == conv
+    assert m["MatMul_weights"] == 36 * 5 * 8
+    assert m["MatMul_attention"] == 36 * 36 * 5
+    assert m["Gemm"] == 36 * 7 * 36
+    assert m["total"] == conv + 36 * 5 * 8 + 36 * 36 * 5 + 36 * 7 * 36
+    assert m["unknown_nodes"] == 0
+
+
+def test_peak_memory_sees_an_allocation() -> None:
+    with PeakMemory() as mem:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        del block
+    assert mem.peak_mb >= mem.start_mb
+    if mem.method.startswith("VmHWM"):
+        assert mem.delta_mb >= 48
+
+
+def test_profile_summary_ranks_ops() -> None:
+    def ev(op: str, dur: int) -> dict:
+        return {"cat": "Node", "name": f"n_{op}_kernel_time", "dur": dur, "args": {"op_name": op}}
+
+    events = [ev("MatMul", 3000), ev("MatMul", 1000), ev("Conv", 2000), {"cat": "Session"}]
+    top = summarize_profile(events, runs=2)
+    assert [t["op"] for t in top] == ["MatMul", "Conv"]
+    assert top[0]["seconds_per_run"] == pytest.approx(0.002)
+    assert top[0]["share"] == pytest.approx(4 / 6, abs=1e-3)
+
+
+def test_paper_rows_cover_the_paper_table() -> None:
+    from lbnet_deploy.benchmarks.studies import PAPER_ROWS
+    from lbnet_deploy.paper import RUNNING_TIME_X4
+
+    assert [label for label, _ in PAPER_ROWS] == list(RUNNING_TIME_X4)
+    assert dict(PAPER_ROWS)["TM-2 (released)"] == 3  # the released model: 3 applications
+
+
+def test_add_bench_parser_sets_func() -> None:
+    from lbnet_deploy.benchmarks.cli import add_bench_parser, cmd_bench
+
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "--sizes", "64x64,128x96", "--backend", "ort,torch"])
+    assert args.func is cmd_bench
+    assert args.sizes == ((64, 64), (128, 96)) and args.backend == ("ort", "torch")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--backend", "nope"])
+
+
+@needs_weights
+def test_bench_writes_json_and_png(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lbnet_deploy.benchmarks.cli import main
+
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))  # exports go here, not ~
+    out_json, out_png, out_md = tmp_path / "B.json", tmp_path / "B.png", tmp_path / "B.md"
+    rc = main([
+        "--model", "lbnet-t-x4", "--sizes", "16x16", "--runs", "2", "--warmup", "0",
+        "--threads", "1", "--backend", "ort,torch,torch-cuda",
+        "--json", str(out_json), "--plot", str(out_png), "--markdown", str(out_md),
+    ])  # fmt: skip
+    assert rc == 0
+    result = json.loads(out_json.read_text())
+    for key in ("schema", "machine", "settings", "roofline", "forward", "skipped"):
+        assert key in result
+    rows = {r["backend"]: r for r in result["forward"]}
+    assert set(rows) >= {"ort", "torch"}
+    for row in rows.values():
+        assert row["stats"]["runs"] == 2 and len(row["samples_s"]) == 2
+        for key in ("median_s", "p90_s", "p99_s", "min_s", "max_s"):
+            assert row["stats"][key] > 0
+        assert row["throughput_mpix_s"] > 0 and row["peak_rss_mb"] > 0 and row["gmacs"] > 0
+    if not result["machine"]["gpu"]:
+        assert any(s["config"].startswith("torch-cuda") for s in result["skipped"])
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "0.0401" in out_md.read_text()
