@@ -61,9 +61,10 @@ def count_macs(
     for node in graph.graph.node:
         if node.op_type not in ("Conv", "MatMul", "Gemm"):
             continue
-        ins = [shapes.get(name) for name in node.input[:2]]
+        found = [shapes.get(name) for name in node.input[:2]]
+        ins = [s for s in found if s is not None]
         out = shapes.get(node.output[0])
-        if out is None or any(s is None for s in ins) or min([*out, *ins[0], *ins[1]]) < 0:
+        if out is None or len(ins) < len(found) or min([*out, *ins[0], *ins[1]]) < 0:
             counts["unknown_nodes"] += 1
             continue
         if node.op_type == "Conv":

@@ -219,7 +219,8 @@ def _paper(result: dict[str, Any]) -> list[str]:
             + [f"{ratio[b]}x" if b in ratio else "—" for b in backends]
         )
     m = result["machine"]
-    size = next(iter(measured.values()), {}).get("size")
+    first: dict[str, Any] = next(iter(measured.values()), {})
+    size = first.get("size")
     if not size:
         return [
             "## The paper's running times",
@@ -282,7 +283,7 @@ def _scaling(result: dict[str, Any], plot: str | None) -> list[str]:
         )
     if not rows:
         return []
-    tiled = next((r for r in result["scaling"] if "tile" in r), {})
+    tiled: dict[str, Any] = next((r for r in result["scaling"] if "tile" in r), {})
     tile, overlap = tiled.get("tile", "?"), tiled.get("overlap", "?")
     header = [
         "mode",

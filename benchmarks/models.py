@@ -66,17 +66,17 @@ def build_model(spec: str, recursions: int | None = None, random_weights: bool =
 
     random_weights builds the variant untrained (timing only, for checkpoints we lack).
     """
-    import torch
     from torch import Tensor
 
     from lbnet_deploy.descriptor import describe
+    from lbnet_deploy.model.blocks import TransBlock
     from lbnet_deploy.model.checkpoint import load_model
     from lbnet_deploy.model.lbnet import LBNet
 
     class TimingLBNet(LBNet):
         """LBNet whose transformer stages vanish at recursions=0 (the paper's ablation)."""
 
-        def transformer(self, block: torch.nn.Module, x: Tensor) -> Tensor:
+        def transformer(self, block: TransBlock, x: Tensor) -> Tensor:
             if self.descriptor.recursions == 0:
                 return x
             return super().transformer(block, x)

@@ -7,6 +7,7 @@ one configuration's memory is not charged to the next.
 
 from __future__ import annotations
 
+import functools
 import gc
 import tempfile
 import time
@@ -45,7 +46,9 @@ def graph_macs(
     return count_macs(path)
 
 
-def _row(result: dict[str, Any], macs: int | None, megapixels: float, peak_gmacs: float | None):
+def _row(
+    result: dict[str, Any], macs: int | None, megapixels: float, peak_gmacs: float | None
+) -> dict[str, Any]:
     median = result["stats"]["median_s"]
     result["output_mpix"] = megapixels
     result["throughput_mpix_s"] = round(throughput(megapixels, median), 4)
@@ -99,7 +102,7 @@ def forward_study(
                 scale = runner.scale
                 del runner
                 gc.collect()
-                row = {
+                row: dict[str, Any] = {
                     "backend": backend,
                     "precision": precision,
                     "size": list(size),
@@ -287,13 +290,15 @@ def scaling_study(
         result = time_forward(runner, sample_input(1, (n, n)), warmup, k)
         del runner
         gc.collect()
+        assert path is not None  # the ort backend always runs an ONNX file
         macs = count_macs(path)
-        row = {"mode": "whole", "size": n, "tiles": 1, "macs": macs}
+        row: dict[str, Any] = {"mode": "whole", "size": n, "tiles": 1, "macs": macs}
         row |= _row(result, macs["total"], output_megapixels(1, (n, n), d["scale"]), None)
         rows.append(row)
         prev = (n * n, row["stats"]["median_s"])
         log(f"  whole {n}x{n}: {row['stats']['median_s']:.3f} s, +{row['rss_delta_mb']:.0f} MB")
     runner, path = open_bench_runner("ort", spec, (tile, tile), threads=threads)
+    assert path is not None  # the ort backend always runs an ONNX file
     tile_count = count_macs(path)
     tile_macs = tile_count["total"]
     tile_s = min(time_calls(lambda: runner.infer(sample_input(1, (tile, tile))), 1, 1))
@@ -317,7 +322,7 @@ def scaling_study(
         k = max(1, min(runs, int(max_seconds / predicted)))
         gc.collect()
         with PeakMemory() as mem:
-            samples = time_calls(lambda im=image: upscaler.upscale(im), 0, k)
+            samples = time_calls(functools.partial(upscaler.upscale, image), 0, k)
         result = {
             "samples_s": samples,
             "stats": summarize(samples),
