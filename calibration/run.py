@@ -40,7 +40,7 @@ def calibrate_file(
     *,
     method: str = "MinMax",
     samples: int = 32,
-    max_psnr_drop: float = 0.10,
+    max_psnr_drop: float = 0.05,
     seed: int = 0,
     trt_cache: str | Path | None = None,
     trt_version: str = "10.3.0",
@@ -60,7 +60,7 @@ def calibrate_file(
     root = logging.getLogger()
     level, root.level = root.level, logging.ERROR
     try:
-        held_out = holdout_pairs(images, scale, size=crop, seed=seed + 1)  # type: ignore[arg-type]
+        held_out = holdout_pairs(images, scale, size=crop, count=16, seed=seed + 1)  # type: ignore[arg-type]
         result = quantize_mixed(quantizer, held_out, scale, max_psnr_drop)
     finally:
         root.setLevel(level)
