@@ -33,9 +33,13 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
     from lbnet_deploy.model.checkpoint import load_model
+    from lbnet_deploy.runtime.files import prepare_output_dir
 
+    prepare_output_dir(Path(args.output).resolve().parent)  # fail before a 30 s export, not after
     model, desc = load_model(args.model, scale=args.scale, variant=args.variant)
     options = ExportOptions(
         input_size=None if args.dynamic else args.input_size,
