@@ -145,8 +145,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 BACKENDS = ("ort", "ort-cuda", "ort-tensorrt", "torch")
 
 
-def add_runtime_options(p: argparse.ArgumentParser) -> None:
-    """Options every command that runs a model shares."""
+def add_runtime_options(p: argparse.ArgumentParser, budget_mb: int | None = 2048) -> None:
+    """Options every command that runs a model shares (budget None: decided by the command)."""
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
     p.add_argument("--backend", choices=BACKENDS, default="ort", help="default: ort (CPU)")
     p.add_argument(
@@ -159,12 +159,25 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--memory-budget",
         type=int,
-        default=2048,
+        default=budget_mb,
         metavar="MB",
-        help="peak inference memory to plan tiles for (default 2048 MB)",
+        help="peak inference memory to plan tiles for (default: "
+        + (f"{budget_mb} MB)" if budget_mb else "75%% of available memory)"),
     )
     p.add_argument("--batch", type=int, default=1, help="tiles per inference call")
     p.add_argument("--threads", type=int, help="CPU threads (default: CPUs available)")
+
+
+def available_memory_mb() -> int:
+    """MemAvailable from /proc/meminfo (Linux); 4 GiB where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 4096
 
 
 def check_scale(actual: int, asked: int | None, model: str) -> None:
@@ -231,6 +244,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.model.startswith("bicubic") and args.scale:
         args.model = f"bicubic-x{args.scale}"
+    if args.memory_budget is None:
+        # scores are compared with whole-image results (the paper, the official code): run
+        # every image whole that this machine can hold
+        args.memory_budget = available_memory_mb() * 3 // 4
     upscaler = _upscaler(args, args.model)
     baseline = _upscaler(args, args.baseline) if args.baseline else None
     dataset = Path(args.dataset)
@@ -318,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="PSNR/SSIM on a dataset with the paper's protocol")
     p.add_argument("--model", required=True, help="name, .pt, .onnx, or bicubic (with --scale)")
     p.add_argument("--dataset", required=True, help="EDSR layout (HR/ + LR_bicubic/) or HR images")
-    add_runtime_options(p)
+    add_runtime_options(p, budget_mb=None)
     p.add_argument(
         "--lr-from-hr",
         action="store_true",

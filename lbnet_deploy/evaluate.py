@@ -96,6 +96,7 @@ class ImageScore:
     psnr_y: float
     ssim_y: float
     lr_source: str
+    tiled: bool = False  # True where the image did not fit the memory budget whole
     ensemble_psnr_y: float | None = None
     ensemble_ssim_y: float | None = None
     baseline_psnr_y: float | None = None
@@ -165,8 +166,9 @@ def evaluate(
     for i, sample in enumerate(samples, 1):
         sr = upscaler.upscale(sample.lr)
         score = ImageScore(
-            sample.name, psnr_y(sr, sample.hr, s), ssim_y(sr, sample.hr, s), sample.lr_source
-        )
+            sample.name, psnr_y(sr, sample.hr, s), ssim_y(sr, sample.hr, s), sample.lr_source,
+            tiled=not upscaler.plan(*sample.lr.shape[:2]).whole,
+        )  # fmt: skip
         if ensemble:
             sr_ens = self_ensemble(upscaler, sample.lr)
             score.ensemble_psnr_y = psnr_y(sr_ens, sample.hr, s)

@@ -59,6 +59,7 @@ def test_hr_only_equals_given_lr_and_saved_images_score_the_same(
         results[label] = json.loads(out.read_text())
     given, made = results["given"], results["hr_only"]
     assert {i["lr_source"] for i in given["images"]} == {"given"}
+    assert not any(i["tiled"] for i in given["images"]), "eval runs images whole by default"
     assert {i["lr_source"] for i in made["images"]} == {"bicubic"}
     assert made["mean_psnr_y"] == pytest.approx(given["mean_psnr_y"], abs=1e-9)  # bit-exact LR
     assert given["dataset"] == "Set5" and given["paper_psnr_y"] == 32.08
