@@ -7,6 +7,7 @@ import numpy as np
 from lbnet_deploy.quality.imresize import imresize
 
 from .backend import AnySizeRunner
+from .upscaler import to_uint8
 
 
 class BicubicRunner(AnySizeRunner):
@@ -21,6 +22,6 @@ class BicubicRunner(AnySizeRunner):
                 "precision": "fp64", "backend": "numpy"}  # fmt: skip
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        images = np.clip(np.rint(batch), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        images = to_uint8(batch).transpose(0, 2, 3, 1)
         out = [imresize(img, self.scale).astype(np.float32) for img in images]
         return np.stack(out).transpose(0, 3, 1, 2)
