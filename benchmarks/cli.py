@@ -57,9 +57,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        type=_choices(("fp32", "fp16")),
+        type=_choices(("fp32", "fp16", "int8")),
         default=("fp32",),
-        help="fp32 and/or fp16 (fp16: ort, ort-cuda, torch-cuda)",
+        help="comma-separated fp32, fp16, int8 (fp16: ort, ort-cuda, torch-cuda; int8: ort, "
+        "ort-cuda, calibrated once with `calibrate`'s defaults on $LBNET_CALIB_DIR or SunHays80)",
     )
     p.add_argument(
         "--sizes",

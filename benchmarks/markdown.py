@@ -55,8 +55,15 @@ def _roofline(result: dict[str, Any]) -> list[str]:
 
 def _forward(result: dict[str, Any]) -> list[str]:
     rows = []
+    fp32 = {
+        (r["backend"], tuple(r["size"]), r["batch"]): r["stats"]["median_s"]
+        for r in result.get("forward", [])
+        if r["precision"] == "fp32"
+    }
     for r in result.get("forward", []):
         st = r["stats"]
+        base = fp32.get((r["backend"], tuple(r["size"]), r["batch"]))
+        speedup = "—" if base is None else f"{base / st['median_s']:.2f}x"
         rows.append(
             [
                 r["backend"],
@@ -64,6 +71,7 @@ def _forward(result: dict[str, Any]) -> list[str]:
                 "{}x{}".format(*r["size"]),
                 r["batch"],
                 _ms(st["median_s"]),
+                speedup,
                 _ms(st["p90_s"]),
                 _ms(st["p99_s"]),
                 _ms(st["min_s"]),
@@ -82,6 +90,7 @@ def _forward(result: dict[str, Any]) -> list[str]:
         "LR size",
         "batch",
         "median ms",
+        "vs fp32",
         "p90",
         "p99",
         "min",

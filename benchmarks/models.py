@@ -56,9 +56,20 @@ def skip_reason(backend: str, precision: str) -> str | None:
             return "onnxruntime has no CUDAExecutionProvider"
     if precision == "fp16" and backend in ("torch", "torch-reference"):
         return "eager FP16 is timed on CUDA only (CPU PyTorch has no fast FP16 path)"
-    if precision == "fp16" and backend == "ort-plain":
+    if precision != "fp32" and backend == "ort-plain":
         return "the plain export is a comparison point in FP32 only"
+    if precision == "int8" and not backend.startswith("ort"):
+        return "INT8 is a Q/DQ ONNX graph: timed on ONNX Runtime only"
+    if precision == "int8" and not calibration_images().is_dir():
+        return f"no calibration photos at {calibration_images()} (set LBNET_CALIB_DIR)"
     return None
+
+
+def calibration_images() -> Path:
+    """Photos `calibrate` uses for bench's INT8 graphs: $LBNET_CALIB_DIR, else SunHays80 beside
+    the shared data (never an evaluation set)."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "SunHays80"
+    return Path(os.environ.get("LBNET_CALIB_DIR", default))
 
 
 def build_model(spec: str, recursions: int | None = None, random_weights: bool = False) -> Any:
@@ -123,17 +134,26 @@ def bench_onnx(
     from lbnet_deploy.resolve import checkpoint_path, model_file
     from lbnet_deploy.weights import sha256_file
 
-    if precision not in ("fp32", "fp16"):
-        raise LBNetError(f"precision must be fp32 or fp16, got {precision!r}")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise LBNetError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     shipped = recursions == TRAINED_RECURSIONS and not plain and not random_weights
-    if precision == "fp16":
+    if precision != "fp32":
+        # made from the FP32 graph as a user would: `export --precision fp16`'s conversion,
+        # `calibrate`'s defaults on the calibration photos
         fp32 = bench_onnx(spec, size, batch, recursions, plain, "fp32", random_weights)
-        out = fp32.with_name(fp32.stem + "-fp16.onnx")
-        if not out.is_file():
+        out = fp32.with_name(f"{fp32.stem}-{precision}.onnx")
+        if out.is_file():
+            return out
+        from lbnet_deploy.export.onnx_export import save_atomic
+
+        if precision == "fp16":
             from lbnet_deploy.export.fp16 import to_fp16
-            from lbnet_deploy.export.onnx_export import save_atomic
 
             save_atomic(to_fp16(onnx.load(fp32)), out)
+        else:
+            from lbnet_deploy.calibration.run import calibrate_file
+
+            calibrate_file(fp32, calibration_images(), out)
         return out
     if shipped:
         return model_file(spec, input_size=size, batch=batch)

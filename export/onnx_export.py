@@ -63,7 +63,9 @@ def _dynamic_shapes(options: ExportOptions) -> dict[str, dict[int, object]] | No
 
 def _torch_export(model: LBNet, options: ExportOptions, path: Path) -> None:
     h, w = options.input_size or (32, 32)
-    sample = torch.rand(options.batch or 1, 3, h, w) * 255
+    # a dynamic batch is traced with 2 images: torch.export fixes any dimension a sample
+    # gives as 1 once an op broadcasts over it (its 0/1 specialization)
+    sample = torch.rand(options.batch or 2, 3, h, w) * 255
     # the exporter logs per-op registration chatter and traces warnings users cannot act on
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():

@@ -4,4 +4,4 @@ Importing this package pulls in numpy at most: torch is needed only by `lbnet_de
 and `lbnet_deploy.export`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
