@@ -39,6 +39,7 @@ class BenchOptions:
     paper: bool = False
     compare: bool = False
     compare_size: tuple[int, int] = (128, 128)
+    official_repo: str | None = None  # a checkout of IVIPLab/LBNet for --compare
     profile: bool = True
     scaling: bool = False
     scaling_whole: tuple[int, ...] = (32, 48, 64, 96, 128, 160, 192, 256)
@@ -99,6 +100,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             threads=threads,
             profile=opts.profile,
             peak_gmacs=peak,
+            official_repo=opts.official_repo,
             log=_log,
         )
     if opts.paper:

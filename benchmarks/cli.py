@@ -99,6 +99,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--compare-size", type=lambda t: _sizes(t)[0], default=(128, 128), metavar="HxW")
     p.add_argument(
+        "--official-repo",
+        metavar="DIR",
+        help="a checkout of github IVIPLab/LBNet: --compare also times the official code, eager "
+        "and plainly exported, and judges the goals against it",
+    )
+    p.add_argument(
         "--paper",
         action="store_true",
         help="the paper's running-time rows (TM-k) on a Set5 x4 image",
@@ -144,6 +150,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         compare=args.compare or args.all,
         compare_size=args.compare_size,
+        official_repo=args.official_repo,
         paper=args.paper or args.all,
         scaling=args.scaling or args.all,
         scaling_whole=args.scaling_whole,

@@ -131,8 +131,14 @@ def _comparison(result: dict[str, Any]) -> list[str]:
         "",
         "One process, one input, contenders alternated every repetition. 'plain export' is our "
         "straightforward port (nn.Unfold/Fold, Python loop over attention runs) through a plain "
-        "`torch.onnx.export(dynamo=True)`, and 'eager reference' the same port in eager PyTorch: "
-        "stand-ins for the official code, which is not vendored here.",
+        "`torch.onnx.export(dynamo=True)`, and 'eager reference' the same port in eager PyTorch. "
+        + (
+            "The official code (IVIPLab/LBNet, imported from a checkout via --official-repo, "
+            "not vendored) ran eager and plainly exported beside them; the goals are judged "
+            "against it."
+            if c.get("against") == "official code"
+            else "They stand in for the official code (give --official-repo to time it)."
+        ),
         "",
     ]
     out += [*_table(["contender", "median ms", "p90", "min", "runs"], rows), ""]
@@ -197,14 +203,14 @@ def _floor(c: dict[str, Any], roofline: dict[str, Any] | None) -> list[str]:
         out += [
             f"Reading the profiles: MatMul, FusedMatMul and Softmax (attention and the token "
             f"linear layers) take {t1:.3f} s per run in {n1} and {t2:.3f} s in {n2}. Both graphs "
-            "compute the same banded scores (h x N x N/16 floats written, softmaxed and read "
-            "back in every TransBlock application), so where these two figures are close the "
-            "attention is bound by that memory traffic and our rewrites (runs batched into one "
-            "MatMul, q pre-scaled, unfold/fold as one-hot convs), chosen for TensorRT, cannot "
-            "buy much on ORT CPU; ORT already fuses the plain graph's scale into FusedMatMul. "
-            "A CPU win would more likely come from never materialising the score matrix (a "
-            "fused attention kernel, e.g. ORT's com.microsoft MultiHeadAttention contrib op on "
-            "the batched runs), which is not tried here.",
+            "do the same attention arithmetic (q k^T and softmax(.) v over h x N x N/16 scores "
+            "per TransBlock application); with head width 27 these products already run at "
+            "70-90% of this CPU's FP32 peak in both, and the Softmax over those scores is the "
+            "next cost. Our rewrites remove what the plain graph does besides (the K transpose, "
+            "the scale Mul, LBNet-T's separate `reduce` product, the Python loop), which is "
+            "little. A fused kernel does not help here: `python -m "
+            "lbnet_deploy.benchmarks.attention_kernels` times ORT's MultiHeadAttention (flash "
+            "path) and ONNX Attention-23 on the same runs at the speed of MatMul->Softmax->MatMul.",
             "",
         ]
     return out
@@ -314,9 +320,31 @@ def _scaling(result: dict[str, Any], plot: str | None) -> list[str]:
         "",
     ]
     out += [*_table(header, rows), ""]
+    out += _tiled_vs_whole(result["scaling"])
     if plot:
         out += [f"![latency and memory vs input size]({plot})", ""]
     return out
+
+
+TILED_GOAL = 2.0  # the issue's: tiled `upscale` >= 2x faster than the whole image from 256x256
+
+
+def _tiled_vs_whole(scaling: list[dict[str, Any]]) -> list[str]:
+    """Speed-up of the tiled path over the whole-image graph at each size both ran."""
+    timed = {(r["mode"], r["size"]): r["stats"]["median_s"] for r in scaling if "stats" in r}
+    pairs = [
+        (n, timed[("whole", n)] / timed[("tiled", n)])
+        for (mode, n) in sorted(timed)
+        if mode == "tiled" and ("whole", n) in timed
+    ]
+    if not pairs:
+        return []
+    text = ", ".join(f"{n}x{n}: {ratio:.2f}x" for n, ratio in pairs)
+    big = [ratio for n, ratio in pairs if n >= 256]
+    verdict = f"goal (>= {TILED_GOAL}x from 256x256) " + (
+        "met" if big and min(big) >= TILED_GOAL else "**missed**" if big else "not measured"
+    )
+    return [f"Tiled speed-up over the whole image at the same size: {text}; {verdict}.", ""]
 
 
 def _end_to_end(result: dict[str, Any]) -> list[str]:

@@ -181,6 +181,10 @@ def paper_study(
     return rows
 
 
+OFFICIAL_PLAIN = "official code, plain export (ort)"
+OFFICIAL_EAGER = "official code, eager (torch)"
+
+
 def compare_study(
     spec: str,
     size: tuple[int, int],
@@ -190,10 +194,13 @@ def compare_study(
     threads: int | None,
     profile: bool = True,
     peak_gmacs: float | None = None,
+    official_repo: str | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """Ours (fixed-size export, ORT) vs the plain export of the straightforward port (ORT) vs
-    the straightforward port in eager PyTorch: interleaved in one process, one input."""
+    the straightforward port in eager PyTorch: interleaved in one process, one input. With
+    `official_repo` (a checkout of IVIPLab/LBNet) the official code, eager and plainly
+    exported, joins them and the goals are judged against it."""
     from .profile import profile_onnx
 
     x = sample_input(1, size)
@@ -202,19 +209,29 @@ def compare_study(
         "plain export (ort-plain)": "ort-plain",
         "eager reference (torch-reference)": "torch-reference",
     }
-    runners = {}
+    runners: dict[str, tuple[Any, Path | None]] = {}
     for name, backend in contenders.items():
         runners[name] = open_bench_runner(backend, spec, size, threads=threads)
+    if official_repo:
+        from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
+
+        from .official import OfficialEagerRunner, export_official, load_official
+
+        official = load_official(official_repo, spec)
+        path = export_official(official, spec, size)
+        runners[OFFICIAL_PLAIN] = (OnnxRuntimeRunner(path, threads=threads), path)
+        runners[OFFICIAL_EAGER] = (OfficialEagerRunner(official, threads), None)
     log(f"interleaved comparison at {size[0]}x{size[1]}: {runs} rounds of {len(runners)}")
     calls = {name: (lambda r=r: r.infer(x)) for name, (r, _) in runners.items()}
     samples = interleaved(calls, warmup, runs)
     stats = {name: summarize(s) for name, s in samples.items()}
     ours = stats["ours (ort)"]["median_s"]
-    eager = stats["eager reference (torch-reference)"]["median_s"]
-    plain = stats["plain export (ort-plain)"]["median_s"]
+    eager = stats.get(OFFICIAL_EAGER, stats["eager reference (torch-reference)"])["median_s"]
+    plain = stats.get(OFFICIAL_PLAIN, stats["plain export (ort-plain)"])["median_s"]
     result: dict[str, Any] = {
         "size": list(size),
-        "order": list(contenders),
+        "order": list(runners),
+        "against": "official code" if official_repo else "straightforward port",
         "stats": stats,
         "speedup_vs_eager": round(eager / ours, 2),
         "speedup_vs_plain": round(plain / ours, 2),
@@ -271,7 +288,8 @@ def scaling_study(
     """
     from lbnet_deploy.runtime.upscaler import Upscaler, estimate_bytes
 
-    cap = memory_cap_mb if memory_cap_mb is not None else 0.5 * _available_mb()
+    # eval's whole-image budget: the 256x256 whole graph (~14 GB for LBNet-T) fits 24 GB
+    cap = memory_cap_mb if memory_cap_mb is not None else 0.75 * _available_mb()
     rows: list[dict[str, Any]] = []
     prev: tuple[int, float] | None = None
     for n in whole_sizes:

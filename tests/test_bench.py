@@ -155,3 +155,75 @@ def test_bench_writes_json_and_png(tmp_path, monkeypatch: pytest.MonkeyPatch) ->
         assert any(s["config"].startswith("torch-cuda") for s in result["skipped"])
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "0.0401" in out_md.read_text()
+
+
+def test_fused_attention_kernels_agree_with_the_exported_form() -> None:
+    from lbnet_deploy.benchmarks.attention_kernels import compare
+
+    result = compare(size=16, heads=2, dim=5, runs=1)
+    assert len(result) == 3
+    for name, r in result.items():
+        assert r["max_abs"] < 1e-4, name  # same attention, three kernels
+        assert r["median_s"] > 0
+
+
+def test_forward_table_gives_speedup_over_fp32() -> None:
+    from lbnet_deploy.benchmarks.markdown import _forward
+
+    def row(precision: str, median: float) -> dict:
+        stats = {k: median for k in ("median_s", "p90_s", "p99_s", "min_s", "max_s")}
+        return {
+            "backend": "ort", "precision": precision, "size": [64, 64], "batch": 1,
+            "stats": {**stats, "runs": 3}, "throughput_mpix_s": 1.0, "peak_rss_mb": 1.0,
+            "rss_delta_mb": 0.0,
+        }  # fmt: skip
+
+    text = "\n".join(_forward({"forward": [row("fp32", 0.3), row("int8", 0.2)]}))
+    assert "| 300.0 | 1.00x |" in text and "| 200.0 | 1.50x |" in text
+
+
+def test_tiled_verdict_needs_256_and_up() -> None:
+    from lbnet_deploy.benchmarks.markdown import _tiled_vs_whole
+
+    def r(mode: str, n: int, s: float) -> dict:
+        return {"mode": mode, "size": n, "stats": {"median_s": s}}
+
+    met = _tiled_vs_whole([r("whole", 256, 10.0), r("tiled", 256, 4.0), r("tiled", 512, 9.0)])
+    assert "256x256: 2.50x" in met[0] and "met" in met[0]
+    missed = _tiled_vs_whole([r("whole", 256, 10.0), r("tiled", 256, 6.0)])
+    assert "**missed**" in missed[0]
+    assert "not measured" in _tiled_vs_whole([r("whole", 128, 1.0), r("tiled", 128, 2.0)])[0]
+
+
+def test_int8_bench_needs_calibration_photos(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lbnet_deploy.benchmarks.models import skip_reason
+
+    monkeypatch.setenv("LBNET_CALIB_DIR", str(tmp_path / "missing"))
+    assert "no calibration photos" in (skip_reason("ort", "int8") or "")
+    assert "ONNX Runtime only" in (skip_reason("torch", "int8") or "")
+    monkeypatch.setenv("LBNET_CALIB_DIR", str(tmp_path))
+    assert skip_reason("ort", "int8") is None
+
+
+def test_official_repo_must_be_a_checkout(tmp_path) -> None:
+    from lbnet_deploy.benchmarks.official import load_official
+    from lbnet_deploy.errors import LBNetError
+
+    with pytest.raises(LBNetError, match="not a checkout of IVIPLab/LBNet"):
+        load_official(tmp_path, "lbnet-t-x4")
+
+
+def test_precision_study_counts_nonfinite_outputs() -> None:
+    from lbnet_deploy.benchmarks.precision_study import FiniteCheck
+
+    class Fake:
+        scale = 2
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            out = np.zeros((1, 3, 2, 2), np.float32)
+            out[0, 0, 0, :] = [np.nan, np.inf]
+            return out
+
+    check = FiniteCheck(Fake())
+    check.infer(np.zeros((1, 3, 1, 1), np.float32))
+    assert (check.nonfinite, check.calls, check.scale) == (2, 1, 2)

@@ -90,3 +90,17 @@ def test_tampered_state_dict_is_refused(tmp_path) -> None:
     torch.save(state, path)
     with pytest.raises(LBNetError, match="missing or unexpected keys"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(("ckpt", "folded"), [("LBNet-T_X4.pt", True), ("LBNet-X3.pt", False)])
+def test_reduce_folded_into_qkv_only_where_it_saves_macs(ckpt: str, folded: bool) -> None:
+    """LBNet-T (A = D): 3A*D < A*D + 3A*A, fold; LBNet (A = D/2): folding would add MACs."""
+    model, _ = load_model(str(WEIGHTS / ckpt))
+    atten = model.attention.atten
+    wq, _, _, did_fold = atten.qkv_weights()
+    assert did_fold is folded
+    assert wq.shape[1] == (atten.reduce.in_features if folded else atten.reduce.out_features)
+    x = torch.randn(1, 10, atten.reduce.in_features)
+    u = x if folded else atten.reduce(x)
+    q_ref = atten.qkv(atten.reduce(x)).chunk(3, dim=-1)[0] * atten.scale
+    assert torch.allclose(u @ wq.T, q_ref, atol=1e-4)
