@@ -53,12 +53,19 @@ def qdq_summary(path: Path) -> dict[str, object]:
 def modelopt_int8(fp32: Path, crops: np.ndarray, out: Path, method: str) -> Path:
     from modelopt.onnx.quantization import quantize
 
-    name = onnx.load(str(fp32)).graph.input[0].name
+    source = onnx.load(str(fp32))
     quantize(
-        str(fp32), quantize_mode="int8", calibration_data={name: crops},
+        str(fp32), quantize_mode="int8", calibration_data={source.graph.input[0].name: crops},
         calibration_method=method, calibration_eps=["cpu"], high_precision_dtype="fp32",
         output_path=str(out), log_level="WARNING",
     )  # fmt: skip
+    # ModelOpt drops metadata_props; our runner reads the scale from them
+    graph = onnx.load(str(out))
+    props = {p.key: p.value for p in source.metadata_props}
+    props |= {"lbnet.precision": "int8", "lbnet.int8_method": f"modelopt-{method}"}
+    del graph.metadata_props[:]
+    onnx.helper.set_model_props(graph, props)
+    onnx.save(graph, str(out))
     return out
 
 

@@ -94,10 +94,14 @@ def score(graph: Path, dataset: Path, budget_mb: int) -> dict[str, Any]:
     }
 
 
-def study_model(spec: str, datasets: list[Path], images: Path, work: Path) -> dict[str, Any]:
+def study_model(
+    spec: str, datasets: list[Path], images: Path, work: Path, budget_mb: int | None = None
+) -> dict[str, Any]:
     graphs, calibration = make_graphs(spec, images, work)
-    budget = available_memory_mb() * 3 // 4
-    out: dict[str, Any] = {"model": spec, "calibration": calibration, "datasets": {}}
+    budget = budget_mb or available_memory_mb() * 3 // 4
+    out: dict[str, Any] = {
+        "model": spec, "calibration": calibration, "memory_budget_mb": budget, "datasets": {}
+    }  # fmt: skip
     for dataset in datasets:
         rows = {}
         for precision in PRECISIONS:
@@ -150,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", default="../shared/data/SunHays80")
     p.add_argument("--out-dir", default="benchmarks")
     p.add_argument("--work", default=None, help="where FP16/INT8 graphs go (default: out-dir)")
+    p.add_argument(
+        "--memory-budget", type=int, help="MB per inference (default: eval's, 75%% of available)"
+    )
     args = p.parse_args(argv)
     out = Path(args.out_dir)
     work = Path(args.work) if args.work else out
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{platform.processor() or platform.machine()}, {platform.platform()}"
     for spec in args.models.split(","):
         results = [r for r in results if r["model"] != spec]
-        results.append(study_model(spec, datasets, Path(args.images), work))
+        results.append(study_model(spec, datasets, Path(args.images), work, args.memory_budget))
         json_path.write_text(json.dumps(results, indent=1))
         (out / "PRECISION.md").write_text(markdown(results, machine))
     return 0

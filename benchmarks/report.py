@@ -3,7 +3,8 @@
     LBNET_WEIGHTS_DIR=../shared/weights python -m lbnet_deploy.benchmarks.report [extra args]
 
 Extra arguments go to `bench` (e.g. --runs 2 --compare-size 32x32 for a quick dry run with
---out-dir elsewhere). On 2 quiet cores the defaults take roughly 10-20 minutes.
+--out-dir elsewhere; --official-repo DIR adds the official code to the comparison). On 2
+quiet cores the defaults take roughly 20-30 minutes (INT8 graphs are calibrated once each).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--backend",
             "ort,torch,ort-cuda,torch-cuda",
             "--precision",
-            "fp32,fp16",
+            "fp32,fp16,int8",
             "--sizes",
             "64x64,128x128",
             "--all",

@@ -227,3 +227,16 @@ def test_precision_study_counts_nonfinite_outputs() -> None:
     check = FiniteCheck(Fake())
     check.infer(np.zeros((1, 3, 1, 1), np.float32))
     assert (check.nonfinite, check.calls, check.scale) == (2, 1, 2)
+
+
+def test_which_qdq_patterns_ort_runs_as_integer_kernels() -> None:
+    """The placement rule `calibrate`'s notes rely on: ORT CPU turns DQ->MatMul (float out)
+    into MatMulIntegerToFloat, but a Conv needs its output quantized (DQ->Conv->Q) to become
+    QLinearConv; DQ->Conv alone runs the float Conv."""
+    from lbnet_deploy.benchmarks.int8_kernels import compare
+
+    result = compare(size=8, runs=1)
+    assert "QLinearConv" in result["Conv 3x3 40->24 [dq-q]"]["kernels"]
+    assert "QLinearConv" not in result["Conv 3x3 40->24 [dq]"]["kernels"]
+    assert "Conv" in result["Conv 3x3 40->24 [dq]"]["kernels"]
+    assert "MatMulIntegerToFloat" in result["MatMul 162->486 [dq]"]["kernels"]
