@@ -132,6 +132,9 @@ class Quantizer:
             raise LBNetError(f"unknown blocks {unknown}; the graph has {sorted(self.blocks)}")
         nodes = [n for b, ns in self.blocks.items() if b not in exclude for n in ns]
         out = self.workdir / "int8.onnx"
+        cache = self.workdir / f"ranges-{self.method}.json"
+        if self.method == "Entropy" and not cache.is_file():
+            self._entropy_ranges(cache)
         quantize_static(
             self._source, out, _Reader(self.crops, self.graph.graph.input[0].name),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "MatMul"],
@@ -145,7 +148,7 @@ class Quantizer:
                 "QuantizeBias": False,
                 "CalibMovingAverage": False,
             },
-            calibration_cache_path=self.workdir / f"ranges-{self.method}.json",
+            calibration_cache_path=cache,
         )  # fmt: skip
         model = onnx.load(out)
         props = {p.key: p.value for p in self.graph.metadata_props}
@@ -162,6 +165,25 @@ class Quantizer:
         del model.metadata_props[:]
         onnx.helper.set_model_props(model, props)
         return model
+
+    def _entropy_ranges(self, cache: Path) -> None:
+        """KL-divergence thresholds from 2048-bin histograms (TensorRT's entropy calibrator).
+
+        Written by hand around ORT's own EntropyCalibrater because quantize_static cannot pass
+        it a bin count: its default of 128 bins equals the 128 quantized bins, so the threshold
+        search has one candidate, the full range, and "Entropy" came out identical to MinMax
+        (measured: all 234 scales of the LBNet-T x4 graph equal)."""
+        from onnxruntime.quantization import CalibrationMethod
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+        calibrator = create_calibrator(
+            self._source, ["Conv", "MatMul"],
+            augmented_model_path=str(self.workdir / "augmented.onnx"),
+            calibrate_method=CalibrationMethod.Entropy,
+            extra_options={"num_bins": 2048, "num_quantized_bins": 128, "symmetric": True},
+        )  # fmt: skip
+        calibrator.collect_data(_Reader(self.crops, self.graph.graph.input[0].name))
+        save_tensors_data(calibrator.compute_data(), cache)
 
 
 def _psnr_drop(reference: onnx.ModelProto, candidate: onnx.ModelProto, pairs, scale: int) -> float:

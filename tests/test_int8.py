@@ -134,3 +134,28 @@ def test_too_few_or_unreadable_images(tmp_path: Path) -> None:
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(LBNetError, match="cannot read calibration image"):
         calibration_crops(tmp_path, 2, (16, 16), min_images=2, progress=False)
+
+
+def _activation_scales(graph: onnx.ModelProto) -> dict[str, float]:
+    inits = _inits(graph)
+    return {
+        n.input[0]: float(inits[n.input[1]])
+        for n in graph.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[1] in inits
+    }
+
+
+@pytest.mark.slow  # ORT's per-tensor KL threshold search is a Python loop: ~4 min here
+@needs_weights
+@needs_photos
+def test_entropy_is_not_minmax(int8, tmp_path: Path) -> None:
+    """ORT's quantize_static runs Entropy with 128 bins for 128 quantized bins (one candidate
+    threshold: MinMax again); ours histograms into 2048 bins, so most ranges clip below max."""
+    fp32, minmax = int8
+    crops = calibration_crops(PHOTOS, 4, SIZE, count=8, progress=False)
+    entropy = Quantizer(fp32, crops, "Entropy", workdir=tmp_path).quantize(exclude=["tail"])
+    a, b = _activation_scales(minmax), _activation_scales(entropy)
+    assert a.keys() == b.keys()
+    clipped = sum(b[k] < a[k] * 0.999 for k in a)
+    assert clipped >= len(a) // 2, f"only {clipped} of {len(a)} ranges below MinMax's"
+    assert all(b[k] <= a[k] * 1.001 for k in a), "entropy thresholds never exceed the max"
