@@ -11,15 +11,14 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import studies
 from .machine import machine_info
-from .models import TRAINED_RECURSIONS, threads_default
+from .models import SHARED_DATA, TRAINED_RECURSIONS, threads_default
 
 SCHEMA = "lbnet-deploy/bench/1"
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Set5"
+DEFAULT_DATA = SHARED_DATA / "Set5"
 
 
 @dataclass

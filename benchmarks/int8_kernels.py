@@ -29,24 +29,24 @@ from .timing import interleaved
 
 def _graph(op: str, x_shape: list[int], w: np.ndarray, y_shape: list[int], mode: str) -> bytes:
     """`op` (Conv or MatMul) on input x with weight w; mode fp32 | dq | dq-q."""
-    inits = [numpy_helper.from_array(w, "w")]
     nodes = []
     x, wt = "x", "w"
-    if mode != "fp32":
+    if mode == "fp32":
+        inits = [numpy_helper.from_array(w, "w")]
+    else:
         # per output channel: Conv weights (O, I, kh, kw) on axis 0, MatMul (K, N) on axis 1
         axis = 0 if op == "Conv" else 1
         reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
         s_w = (np.abs(w).max(axis=reduce_axes, keepdims=True) / 127).astype(np.float32)
         q_w = np.round(w / s_w).astype(np.int8)
         s_w = s_w.reshape(-1)
-        inits += [
+        inits = [
             numpy_helper.from_array(q_w, "wq"),
             numpy_helper.from_array(s_w, "sw"),
             numpy_helper.from_array(np.zeros_like(s_w, np.int8), "zw"),
             numpy_helper.from_array(np.array(2.0, np.float32), "sx"),
             numpy_helper.from_array(np.array(0, np.int8), "z"),
         ]
-        inits = inits[1:]  # the float weight is not used
         nodes += [
             helper.make_node("QuantizeLinear", ["x", "sx", "z"], ["xq"]),
             helper.make_node("DequantizeLinear", ["xq", "sx", "z"], ["xd"]),

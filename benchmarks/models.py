@@ -33,6 +33,8 @@ from lbnet_deploy.weights import cache_root
 BACKENDS = ("ort", "ort-plain", "torch", "torch-reference", "ort-cuda", "torch-cuda")
 CUDA_BACKENDS = ("ort-cuda", "torch-cuda")
 TRAINED_RECURSIONS = 3
+# the workplace's shared/data beside the repository (Set5, Set14, SunHays80): study defaults
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def cuda_available() -> bool:
@@ -66,10 +68,9 @@ def skip_reason(backend: str, precision: str) -> str | None:
 
 
 def calibration_images() -> Path:
-    """Photos `calibrate` uses for bench's INT8 graphs: $LBNET_CALIB_DIR, else SunHays80 beside
-    the shared data (never an evaluation set)."""
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "SunHays80"
-    return Path(os.environ.get("LBNET_CALIB_DIR", default))
+    """Photos `calibrate` uses for bench's INT8 graphs: $LBNET_CALIB_DIR, else SunHays80 in the
+    shared data (never an evaluation set)."""
+    return Path(os.environ.get("LBNET_CALIB_DIR", SHARED_DATA / "SunHays80"))
 
 
 def build_model(spec: str, recursions: int | None = None, random_weights: bool = False) -> Any:

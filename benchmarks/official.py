@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import tempfile
 import types
 import warnings
 from pathlib import Path
@@ -21,11 +22,12 @@ import onnx
 import torch
 
 from lbnet_deploy import __version__
+from lbnet_deploy.descriptor import ModelDescriptor
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.export.onnx_export import save_atomic
 from lbnet_deploy.metadata import to_metadata
 from lbnet_deploy.model.checkpoint import load_model
-from lbnet_deploy.resolve import checkpoint_path
-from lbnet_deploy.weights import cache_root, sha256_file
+from lbnet_deploy.weights import cache_root
 
 
 def _import_official(repo: Path) -> Any:
@@ -38,20 +40,21 @@ def _import_official(repo: Path) -> Any:
         sys.path.remove(str(repo))
 
 
-def load_official(repo: str | Path, spec: str) -> torch.nn.Module:
-    """The official module for `spec` with the checkpoint loaded strictly.
+def load_official(repo: str | Path, spec: str) -> tuple[torch.nn.Module, ModelDescriptor]:
+    """The official module for `spec` with the checkpoint loaded strictly, and our descriptor.
 
     The official constructor hard-codes the attention width A = D/2; LBNet-T's checkpoints
     have A = D, so Linear layers whose checkpoint shape differs are rebuilt at that shape
     before loading (strict loading then proves every other shape matches)."""
     lbnet = _import_official(Path(repo))
-    _, desc = load_model(spec)
+    ours, desc = load_model(spec)
     args = types.SimpleNamespace(
         scale=[desc.scale], n_feats=desc.n_feats, num_heads=desc.heads, rgb_range=255,
         n_colors=3,
     )  # fmt: skip
     model = lbnet.LBNet(args)
-    state = torch.load(checkpoint_path(spec), map_location="cpu", weights_only=True)
+    # our module's state_dict has the checkpoint's keys and tensors (it loads strictly)
+    state = ours.state_dict()
     for name, module in list(model.named_modules()):
         weight = state.get(f"{name}.weight")
         if not isinstance(module, torch.nn.Linear) or weight is None:
@@ -61,29 +64,26 @@ def load_official(repo: str | Path, spec: str) -> torch.nn.Module:
             new = torch.nn.Linear(weight.shape[1], weight.shape[0], module.bias is not None)
             setattr(model.get_submodule(parent), attr, new)
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return model.eval(), desc
 
 
-def export_official(model: torch.nn.Module, spec: str, size: tuple[int, int]) -> Path:
+def export_official(model: torch.nn.Module, desc: ModelDescriptor, size: tuple[int, int]) -> Path:
     """A plain fixed-size export of the official module (cached), stamped with our metadata
     so the ORT runner reads its scale."""
-    _, desc = load_model(spec)
-    key = sha256_file(checkpoint_path(spec))[:16]
-    out = cache_root() / "bench" / f"{key}-{size[0]}x{size[1]}-official-v{__version__}.onnx"
+    name = f"{desc.sha256[:16]}-{size[0]}x{size[1]}-official-v{__version__}.onnx"
+    out = cache_root() / "bench" / name
     if out.is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    tmp = out.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings(), torch.no_grad():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
+        raw = Path(tmp) / "official.onnx"
         sample = torch.rand(1, 3, *size) * 255
-        torch.onnx.export(model, (sample,), str(tmp), dynamo=True, external_data=False)
-    graph = onnx.load(str(tmp))
+        torch.onnx.export(model, (sample,), str(raw), dynamo=True, external_data=False)
+        graph = onnx.load(str(raw))
     meta = to_metadata(desc, input_size="{}x{}".format(*size), batch=1, precision="fp32")
     onnx.helper.set_model_props(graph, meta)
-    onnx.save(graph, str(tmp))
-    tmp.replace(out)
+    save_atomic(graph, out)
     return out
 
 

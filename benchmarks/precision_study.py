@@ -19,7 +19,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from lbnet_deploy.resolve import model_file
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
 from lbnet_deploy.runtime.upscaler import Upscaler
 
+from .models import SHARED_DATA
+
 PRECISIONS = ("fp32", "fp16", "int8")
 FP16_LIMIT_DB, INT8_LIMIT_DB = 0.01, 0.10  # issue 5's acceptance bounds
 
@@ -44,7 +46,7 @@ class FiniteCheck:
 
     runner: Any
     nonfinite: int = 0
-    calls: int = field(default=0)
+    calls: int = 0
 
     def __getattr__(self, name: str) -> Any:  # input_size, max_batch, scale, describe
         return getattr(self.runner, name)
@@ -65,7 +67,6 @@ def make_graphs(spec: str, images: Path, work: Path) -> tuple[dict[str, Path], d
     if not fp16.is_file():
         save_atomic(to_fp16(onnx.load(fp32)), fp16)
     int8 = work / f"{spec}.int8.onnx"
-    info: dict[str, Any] = {}
     start = time.perf_counter()
     report = calibrate_file(fp32, images, int8)
     info = {
@@ -150,8 +151,8 @@ def markdown(results: list[dict[str, Any]], machine: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="lbnet-t-x4,lbnet-t-x3,lbnet-x3,lbnet-t-x2,lbnet-x2")
-    p.add_argument("--datasets", default="../shared/data/Set5,../shared/data/Set14")
-    p.add_argument("--images", default="../shared/data/SunHays80")
+    p.add_argument("--datasets", default=f"{SHARED_DATA / 'Set5'},{SHARED_DATA / 'Set14'}")
+    p.add_argument("--images", default=str(SHARED_DATA / "SunHays80"))
     p.add_argument("--out-dir", default="benchmarks")
     p.add_argument("--work", default=None, help="where FP16/INT8 graphs go (default: out-dir)")
     p.add_argument(

@@ -217,8 +217,8 @@ def compare_study(
 
         from .official import OfficialEagerRunner, export_official, load_official
 
-        official = load_official(official_repo, spec)
-        path = export_official(official, spec, size)
+        official, desc = load_official(official_repo, spec)
+        path = export_official(official, desc, size)
         runners[OFFICIAL_PLAIN] = (OnnxRuntimeRunner(path, threads=threads), path)
         runners[OFFICIAL_EAGER] = (OfficialEagerRunner(official, threads), None)
     log(f"interleaved comparison at {size[0]}x{size[1]}: {runs} rounds of {len(runners)}")
