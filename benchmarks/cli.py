@@ -134,6 +134,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import DEFAULT_DATA, BenchOptions, run_bench
+    from .models import use_shared_weights
+
+    use_shared_weights()
 
     opts = BenchOptions(
         model=args.model,
@@ -212,7 +215,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p = sub.add_parser(
         "bench",
         help="time the forward pass and more (see --help)",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="Time LBNet's forward pass per backend and precision (median, p90, p99 "
+        "after warm-up, throughput, peak memory), and optionally end-to-end upscale, the "
+        "paper's running times, the scaling curve and a comparison with the official code.",
     )
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)

@@ -35,6 +35,14 @@ CUDA_BACKENDS = ("ort-cuda", "torch-cuda")
 TRAINED_RECURSIONS = 3
 # the workplace's shared/data beside the repository (Set5, Set14, SunHays80): study defaults
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_WEIGHTS = SHARED_DATA.parent / "weights"
+
+
+def use_shared_weights() -> None:
+    """Named models come from the workplace's shared checkpoints when the user named no folder:
+    benchmarks run from a checkout, often offline, and must not fall back to a download."""
+    if not os.environ.get("LBNET_WEIGHTS_DIR") and SHARED_WEIGHTS.is_dir():
+        os.environ["LBNET_WEIGHTS_DIR"] = str(SHARED_WEIGHTS)
 
 
 def cuda_available() -> bool:

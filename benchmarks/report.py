@@ -1,6 +1,6 @@
 """Regenerate benchmarks/RESULTS.md, its figure and JSON: every study, one command.
 
-    LBNET_WEIGHTS_DIR=../shared/weights python -m lbnet_deploy.benchmarks.report [extra args]
+    python -m lbnet_deploy.benchmarks.report [extra args]
 
 Extra arguments go to `bench` (e.g. --runs 2 --compare-size 32x32 for a quick dry run with
 --out-dir elsewhere; --official-repo DIR adds the official code to the comparison). On 2
@@ -9,7 +9,6 @@ quiet cores the defaults take roughly 20-30 minutes (INT8 graphs are calibrated 
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,9 +26,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(args[i + 1])
         del args[i : i + 2]
         out.mkdir(parents=True, exist_ok=True)
-    weights = HERE.parents[1] / "shared" / "weights"
-    if "LBNET_WEIGHTS_DIR" not in os.environ and weights.is_dir():
-        os.environ["LBNET_WEIGHTS_DIR"] = str(weights)  # the shared checkpoints, not a download
     return bench_main(
         [
             "--model",

@@ -223,8 +223,11 @@ def _download(model: NamedModel, cache_dir: Path, *, progress: bool) -> Path:
             except urllib.error.HTTPError as exc:
                 reason = f"HTTP {exc.code} {_one_line(exc.reason)}"
                 raise LBNetError(f"cannot download {url}: {reason}") from exc
-            except urllib.error.URLError as exc:
-                raise LBNetError(f"cannot download {url}: {_one_line(exc.reason)}") from exc
+            except urllib.error.URLError as exc:  # no network, DNS, refused
+                raise LBNetError(
+                    f"cannot download {url}: {_one_line(exc.reason)} (offline? put "
+                    f"{model.filename} in a folder named by LBNET_WEIGHTS_DIR, or pass a .pt path)"
+                ) from exc
             except (OSError, http.client.HTTPException) as exc:
                 # Timeouts, resets, short reads, a full disk.
                 reason = _one_line(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import numpy as np
 import onnx
@@ -14,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from lbnet_deploy.benchmarks.machine import machine_info
 from lbnet_deploy.benchmarks.macs import count_macs
 from lbnet_deploy.benchmarks.memory import PeakMemory
-from lbnet_deploy.benchmarks.profile import summarize_profile
+from lbnet_deploy.benchmarks.profile import attention_core_nodes, summarize_profile
 from lbnet_deploy.benchmarks.stats import output_megapixels, summarize, throughput
 
 from .conftest import needs_weights
@@ -98,15 +99,36 @@ def test_peak_memory_sees_an_allocation() -> None:
         assert mem.delta_mb >= 48
 
 
-def test_profile_summary_ranks_ops() -> None:
-    def ev(op: str, dur: int) -> dict:
-        return {"cat": "Node", "name": f"n_{op}_kernel_time", "dur": dur, "args": {"op_name": op}}
+def test_profile_summary_ranks_ops_and_times_the_core() -> None:
+    def ev(op: str, dur: int, name: str = "n") -> dict:
+        return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "args": {"op_name": op}}
 
-    events = [ev("MatMul", 3000), ev("MatMul", 1000), ev("Conv", 2000), {"cat": "Session"}]
-    top = summarize_profile(events, runs=2)
+    events = [ev("MatMul", 3000, "qk"), ev("MatMul", 1000), ev("Conv", 2000), {"cat": "Session"}]
+    summary = summarize_profile(events, runs=2, core={"qk"})
+    top = summary["top"]
     assert [t["op"] for t in top] == ["MatMul", "Conv"]
     assert top[0]["seconds_per_run"] == pytest.approx(0.002)
     assert top[0]["share"] == pytest.approx(4 / 6, abs=1e-3)
+    assert summary["kernel_s"] == pytest.approx(0.003)
+    assert summary["attention_core_s"] == pytest.approx(0.0015)
+
+
+def test_attention_core_is_softmax_and_the_products_around_it() -> None:
+    node = helper.make_node
+    graph = helper.make_graph(
+        [
+            node("MatMul", ["x", "w"], ["u"], name="token_linear"),
+            node("MatMul", ["u", "kt"], ["s"], name="qk"),
+            node("Mul", ["s", "scale"], ["s2"], name="scale"),  # an unfused scale in between
+            node("Softmax", ["s2"], ["p"], name="softmax"),
+            node("MatMul", ["p", "v"], ["o"], name="pv"),
+            node("MatMul", ["o", "w2"], ["y"], name="proj"),
+        ],
+        "g",
+        [],
+        [],
+    )
+    assert attention_core_nodes(graph) == {"qk", "softmax", "pv"}
 
 
 def test_paper_rows_cover_the_paper_table() -> None:
@@ -155,6 +177,28 @@ def test_bench_writes_json_and_png(tmp_path, monkeypatch: pytest.MonkeyPatch) ->
         assert any(s["config"].startswith("torch-cuda") for s in result["skipped"])
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "0.0401" in out_md.read_text()
+
+
+@needs_weights
+def test_bench_compare_splits_each_profile_into_attention_core_and_rest(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lbnet_deploy.benchmarks.cli import main
+
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    out_json, out_md = tmp_path / "B.json", tmp_path / "B.md"
+    rc = main([
+        "--model", "lbnet-t-x4", "--sizes", "16x16", "--runs", "1", "--warmup", "0",
+        "--threads", "1", "--compare", "--compare-size", "16x16",
+        "--json", str(out_json), "--markdown", str(out_md),
+    ])  # fmt: skip
+    assert rc == 0
+    profiles = json.loads(out_json.read_text())["comparison"]["profile"]
+    assert set(profiles) == {"ours (ort)", "plain export (ort-plain)"}
+    for prof in profiles.values():
+        assert 0 < prof["attention_core_s"] < prof["kernel_s"]
+    text = out_md.read_text()
+    assert "the attention core" in text and "For 1.3x, a pass must take at most" in text
 
 
 def test_fused_attention_kernels_agree_with_the_exported_form() -> None:
@@ -240,3 +284,20 @@ def test_which_qdq_patterns_ort_runs_as_integer_kernels() -> None:
     assert "QLinearConv" not in result["Conv 3x3 40->24 [dq]"]["kernels"]
     assert "Conv" in result["Conv 3x3 40->24 [dq]"]["kernels"]
     assert "MatMulIntegerToFloat" in result["MatMul 162->486 [dq]"]["kernels"]
+
+
+def test_benchmarks_default_to_the_shared_checkpoints_but_respect_the_user(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from lbnet_deploy.benchmarks import models
+
+    shared = tmp_path / "weights"
+    shared.mkdir()
+    monkeypatch.setattr(models, "SHARED_WEIGHTS", shared)
+    monkeypatch.delenv("LBNET_WEIGHTS_DIR", raising=False)
+    models.use_shared_weights()
+    assert os.environ["LBNET_WEIGHTS_DIR"] == str(shared)
+
+    monkeypatch.setenv("LBNET_WEIGHTS_DIR", "/mine")
+    models.use_shared_weights()
+    assert os.environ["LBNET_WEIGHTS_DIR"] == "/mine"

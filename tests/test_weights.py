@@ -230,7 +230,7 @@ def test_http_404_is_an_error_naming_the_url(
     assert cache_listing(env) == []
 
 
-def test_connection_refused_is_an_error_naming_the_url(
+def test_connection_refused_is_an_error_naming_the_url_and_the_offline_way(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Take a free port and release it: nothing listens there.
@@ -245,6 +245,7 @@ def test_connection_refused_is_an_error_naming_the_url(
     msg = str(info.value)
     assert "\n" not in msg
     assert f"http://127.0.0.1:{port}/{FAKE_PATH}" in msg
+    assert "LBNET_WEIGHTS_DIR" in msg  # the offline user's way out
     assert cache_listing(env) == []
 
 
