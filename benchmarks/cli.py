@@ -11,8 +11,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .models import BACKENDS
+
+if TYPE_CHECKING:
+    from .bench import BenchOptions
 
 
 def _sizes(text: str) -> tuple[tuple[int, int], ...]:
@@ -166,10 +170,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         opts.paper_data = args.paper_data
     if args.all and not opts.dataset:
         opts.dataset = os.environ.get("LBNET_SET5_DIR", str(DEFAULT_DATA))
-    if opts.runs < 1 or opts.warmup < 0 or opts.batch < 1:
-        from lbnet_deploy.errors import LBNetError
-
-        raise LBNetError("--runs and --batch must be >= 1, --warmup >= 0")
+    _check_before_timing(opts, args.plot)
     result = run_bench(opts)
     if args.note:
         result["note"] = args.note
@@ -184,6 +185,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for s in result["skipped"]:
         print(f"skipped {s['config']}: {s['reason']}")
     return 0
+
+
+def _check_before_timing(opts: BenchOptions, plot: str | None) -> None:
+    """Bad options fail in a second, not after minutes of timing."""
+    from lbnet_deploy.errors import LBNetError
+
+    from .plot import FORMATS
+
+    if opts.runs < 1 or opts.warmup < 0 or opts.batch < 1:
+        raise LBNetError("--runs and --batch must be >= 1, --warmup >= 0")
+    if plot and Path(plot).suffix.lower() not in FORMATS:
+        raise LBNetError(f"--plot {plot}: give a file name ending in {', '.join(FORMATS)}")
+    if opts.dataset and not Path(opts.dataset).exists():
+        raise LBNetError(f"--dataset {opts.dataset}: no such file or folder")
+    if opts.official_repo:
+        from .official import check_official_repo
+
+        check_official_repo(opts.official_repo)
 
 
 def write_outputs(

@@ -30,9 +30,15 @@ from lbnet_deploy.model.checkpoint import load_model
 from lbnet_deploy.weights import cache_root
 
 
-def _import_official(repo: Path) -> Any:
+def check_official_repo(repo: str | Path) -> None:
+    """Fail early (before any timing) when `repo` is not a checkout of the official code."""
+    repo = Path(repo)
     if not (repo / "model" / "lbnet.py").is_file() or not (repo / "util").is_dir():
         raise LBNetError(f"{repo} is not a checkout of IVIPLab/LBNet (no model/lbnet.py, util/)")
+
+
+def _import_official(repo: Path) -> Any:
+    check_official_repo(repo)
     sys.path.insert(0, str(repo))
     try:
         return importlib.import_module("model.lbnet")  # its package imports util.rlutrans

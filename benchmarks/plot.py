@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
+
+from lbnet_deploy.runtime.files import write_bytes_atomic
+
+FORMATS = (".png", ".svg", ".pdf")
 
 
 def plot_results(result: dict[str, Any], path: str | Path) -> Path:
@@ -85,6 +90,8 @@ def plot_results(result: dict[str, Any], path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, format=path.suffix.lstrip(".").lower(), dpi=110)
     plt.close(fig)
+    write_bytes_atomic(path, image.getvalue())  # whole or not at all
     return path

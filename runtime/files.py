@@ -61,10 +61,15 @@ def prepare_output_dir(folder: str | Path) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Reports are written whole or not at all, like images."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it into place."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -301,3 +301,26 @@ def test_benchmarks_default_to_the_shared_checkpoints_but_respect_the_user(
     monkeypatch.setenv("LBNET_WEIGHTS_DIR", "/mine")
     models.use_shared_weights()
     assert os.environ["LBNET_WEIGHTS_DIR"] == "/mine"
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--plot", "B.txt"], "--plot B.txt: give a file name ending in .png"),
+        (["--dataset", "no-such-folder"], "--dataset no-such-folder: no such file or folder"),
+        (["--official-repo", "no-such-checkout"], "is not a checkout of IVIPLab/LBNet"),
+        (["--runs", "0"], "--runs and --batch must be >= 1"),
+    ],
+)
+def test_bad_bench_options_fail_before_any_timing(
+    option: list[str], message: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from lbnet_deploy.benchmarks import bench
+    from lbnet_deploy.benchmarks.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench, "run_bench", lambda opts: pytest.fail("timing started"))
+    assert main(["--json", "B.json", *option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
