@@ -41,7 +41,8 @@ class BenchOptions:
     official_repo: str | None = None  # a checkout of IVIPLab/LBNet for --compare
     profile: bool = True
     scaling: bool = False
-    scaling_whole: tuple[int, ...] = (32, 48, 64, 96, 128, 160, 192, 256)
+    # 384 and 512 show where whole-image memory (and time) runs out
+    scaling_whole: tuple[int, ...] = (32, 48, 64, 96, 128, 160, 192, 256, 384, 512)
     scaling_tiled: tuple[int, ...] = (128, 192, 256, 384, 512)
     scaling_max_seconds: float = 60.0
     scaling_tile: int = 96

@@ -292,18 +292,20 @@ def scaling_study(
     cap = memory_cap_mb if memory_cap_mb is not None else 0.75 * _available_mb()
     rows: list[dict[str, Any]] = []
     prev: tuple[int, float] | None = None
+    d: dict[str, Any] | None = None  # the model's facts, from the first graph opened
     for n in whole_sizes:
-        runner, path = open_bench_runner("ort", spec, (n, n), threads=threads)
-        d = runner.describe()
-        need_mb = estimate_bytes(n * n, int(d["heads"]), int(d["n_feats"])) / 2**20
         predicted = _predict(prev, n * n)
-        if predicted > max_seconds or need_mb > cap:
-            slow = predicted > max_seconds
-            why = f"predicted {predicted:.0f} s" if slow else f"needs ~{need_mb:.0f} MB"
+        need_mb = 0.0 if d is None else estimate_bytes(n * n, d["heads"], d["n_feats"]) / 2**20
+        reasons = [f"predicted {predicted:.0f} s"] if predicted > max_seconds else []
+        if need_mb > cap:
+            reasons.append(f"needs ~{need_mb:.0f} MB of {cap:.0f} MB allowed")
+        if reasons:  # decided before exporting a graph that would not be run
+            why = ", ".join(reasons)
             rows.append({"mode": "whole", "size": n, "skipped": why})
             log(f"  whole {n}x{n}: skipped ({why})")
-            del runner
             continue
+        runner, path = open_bench_runner("ort", spec, (n, n), threads=threads)
+        d = runner.describe()
         k = max(1, min(runs, int(max_seconds / max(predicted, 1e-9))))
         result = time_forward(runner, sample_input(1, (n, n)), warmup, k)
         del runner

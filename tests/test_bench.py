@@ -324,3 +324,32 @@ def test_bad_bench_options_fail_before_any_timing(
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_weights
+def test_scaling_skips_whole_sizes_that_exceed_the_memory_cap_without_exporting_them(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lbnet_deploy.benchmarks import studies
+    from lbnet_deploy.runtime.upscaler import estimate_bytes
+
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    opened: list[tuple[int, int]] = []
+    real_open = studies.open_bench_runner
+
+    def recording_open(backend, spec, size, **kw):
+        opened.append(size)
+        return real_open(backend, spec, size, **kw)
+
+    monkeypatch.setattr(studies, "open_bench_runner", recording_open)
+    cap_mb = estimate_bytes(24 * 24, 6, 18) / 2**20  # 16 and 24 fit, 32 does not
+    rows = studies.scaling_study(
+        "lbnet-t-x4", (16, 24, 32), (32,), tile=16, overlap=4, warmup=0, runs=1, threads=1,
+        memory_cap_mb=cap_mb, log=lambda *_: None,
+    )  # fmt: skip
+    whole = {r["size"]: r for r in rows if r["mode"] == "whole"}
+    assert "stats" in whole[16] and "stats" in whole[24]
+    assert "needs ~" in whole[32]["skipped"] and "stats" not in whole[32]
+    assert (32, 32) not in opened  # no graph exported for a size that is not run
+    tiled = [r for r in rows if r["mode"] == "tiled"]
+    assert tiled and tiled[0]["stats"]["median_s"] > 0
