@@ -15,7 +15,13 @@ from typing import Any
 
 from . import studies
 from .machine import machine_info
-from .models import SHARED_DATA, TRAINED_RECURSIONS, threads_default
+from .models import (
+    SCALING_TILED,
+    SCALING_WHOLE,
+    SHARED_DATA,
+    TRAINED_RECURSIONS,
+    threads_default,
+)
 
 SCHEMA = "lbnet-deploy/bench/1"
 DEFAULT_DATA = SHARED_DATA / "Set5"
@@ -41,9 +47,8 @@ class BenchOptions:
     official_repo: str | None = None  # a checkout of IVIPLab/LBNet for --compare
     profile: bool = True
     scaling: bool = False
-    # 384 and 512 show where whole-image memory (and time) runs out
-    scaling_whole: tuple[int, ...] = (32, 48, 64, 96, 128, 160, 192, 256, 384, 512)
-    scaling_tiled: tuple[int, ...] = (128, 192, 256, 384, 512)
+    scaling_whole: tuple[int, ...] = SCALING_WHOLE
+    scaling_tiled: tuple[int, ...] = SCALING_TILED
     scaling_max_seconds: float = 60.0
     scaling_tile: int = 96
     paper_image: str = "baby"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .models import BACKENDS
+from .models import BACKENDS, SCALING_TILED, SCALING_WHOLE
 
 if TYPE_CHECKING:
     from .bench import BenchOptions
@@ -116,8 +116,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set5", dest="paper_data", default=None, help="Set5 folder for --paper")
     p.add_argument("--paper-image", default="baby", help="Set5 image for --paper (baby: 128x128)")
     p.add_argument("--scaling", action="store_true", help="latency/memory vs size, whole/tiled")
-    p.add_argument("--scaling-whole", type=_ints, default=(32, 48, 64, 96, 128, 160, 192, 256))
-    p.add_argument("--scaling-tiled", type=_ints, default=(128, 192, 256, 384, 512))
+    p.add_argument("--scaling-whole", type=_ints, default=SCALING_WHOLE)
+    p.add_argument("--scaling-tiled", type=_ints, default=SCALING_TILED)
     p.add_argument("--scaling-tile", type=int, default=96, help="tile for the tiled curve (96)")
     p.add_argument(
         "--scaling-max-seconds",

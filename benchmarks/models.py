@@ -33,6 +33,9 @@ from lbnet_deploy.weights import cache_root
 BACKENDS = ("ort", "ort-plain", "torch", "torch-reference", "ort-cuda", "torch-cuda")
 CUDA_BACKENDS = ("ort-cuda", "torch-cuda")
 TRAINED_RECURSIONS = 3
+# LR sizes of the scaling curve; whole-image 384 and 512 show where memory (and time) runs out
+SCALING_WHOLE = (32, 48, 64, 96, 128, 160, 192, 256, 384, 512)
+SCALING_TILED = (128, 192, 256, 384, 512)
 # the workplace's shared/data beside the repository (Set5, Set14, SunHays80): study defaults
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_WEIGHTS = SHARED_DATA.parent / "weights"
