@@ -137,10 +137,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from .allocator import pin_malloc_thresholds
     from .bench import DEFAULT_DATA, BenchOptions, run_bench
     from .models import use_shared_weights
 
     use_shared_weights()
+    pin_malloc_thresholds()  # before any contender allocates: the same for all of them
 
     opts = BenchOptions(
         model=args.model,

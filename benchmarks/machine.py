@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from importlib import metadata
 
+from .allocator import allocator_setting
+
 THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -108,6 +110,7 @@ def machine_info(threads: int | None = None) -> dict[str, object]:
         "gpu": gpu_info(),
         # thread-pool settings change CPU timings (OpenMP spin-waiting on a loaded machine)
         "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+        "allocator": allocator_setting(),
         "ort_providers": ort_providers,
         "versions": library_versions(),
     }

@@ -30,6 +30,7 @@ def _machine(result: dict[str, Any]) -> list[str]:
         f"{m['cpus_available']} available to this process, {m['threads_used']} threads used",
         f"- GPU: {gpu_text}",
         f"- Thread environment: {m.get('thread_env') or 'none set'}",
+        f"- Memory allocator: {m.get('allocator', 'not recorded')}",
         f"- Platform: {m['platform']}; load average at start "
         f"{', '.join(f'{x:.2f}' for x in m.get('load_average') or [])}",
         f"- Versions: {versions}",

@@ -353,3 +353,14 @@ def test_scaling_skips_whole_sizes_that_exceed_the_memory_cap_without_exporting_
     assert (32, 32) not in opened  # no graph exported for a size that is not run
     tiled = [r for r in rows if r["mode"] == "tiled"]
     assert tiled and tiled[0]["stats"]["median_s"] > 0
+
+
+def test_bench_pins_the_allocator_and_records_it() -> None:
+    import platform
+
+    from lbnet_deploy.benchmarks.allocator import pin_malloc_thresholds
+
+    text = pin_malloc_thresholds()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert "pinned at 32 MiB" in text
+    assert machine_info()["allocator"] == text
