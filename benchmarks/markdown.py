@@ -240,6 +240,9 @@ def _core_bound(
     ]
 
 
+_PORT_EAGER = "eager reference (torch-reference)"
+
+
 def _floor(c: dict[str, Any], roofline: dict[str, Any] | None) -> list[str]:
     """What the CPU's peak allows, and where the profiles say the time goes."""
     macs = c.get("macs")
@@ -253,6 +256,16 @@ def _floor(c: dict[str, Any], roofline: dict[str, Any] | None) -> list[str]:
             f"attention products); at the measured peak of {peak} GMAC/s no backend can take "
             f"less than {c['floor_s'] * 1e3:.0f} ms here. Fraction of that peak: {fractions}."
         )
+        from .studies import OFFICIAL_EAGER
+
+        eager = c["stats"].get(OFFICIAL_EAGER, c["stats"].get(_PORT_EAGER))
+        if eager:
+            need = eager["median_s"] / c["goal_vs_eager"]
+            where = "below" if need < c["floor_s"] else "above"
+            out[-1] += (
+                f" {c['goal_vs_eager']}x over the eager code needs {need * 1e3:.0f} ms, {where} "
+                "that floor."
+            )
         if c["size"] == [128, 128]:
             out += ["", _issue_figures(c, macs["total"] / 1e9, peak)]
         out.append("")
