@@ -23,6 +23,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from .machine import cpus_available
+from .profile import kernel_events
 from .stats import summarize
 from .timing import interleaved
 
@@ -85,11 +86,7 @@ def _kernels(model: bytes, x: np.ndarray) -> list[str]:
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         session.run(None, {"x": x})
         events = json.loads(Path(session.end_profiling()).read_text())
-    return [
-        e["args"]["op_name"]
-        for e in events
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
-    ]
+    return [op for _, op, _ in kernel_events(events)]
 
 
 def compare(size: int, runs: int) -> dict[str, dict[str, Any]]:

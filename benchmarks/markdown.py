@@ -202,11 +202,11 @@ def _core_bound(
 ) -> list[str]:
     """Split each profile into the attention core and the rest, and say how fast the rest
     would have to run for the speed goal against the plain export."""
-    from .studies import OFFICIAL_PLAIN
+    from .studies import OURS, judged_against
 
     prof = c.get("profile", {})
-    plain_name = OFFICIAL_PLAIN if OFFICIAL_PLAIN in prof else "plain export (ort-plain)"
-    ours, plain = prof.get("ours (ort)"), prof.get(plain_name)
+    plain_name, _ = judged_against(prof)
+    ours, plain = prof.get(OURS), prof.get(plain_name)
     if not (ours and plain and macs and roofline):
         return []
     peak = roofline["peak_gmacs"]
@@ -240,9 +240,6 @@ def _core_bound(
     ]
 
 
-_PORT_EAGER = "eager reference (torch-reference)"
-
-
 def _floor(c: dict[str, Any], roofline: dict[str, Any] | None) -> list[str]:
     """What the CPU's peak allows, and where the profiles say the time goes."""
     macs = c.get("macs")
@@ -256,9 +253,9 @@ def _floor(c: dict[str, Any], roofline: dict[str, Any] | None) -> list[str]:
             f"attention products); at the measured peak of {peak} GMAC/s no backend can take "
             f"less than {c['floor_s'] * 1e3:.0f} ms here. Fraction of that peak: {fractions}."
         )
-        from .studies import OFFICIAL_EAGER
+        from .studies import judged_against
 
-        eager = c["stats"].get(OFFICIAL_EAGER, c["stats"].get(_PORT_EAGER))
+        eager = c["stats"].get(judged_against(c["stats"])[1])
         if eager:
             need = eager["median_s"] / c["goal_vs_eager"]
             where = "below" if need < c["floor_s"] else "above"

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Set
+from collections.abc import Iterator, Set
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,10 @@ _KERNEL = "_kernel_time"
 def attention_core_nodes(graph: onnx.GraphProto) -> set[str]:
     """Names of each Softmax, the product feeding it (q k^T) and the ones consuming it (.v)."""
     producer = {out: node for node in graph.node for out in node.output}
+    consumers = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
     core: set[str] = set()
     for softmax in (n for n in graph.node if n.op_type == "Softmax"):
         core.add(softmax.name)
@@ -31,10 +35,17 @@ def attention_core_nodes(graph: onnx.GraphProto) -> set[str]:
             node = producer.get(node.input[0])
         if node is not None and node.op_type in PRODUCTS:
             core.add(node.name)
-        core.update(
-            n.name for n in graph.node if n.op_type in PRODUCTS and softmax.output[0] in n.input
-        )
+        core.update(n.name for n in consumers[softmax.output[0]] if n.op_type in PRODUCTS)
     return core
+
+
+def kernel_events(events: list[dict[str, Any]]) -> Iterator[tuple[str, str, float]]:
+    """(node name, op type, seconds) of every kernel run in ORT's Chrome-trace JSON events."""
+    for event in events:
+        name = str(event.get("name", ""))
+        if event.get("cat") == "Node" and name.endswith(_KERNEL):
+            op = event.get("args", {}).get("op_name", "?")
+            yield name[: -len(_KERNEL)], op, event.get("dur", 0) / 1e6
 
 
 def summarize_profile(
@@ -45,15 +56,10 @@ def summarize_profile(
     total: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
     core_s = 0.0
-    for event in events:
-        name = str(event.get("name", ""))
-        if event.get("cat") != "Node" or not name.endswith(_KERNEL):
-            continue
-        op = event.get("args", {}).get("op_name", "?")
-        seconds = event.get("dur", 0) / 1e6
+    for name, op, seconds in kernel_events(events):
         total[op] += seconds
         count[op] += 1
-        if name[: -len(_KERNEL)] in core:
+        if name in core:
             core_s += seconds
     grand = sum(total.values()) or 1.0
     rows = sorted(total.items(), key=lambda kv: -kv[1])[:top]
