@@ -211,7 +211,7 @@ def write_outputs(
     result: dict, json_path: str | None, plot_path: str | None, md_path: str | None
 ) -> None:
     """JSON, PNG and Markdown, each written whole (temporary file, then rename)."""
-    from lbnet_deploy.runtime.files import write_text_atomic
+    from lbnet_deploy.runtime.atomic import write_text_atomic
 
     for path in (json_path, plot_path, md_path):
         if path:

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from lbnet_deploy.runtime.files import write_bytes_atomic
+from lbnet_deploy.runtime.atomic import write_bytes_atomic
 
 FORMATS = (".png", ".svg", ".pdf")
 

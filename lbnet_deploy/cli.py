@@ -218,7 +218,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         f"over {len(report.cases)} case(s)"
     )
     if args.json:
-        from lbnet_deploy.runtime.files import write_text_atomic
+        from lbnet_deploy.runtime.atomic import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2))
     return 0 if report.passed else 1

@@ -18,7 +18,8 @@ from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.paper import paper_scores
 from lbnet_deploy.quality.imresize import make_lr
 from lbnet_deploy.quality.metrics import psnr_y, ssim_y
-from lbnet_deploy.runtime.files import IMAGE_SUFFIXES, write_text_atomic
+from lbnet_deploy.runtime.atomic import write_text_atomic
+from lbnet_deploy.runtime.files import IMAGE_SUFFIXES
 from lbnet_deploy.runtime.images import read_image, write_png_atomic
 from lbnet_deploy.runtime.upscaler import Upscaler, to_uint8
 

@@ -59,23 +59,6 @@ def prepare_output_dir(folder: str | Path) -> Path:
     return folder
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Reports are written whole or not at all, like images."""
-    write_bytes_atomic(path, text.encode())
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise LBNetError(f"cannot write {path}: {exc.strerror}") from None
-
-
 @dataclass
 class Summary:
     images: int = 0

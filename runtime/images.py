@@ -13,8 +13,7 @@ Mode handling (the model only knows RGB):
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lbnet_deploy.errors import LBNetError
+
+from .atomic import write_bytes_atomic
 
 _GRAY = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -99,23 +100,9 @@ def restore(loaded: LoadedImage, sr_rgb: np.ndarray) -> np.ndarray:
 
 
 def write_png_atomic(path: str | Path, array: np.ndarray) -> None:
-    """Write HxW, HxWx2, HxWx3 or HxWx4 uint8 as PNG via a temp file in the same folder and
-    os.replace: readers never see a half-written file, and a failure leaves nothing behind."""
-    path = Path(path)
+    """Write HxW, HxWx2, HxWx3 or HxWx4 uint8 as PNG, whole or not at all (`write_bytes_atomic`)."""
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {array.dtype}")
-    if not path.parent.is_dir():
-        raise LBNetError(f"output folder does not exist: {path.parent}")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise LBNetError(f"cannot write {path} ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(array).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise LBNetError(f"cannot write {path} ({exc.strerror or exc})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    encoded = io.BytesIO()
+    Image.fromarray(array).save(encoded, format="PNG")
+    write_bytes_atomic(path, encoded.getvalue())

@@ -231,15 +231,16 @@ def test_truncated_png_is_one_line_error(tmp_path) -> None:
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch) -> None:
+    from lbnet_deploy.runtime import atomic
+
     target = tmp_path / "out.png"
     target.write_bytes(b"old")
 
-    def broken_save(self, fp, *args, **kwargs):
-        fp.write(b"half a png")
+    def disk_full(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(images.Image.Image, "save", broken_save)
-    with pytest.raises(LBNetError, match=r"cannot write .*out\.png"):
+    monkeypatch.setattr(atomic.os, "replace", disk_full)  # the temp file is written, then fails
+    with pytest.raises(LBNetError, match=r"cannot write .*out\.png \(No space left on device\)"):
         write_png_atomic(target, _noise(4, 4))
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
