@@ -8,6 +8,8 @@ Backends (names used by `bench --backend`):
   torch-reference  the straightforward port in eager PyTorch, CPU: stand-in for the official code
   ort-cuda         our export on ONNX Runtime's CUDA provider (GPU only)
   torch-cuda       the straightforward port in eager PyTorch on CUDA (GPU only), FP32 or FP16
+  tensorrt         our export built into a fixed-size TensorRT engine (cached), any precision
+                   (GPU with TensorRT only)
 
 `recursions` other than the trained 3 is for timing the paper's TM-k rows only (TM-k applies each
 TransBlock k+1 times); 0 removes the recursive transformer entirely (the paper's "without
@@ -30,7 +32,7 @@ from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.backend import check_batch
 from lbnet_deploy.weights import cache_root
 
-BACKENDS = ("ort", "ort-plain", "torch", "torch-reference", "ort-cuda", "torch-cuda")
+BACKENDS = ("ort", "ort-plain", "torch", "torch-reference", "ort-cuda", "torch-cuda", "tensorrt")
 CUDA_BACKENDS = ("ort-cuda", "torch-cuda")
 TRAINED_RECURSIONS = 3
 # LR sizes of the scaling curve; whole-image 384 and 512 show where memory (and time) runs out
@@ -62,6 +64,14 @@ def skip_reason(backend: str, precision: str) -> str | None:
         raise LBNetError(f"unknown bench backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend in CUDA_BACKENDS and not cuda_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
+    if backend == "tensorrt":
+        from lbnet_deploy.runtime.engine import load_cuda, require_tensorrt
+
+        try:
+            require_tensorrt()
+            load_cuda()
+        except LBNetError as exc:
+            return str(exc)
     if backend == "ort-cuda":
         import onnxruntime as ort
 
@@ -71,8 +81,8 @@ def skip_reason(backend: str, precision: str) -> str | None:
         return "eager FP16 is timed on CUDA only (CPU PyTorch has no fast FP16 path)"
     if precision != "fp32" and backend == "ort-plain":
         return "the plain export is a comparison point in FP32 only"
-    if precision == "int8" and not backend.startswith("ort"):
-        return "INT8 is a Q/DQ ONNX graph: timed on ONNX Runtime only"
+    if precision == "int8" and not backend.startswith(("ort", "tensorrt")):
+        return "INT8 is a Q/DQ ONNX graph: timed on ONNX Runtime and TensorRT only"
     if precision == "int8" and not calibration_images().is_dir():
         return f"no calibration photos at {calibration_images()} (set LBNET_CALIB_DIR)"
     return None
@@ -257,6 +267,12 @@ def open_bench_runner(
     reason = skip_reason(backend, precision)
     if reason:
         raise LBNetError(f"{backend} {precision}: {reason}")
+    if backend == "tensorrt":
+        from lbnet_deploy.resolve import engine_file
+        from lbnet_deploy.runtime.engine import TensorRTRunner
+
+        path = bench_onnx(spec, size, batch, recursions, False, precision, random_weights)
+        return TensorRTRunner(engine_file(str(path), tile=size[0], batch=batch)), path
     if backend.startswith("ort"):
         plain = backend == "ort-plain"
         path = bench_onnx(spec, size, batch, recursions, plain, precision, random_weights)

@@ -83,6 +83,13 @@ def export_fp16(model: LBNet, args: argparse.Namespace, options: ExportOptions) 
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from lbnet_deploy.resolve import ENGINE_SUFFIXES
+
+    if args.file.endswith(ENGINE_SUFFIXES):  # the sidecar: readable without TensorRT
+        from lbnet_deploy.runtime.engine import engine_info
+
+        print(engine_info(args.file))
+        return 0
     from lbnet_deploy.export.inspect import describe_file
 
     print(describe_file(args.file))
@@ -99,6 +106,32 @@ def cmd_info(args: argparse.Namespace) -> int:
             c for p in image_list(args.images) for c in lr_crops(read_image(p).rgb, scale, sizes)
         ]
         print(range_table(activation_ranges(graph, images)))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from lbnet_deploy.export.engine_build import BuildOptions, build_engine
+    from lbnet_deploy.resolve import ENGINE_SUFFIXES
+
+    if not args.output.endswith(ENGINE_SUFFIXES):
+        raise LBNetError(f"name the engine file {', '.join(ENGINE_SUFFIXES)}, not {args.output}")
+    options = BuildOptions(
+        input_size=args.input_size, batch=args.batch, workspace_mb=args.workspace,
+        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        calibration_cache=Path(args.calibration_cache) if args.calibration_cache else None,
+        tf32=args.tf32,
+    )  # fmt: skip
+    start = time.perf_counter()
+    facts = build_engine(args.model, args.output, options)
+    flags = ", ".join(facts.builder_flags) or "none"
+    typing = "strongly typed" if facts.strongly_typed else f"weakly typed, flags {flags}"
+    print(
+        f"built {facts.precision} engine {args.output} for {facts.input_shape} with TensorRT "
+        f"{facts.tensorrt} on {facts.gpu} ({typing}) in {time.perf_counter() - start:.0f} s"
+    )
     return 0
 
 
@@ -142,13 +175,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-BACKENDS = ("ort", "ort-cuda", "ort-tensorrt", "torch")
+BACKENDS = ("ort", "ort-cuda", "ort-tensorrt", "tensorrt", "torch")
 
 
 def add_runtime_options(p: argparse.ArgumentParser, budget_mb: int | None = 2048) -> None:
     """Options every command that runs a model shares (budget None: decided by the command)."""
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
-    p.add_argument("--backend", choices=BACKENDS, default="ort", help="default: ort (CPU)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="ort",
+        help="default: ort (CPU); tensorrt builds a --tile x --tile engine on first use "
+        "(engine files choose it by themselves)",
+    )
     p.add_argument(
         "--tile",
         type=int,
@@ -202,7 +241,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from lbnet_deploy.parity import image_list, run_parity
     from lbnet_deploy.runtime.open import open_runner
 
-    runner = open_runner(args.model_file, args.backend, args.threads)
+    runner = open_runner(args.model_file, args.backend, args.threads, tile=args.tile)
     precision = str(runner.describe().get("precision", "fp32"))
     reference = open_runner(args.reference, "torch", args.threads)
     print(f"parity: {args.model_file} ({precision}, {args.backend}) vs PyTorch {args.reference}")
@@ -228,7 +267,7 @@ def _upscaler(args: argparse.Namespace, model: str) -> Upscaler:
     from lbnet_deploy.runtime.open import open_runner
     from lbnet_deploy.runtime.upscaler import Upscaler
 
-    runner = open_runner(model, args.backend, args.threads)
+    runner = open_runner(model, args.backend, args.threads, tile=args.tile, batch=args.batch)
     check_scale(runner.scale, args.scale, model)
     return Upscaler(
         runner, tile=args.tile, overlap=args.overlap, memory_budget_mb=args.memory_budget,
@@ -324,6 +363,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-dataset", help="report FP32 vs INT8 PSNR on this dataset afterwards")
     p.set_defaults(func=cmd_calibrate)
 
+    p = sub.add_parser("build", help="TensorRT engine from an exported ONNX graph (needs a GPU)")
+    p.add_argument("model", help=".onnx made by `export` (fp32, fp16) or `calibrate` (int8)")
+    p.add_argument("-o", "--output", required=True, help="engine file (.plan, .engine or .trt)")
+    p.add_argument(
+        "--input-size",
+        type=parse_size,
+        metavar="HxW",
+        help="engine input size, for dynamic-size graphs (engines are fixed-size; default: "
+        "the graph's own)",
+    )
+    p.add_argument("--batch", type=int, help="engine batch, for dynamic-batch graphs (default 1)")
+    p.add_argument("--workspace", type=int, default=2048, metavar="MB", help="(default 2048)")
+    p.add_argument("--timing-cache", help="TensorRT timing cache file: read if present, updated")
+    p.add_argument(
+        "--calibration-cache",
+        help="implicit INT8 from an FP32 graph with `calibrate --trt-cache`'s cache (TensorRT "
+        "10.x only; the Q/DQ graph is the main INT8 path)",
+    )
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let FP32 layers run in TF32 (faster, ~1e-3 relative error; off by default so an "
+        "fp32 engine matches its graph)",
+    )
+    p.set_defaults(func=cmd_build)
+
     p = sub.add_parser("upscale", help="super-resolve image files, folders or globs to PNG")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("-o", "--output", required=True, help="output folder (PNG, same base names)")
@@ -361,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda t: [parse_size(v) for v in t.split(",")],
         help="LR sizes, e.g. 48x48,37x29 (dynamic models only)",
     )
-    p.add_argument("--backend", choices=BACKENDS[:3], default="ort")
+    p.add_argument("--backend", choices=BACKENDS[:4], default="ort")
+    p.add_argument("--tile", type=int, help="engine size for --backend tensorrt (default 96)")
     p.add_argument("--max-abs", type=float, help="override the precision's max abs tolerance")
     p.add_argument("--min-psnr", type=float, help="override the precision's PSNR tolerance")
     p.add_argument("--threads", type=int)
@@ -369,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser("info", help="print an exported file's facts and operator histogram")
-    p.add_argument("file", help=".onnx file")
+    p.add_argument("file", help=".onnx file or TensorRT engine (.plan, .engine, .trt)")
     p.add_argument(
         "--ranges",
         action="store_true",

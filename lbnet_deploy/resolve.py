@@ -46,7 +46,9 @@ def model_file(
             raise LBNetError(f"model file not found: {path}")
         return path
     if path.suffix in ENGINE_SUFFIXES:
-        raise LBNetError(f"{path}: TensorRT engines need the TensorRT backend (not available yet)")
+        raise LBNetError(
+            f"{path}: TensorRT engines run on the tensorrt backend (--backend tensorrt)"
+        )
     ckpt = checkpoint_path(spec)
     size_label = "dynamic" if input_size is None else "{}x{}".format(*input_size)
     cached = cached_onnx_path(sha256_file(ckpt), size_label, str(batch or "dyn"), precision)
@@ -61,4 +63,33 @@ def model_file(
     print(f"exporting {ckpt.name} ({size_label}) to {cached} (first use) ...", file=sys.stderr)
     model, _ = load_checkpoint(ckpt)
     export_onnx(model, cached, ExportOptions(input_size=input_size, batch=batch))
+    return cached
+
+
+def engine_file(spec: str, *, tile: int, batch: int) -> Path:
+    """The TensorRT engine to run for `spec`: an engine file as given, else one built on first
+    use from `spec`'s ONNX graph (a model name or checkpoint is exported at tile x tile first)
+    and cached, keyed by the graph's hash, shape, TensorRT version and GPU architecture."""
+    path = Path(spec)
+    if path.suffix in ENGINE_SUFFIXES:
+        return path
+    from lbnet_deploy.export.engine_build import BuildOptions, build_engine, graph_facts
+    from lbnet_deploy.runtime.engine import gpu_facts, load_cuda, require_tensorrt
+
+    onnx = model_file(spec, input_size=(tile, tile), batch=batch)
+    _, _, dims = graph_facts(onnx)
+    # a fixed graph keeps its own shape; a dynamic one is built at tile x tile, batch `batch`
+    options = BuildOptions(
+        input_size=(tile, tile) if None in dims[2:] else None,
+        batch=batch if dims[0] is None else None,
+    )
+    trt_version, gpu = require_tensorrt(), gpu_facts(load_cuda())
+    shape = "x".join(str(d or "") for d in dims)
+    key = f"{sha256_file(onnx)[:16]}-{shape}-{tile}-b{batch}-trt{trt_version}"
+    cached = cache_root() / "engines" / f"{key}-sm{gpu.compute_capability}.plan"
+    if not cached.is_file():
+        print(f"building a TensorRT engine for {onnx.name} into {cached} (first use) ...",
+              file=sys.stderr)  # fmt: skip
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        build_engine(onnx, cached, options)
     return cached

@@ -3,15 +3,13 @@ session or engine, a runner wraps it behind `infer`. Tiling, parity checks and b
 only to a `Runner`, never to onnxruntime, torch or TensorRT directly.
 
 Backends: `onnxrt.OnnxRuntimeRunner` (CPU/CUDA/TensorRT execution providers) and
-`torch_ref.TorchRunner` (the PyTorch reference). The TensorRT engine backend slots in as
-`runtime/tensorrt.py`: an engine loader (deserialize, keyed cache) and a runner whose
-`input_size`/`max_batch` come from the engine's optimization profile (fixed shapes -> a tuple,
-dynamic shapes -> None) and whose `infer` copies the batch to the device, runs
-`execute_async_v3` and copies back. Nothing outside that module changes.
+`torch_ref.TorchRunner` (the PyTorch reference) and `engine.TensorRTRunner` (fixed-shape
+TensorRT engines: copy to the device, `execute_async_v3`, copy back).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -51,6 +49,22 @@ def check_batch(batch: np.ndarray, input_size: tuple[int, int] | None) -> np.nda
     if input_size is not None and tuple(batch.shape[2:]) != tuple(input_size):
         raise ValueError(f"this runner takes {input_size} inputs only, got {batch.shape[2:]}")
     return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def run_fixed_batch(
+    run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, fixed: int | None
+) -> np.ndarray:
+    """`run` takes exactly `fixed` images (None: any number): run in slices, zero-pad the last."""
+    if fixed is None or batch.shape[0] == fixed:
+        return run(batch)
+    outs = []
+    for start in range(0, batch.shape[0], fixed):
+        part = batch[start : start + fixed]
+        short = fixed - part.shape[0]
+        if short:
+            part = np.concatenate([part, np.zeros((short, *part.shape[1:]), part.dtype)])
+        outs.append(run(part)[: fixed - short])
+    return np.concatenate(outs)
 
 
 class AnySizeRunner:

@@ -13,7 +13,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import from_metadata
 
-from .backend import check_batch
+from .backend import check_batch, run_fixed_batch
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -136,18 +136,7 @@ class OnnxRuntimeRunner:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = check_batch(batch, self._input_size)
-        fixed = self._batch
-        if fixed is None or batch.shape[0] == fixed:
-            return self._run(batch)
-        # a fixed-batch graph takes exactly `fixed` images: run in slices, zero-pad the last
-        outs = []
-        for start in range(0, batch.shape[0], fixed):
-            part = batch[start : start + fixed]
-            short = fixed - part.shape[0]
-            if short:
-                part = np.concatenate([part, np.zeros((short, *part.shape[1:]), part.dtype)])
-            outs.append(self._run(part)[: fixed - short])
-        return np.concatenate(outs)
+        return run_fixed_batch(self._run, batch, self._batch)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self._output_name], {self._input_name: batch})[0]

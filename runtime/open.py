@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.resolve import model_file
+from lbnet_deploy.resolve import ENGINE_SUFFIXES, engine_file, model_file
 
 from .backend import Runner
 from .onnxrt import OnnxRuntimeRunner
@@ -14,15 +14,24 @@ BACKENDS: dict[str, tuple[str, ...] | None] = {
     "ort-cuda": ("cuda",),
     "ort-tensorrt": ("tensorrt", "cuda"),
     "torch": None,
-    # "tensorrt": a native engine runner (runtime/tensorrt.py) slots in here in a later issue
+    "tensorrt": None,  # native engines: runtime/engine.py
 }
 
 
-def open_runner(spec: str, backend: str = "ort", threads: int | None = None) -> Runner:
-    """A runner for a model name, checkpoint or .onnx file on the chosen backend.
+def open_runner(
+    spec: str,
+    backend: str = "ort",
+    threads: int | None = None,
+    *,
+    tile: int | None = None,
+    batch: int = 1,
+) -> Runner:
+    """A runner for a model name, checkpoint, .onnx or engine file on the chosen backend.
 
     Checkpoints run on ONNX Runtime through a dynamic-size graph exported on first use and
-    cached; the runtime itself never needs torch unless `backend="torch"`.
+    cached; the runtime itself never needs torch unless `backend="torch"`. On "tensorrt"
+    (chosen by itself for engine files) names, checkpoints and .onnx files become a fixed
+    `tile` x `tile`, batch `batch` engine, built on first use and cached.
     """
     if spec.startswith("bicubic"):  # "bicubic-x4": the interpolation baseline
         from .bicubic import BicubicRunner
@@ -33,6 +42,13 @@ def open_runner(spec: str, backend: str = "ort", threads: int | None = None) -> 
         return BicubicRunner(int(scale))
     if backend not in BACKENDS:
         raise LBNetError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if spec.endswith(ENGINE_SUFFIXES) and backend == "ort":
+        backend = "tensorrt"  # the default backend cannot run an engine; the user meant this
+    if backend == "tensorrt":
+        from .engine import TensorRTRunner
+        from .upscaler import DEFAULT_TILE
+
+        return TensorRTRunner(engine_file(spec, tile=tile or DEFAULT_TILE, batch=batch))
     providers = BACKENDS[backend]
     if providers is None:
         from .torch_ref import TorchRunner

@@ -63,3 +63,34 @@ def test_ort_cuda_matches_pytorch(export_cache) -> None:
     runner = OnnxRuntimeRunner(export_cache("LBNet-T_X4.pt", None), providers=("cuda",))
     x = lr_batch()
     assert np.abs(runner.infer(x) - cpu_reference(x)).max() <= 0.05
+
+
+def _has_tensorrt() -> bool:
+    try:
+        import tensorrt
+    except ImportError:
+        return False
+    return hasattr(tensorrt, "Builder")  # tensorrt-stubs alone installs an empty namespace
+
+
+@pytest.mark.skipif(
+    not _has_tensorrt(), reason="needs TensorRT (pip install 'lbnet-deploy[trt]'; stubs are not it)"
+)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_engine_passes_parity(export_cache, tmp_path, precision) -> None:
+    """The user's path: build an engine from our export, then `parity` against PyTorch with the
+    precision's tolerances (the CPU-measured ones; not yet run on a GPU by us)."""
+    import onnx
+
+    from lbnet_deploy.cli import main
+    from lbnet_deploy.export.fp16 import to_fp16
+
+    graph = export_cache("LBNet-T_X4.pt", (64, 64))
+    if precision == "fp16":
+        half = tmp_path / "fp16.onnx"
+        onnx.save(to_fp16(onnx.load(graph), ["LayerNormalization"]), half)
+        graph = half
+    engine = tmp_path / f"{precision}.plan"
+    assert main(["build", str(graph), "-o", str(engine)]) == 0
+    ref = str(WEIGHTS / "LBNet-T_X4.pt")
+    assert main(["parity", str(engine), "--reference", ref, "--backend", "tensorrt"]) == 0

@@ -11,7 +11,6 @@ from PIL import Image
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.quality.metrics import psnr_y
-from lbnet_deploy.runtime import images
 from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.images import read_image, restore, write_png_atomic
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner, resolve_providers

@@ -1,0 +1,225 @@
+"""ONNX -> TensorRT engine (`lbnet-deploy build`), for TensorRT 10.x and 11.x.
+
+Precision lives in the graph (DEPLOY.md): FP16 graphs and Q/DQ INT8 graphs are built strongly
+typed from TensorRT 10.12 on, with no precision flags. Older 10.x (JetPack 6 ships 10.3) builds
+weakly typed and needs the flag that lets the graph's precision run (FP16, or INT8 for Q/DQ).
+The legacy path, an FP32 graph plus `calibrate --trt-cache`'s calibration cache (implicit INT8),
+is offered only where the installed TensorRT still has calibrators (10.x).
+
+Engines are fixed-shape: a dynamic graph gets one optimization profile with min = opt = max at
+the requested size, so kernels are tuned for exactly the tiles the Upscaler sends.
+Written against the tensorrt API rather than Polygraphy's loaders for the reasons in
+runtime/engine.py (type-checked here against tensorrt-stubs, tested against a fake).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import from_metadata
+from lbnet_deploy.runtime.atomic import write_bytes_atomic
+from lbnet_deploy.runtime.engine import (
+    STRONG_TYPING_FROM,
+    EngineFacts,
+    GpuFacts,
+    dims,
+    gpu_facts,
+    load_cuda,
+    require_tensorrt,
+    sidecar_path,
+    version_tuple,
+)
+from lbnet_deploy.weights import sha256_file
+
+from .inspect import load_onnx
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+DEFAULT_WORKSPACE_MB = 2048
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    input_size: tuple[int, int] | None = None  # required for a dynamic-size graph
+    batch: int | None = None  # for a dynamic-batch graph (default 1)
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+    timing_cache: Path | None = None  # read if present, written back after the build
+    calibration_cache: Path | None = None  # implicit INT8 from an FP32 graph (TensorRT 10.x)
+    # TensorRT runs FLOAT layers in TF32 by default (10-bit mantissa); off, an fp32 engine is
+    # FP32 as its ONNX graph is and parity's FP32 tolerances hold. FP16 engines are the fast path.
+    tf32: bool = False
+
+
+def graph_facts(onnx_path: Path) -> tuple[dict[str, str], str, list[int | None]]:
+    """(lbnet.* metadata, input name, input dims with None for symbolic) of an exported graph."""
+    model = load_onnx(onnx_path)
+    facts = from_metadata({p.key: p.value for p in model.metadata_props})
+    if "scale" not in facts:
+        raise LBNetError(f"{onnx_path} was not exported by lbnet-deploy (no lbnet.* metadata)")
+    inp = model.graph.input[0]
+    shape = [
+        d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim
+    ]
+    return facts, inp.name, shape
+
+
+def engine_shape(graph_dims: list[int | None], options: BuildOptions) -> tuple[int, int, int, int]:
+    """The one input shape the engine is built for: the graph's fixed dims, the options' for
+    symbolic ones; options that contradict a fixed graph are an error, not silently ignored."""
+    if len(graph_dims) != 4:
+        raise LBNetError(f"expected a (B, 3, H, W) input, the graph has {graph_dims}")
+    b, c, h, w = graph_dims
+    if options.input_size is not None and None not in (h, w) and (h, w) != options.input_size:
+        raise LBNetError(
+            f"the graph is fixed at {h}x{w}; --input-size {options.input_size[0]}x"
+            f"{options.input_size[1]} needs a dynamic export (or omit it)"
+        )
+    if options.batch is not None and b is not None and b != options.batch:
+        raise LBNetError(f"the graph's batch is fixed at {b}; --batch {options.batch} differs")
+    if h is None or w is None:
+        if options.input_size is None:
+            raise LBNetError("the graph has a dynamic size: give the engine's --input-size HxW")
+        h, w = options.input_size
+    return b or options.batch or 1, c or 3, h, w
+
+
+def precision_flags(precision: str, version: tuple[int, int], implicit_int8: bool) -> list[str]:
+    """BuilderFlag names to set: none when strongly typed (precision is in the graph)."""
+    if implicit_int8:
+        return ["INT8"]
+    if version >= STRONG_TYPING_FROM:
+        return []
+    # weakly typed: the flag must allow what the graph asks for; INT8 alone for Q/DQ graphs, so
+    # the layers calibration kept float stay FP32 as they were measured
+    return {"fp16": ["FP16"], "int8": ["INT8"]}.get(precision, [])
+
+
+def build_engine(
+    onnx_path: str | Path, engine_path: str | Path, options: BuildOptions
+) -> EngineFacts:
+    """Build, then write the engine and its sidecar whole (or neither) and the timing cache."""
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    lbnet, input_name, graph_dims = graph_facts(onnx_path)
+    shape = engine_shape(graph_dims, options)
+    precision = lbnet.get("precision", "fp32")
+    if options.calibration_cache is not None and precision != "fp32":
+        raise LBNetError(f"a calibration cache goes with an FP32 graph, {onnx_path} is {precision}")
+    if not engine_path.parent.is_dir():
+        raise LBNetError(f"output folder does not exist: {engine_path.parent}")
+    tensorrt = require_tensorrt()
+    gpu = gpu_facts(load_cuda())
+    serialized, flags, strong, cache = _build(onnx_path, input_name, shape, precision, options)
+    facts = EngineFacts(
+        lbnet={**lbnet, "precision": "int8" if options.calibration_cache else precision},
+        tensorrt=tensorrt,
+        gpu=gpu.name,
+        compute_capability=gpu.compute_capability,
+        onnx_sha256=sha256_file(onnx_path),
+        input_shape=shape,
+        precision="int8" if options.calibration_cache else precision,
+        strongly_typed=strong,
+        builder_flags=tuple(flags) + (() if options.tf32 else ("no TF32",)),
+    )
+    write_engine(engine_path, serialized, facts)
+    if options.timing_cache is not None and cache:
+        write_bytes_atomic(options.timing_cache, cache)
+    return facts
+
+
+def write_engine(path: Path, serialized: bytes, facts: EngineFacts) -> None:
+    """Sidecar first, engine second: an engine is never readable without its description, and
+    a failed engine write takes the new sidecar away again."""
+    side = sidecar_path(path)
+    write_bytes_atomic(side, facts.to_json().encode())
+    try:
+        write_bytes_atomic(path, serialized)
+    except LBNetError:
+        side.unlink(missing_ok=True)
+        raise
+
+
+def _build(
+    onnx_path: Path,
+    input_name: str,
+    shape: tuple[int, int, int, int],
+    precision: str,
+    options: BuildOptions,
+) -> tuple[bytes, list[str], bool, bytes]:
+    """(serialized engine, builder flags set, strongly typed?, timing cache bytes)."""
+    import tensorrt as trt
+
+    version = version_tuple(trt.__version__)
+    implicit = options.calibration_cache is not None
+    if implicit and not hasattr(trt, "IInt8EntropyCalibrator2"):
+        raise LBNetError(
+            f"TensorRT {trt.__version__} has no calibrators (removed in 11): build the Q/DQ "
+            "graph from `lbnet-deploy calibrate` instead of an FP32 graph with a cache"
+        )
+    strong = version >= STRONG_TYPING_FROM and not implicit  # calibrators need weak typing
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strong else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
+        raise LBNetError(f"TensorRT's ONNX parser rejected {onnx_path}: {'; '.join(errors)}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * 2**20)
+    names = precision_flags(precision, version, implicit)
+    for name in names:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if not options.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if implicit:
+        assert options.calibration_cache is not None
+        config.int8_calibrator = cache_calibrator(options.calibration_cache)
+    if any(d < 0 for d in dims(network.get_input(0).shape)):
+        profile = builder.create_optimization_profile()
+        fixed = trt.Dims(list(shape))
+        profile.set_shape(input_name, fixed, fixed, fixed)
+        config.add_optimization_profile(profile)
+    timing = options.timing_cache
+    previous = timing.read_bytes() if timing is not None and timing.is_file() else b""
+    cache = config.create_timing_cache(previous)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    print(f"building a TensorRT {trt.__version__} engine for {shape} ...", file=sys.stderr)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise LBNetError(f"TensorRT could not build an engine from {onnx_path} (log above)")
+    return bytes(serialized), names, strong, bytes(config.get_timing_cache().serialize())
+
+
+def cache_calibrator(path: Path) -> trt.IInt8Calibrator:
+    """An IInt8EntropyCalibrator2 that only replays a calibration cache (`calibrate --trt-cache`):
+    TensorRT reads the cache first and never asks for a batch when it covers the network."""
+    import tensorrt as trt
+
+    if not path.is_file():
+        raise LBNetError(f"calibration cache not found: {path}")
+    data = path.read_bytes()
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> list[int]:
+            # no images here: an empty batch list ends calibration, and TensorRT then reports
+            # the tensors the cache does not cover
+            return []
+
+        def read_calibration_cache(self) -> bytes:
+            return data
+
+        def write_calibration_cache(self, cache: object) -> None:
+            return None
+
+    return CacheCalibrator()
+
+
+__all__ = ["BuildOptions", "EngineFacts", "GpuFacts", "build_engine"]

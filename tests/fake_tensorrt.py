@@ -1,0 +1,387 @@
+"""A recording fake of the parts of `tensorrt` and `pycuda.driver` lbnet-deploy uses.
+
+TensorRT cannot be installed on our machines, so the engine code is tested against this fake:
+every call is recorded (`FakeTensorRT.calls`), the fake "parser" reads the real ONNX file's input
+and metadata, a "serialized engine" is JSON describing the shapes, and executing it upsamples
+the input held in fake device memory by nearest neighbour. The data path (host -> device ->
+execute -> host, batch slicing, dtype casts, the Upscaler's tiling) is therefore checked for
+real; what TensorRT computes is not (tests marked `gpu` do that on a GPU machine).
+
+Signatures follow tensorrt-stubs 10.13 (also what mypy checks our code against).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+
+class _Enum:
+    """An enum member that converts to int, like pybind11's."""
+
+    def __init__(self, name: str, value: int) -> None:
+        self.name, self.value = name, value
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _enum(**members: int) -> type:
+    return type("Enum", (), {k: _Enum(k, v) for k, v in members.items()})
+
+
+class Dims(tuple):
+    def __new__(cls, shape: Any = ()) -> Dims:
+        return super().__new__(cls, (int(d) for d in shape))
+
+
+@dataclass
+class FakeTensorRT:
+    version: str = "10.13.0.35"
+    compute_capability: tuple[int, int] = (8, 9)
+    gpu_name: str = "Fake GPU"
+    calibrators: bool = True
+    reject_ops: frozenset[str] = frozenset({"Col2Im"})  # the parser "rejects" these op types
+    fail_build: bool = False
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    memory: dict[int, np.ndarray] = field(default_factory=dict)  # fake device memory
+
+    def record(self, name: str, *args: Any) -> None:
+        self.calls.append((name, args))
+
+    def called(self, name: str) -> list[Any]:
+        return [args for n, args in self.calls if n == name]
+
+    # --- modules -------------------------------------------------------------------------
+
+    def tensorrt_module(self) -> types.ModuleType:
+        fake = self
+        trt = types.ModuleType("tensorrt")
+        trt.__version__ = self.version  # type: ignore[attr-defined]
+        ns: dict[str, Any] = vars(trt)
+        ns["Dims"] = Dims
+        ns["NetworkDefinitionCreationFlag"] = _enum(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
+        ns["MemoryPoolType"] = _enum(WORKSPACE=0)
+        flags = {"FP16": 0, "INT8": 1} if self.calibrators else {}  # 11.x removed them
+        ns["BuilderFlag"] = _enum(**flags, TF32=7)
+        ns["TensorIOMode"] = _enum(NONE=0, INPUT=1, OUTPUT=2)
+        ns["DataType"] = _enum(FLOAT=0, HALF=1, INT8=2)
+        ns["nptype"] = lambda t: {0: np.float32, 1: np.float16, 2: np.int8}[int(t)]
+
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, severity: int = 2) -> None:
+                fake.record("Logger", severity)
+
+        ns["Logger"] = Logger
+        if self.calibrators:
+
+            class IInt8EntropyCalibrator2:
+                def __init__(self) -> None:
+                    pass
+
+            ns["IInt8EntropyCalibrator2"] = IInt8EntropyCalibrator2
+        ns["Builder"] = lambda logger: _Builder(fake)
+        ns["OnnxParser"] = lambda network, logger: _Parser(fake, network)
+        ns["Runtime"] = lambda logger: _Runtime(fake)
+        return trt
+
+    def pycuda_modules(self) -> tuple[types.ModuleType, types.ModuleType]:
+        fake = self
+        pycuda = types.ModuleType("pycuda")
+        driver = types.ModuleType("pycuda.driver")
+        ns: dict[str, Any] = vars(driver)
+
+        class Device:
+            @staticmethod
+            def count() -> int:
+                return 1
+
+            def __init__(self, index: int) -> None:
+                self.index = index
+
+            def name(self) -> str:
+                return fake.gpu_name
+
+            def compute_capability(self) -> tuple[int, int]:
+                return fake.compute_capability
+
+            def total_memory(self) -> int:
+                return 16 * 2**30
+
+            def retain_primary_context(self) -> _Context:
+                return _Context(fake)
+
+        class Context:
+            @staticmethod
+            def pop() -> None:
+                fake.record("ctx.pop")
+
+        class Stream:
+            handle = 1234
+
+            def synchronize(self) -> None:
+                fake.record("stream.synchronize")
+
+        ns.update(
+            init=lambda: fake.record("cuda.init"),
+            Device=Device,
+            Context=Context,
+            Stream=Stream,
+            mem_alloc=lambda n: _Allocation(fake, n),
+            mem_get_info=lambda: (
+                16 * 2**30 - sum(m.size for m in fake.memory.values()),
+                16 * 2**30,
+            ),
+            pagelocked_empty=lambda shape, dtype: np.empty(shape, dtype),
+            memcpy_htod_async=self._htod,
+            memcpy_dtoh_async=self._dtoh,
+        )
+        pycuda.driver = driver  # type: ignore[attr-defined]
+        return pycuda, driver
+
+    def _htod(self, dev: _Allocation, host: np.ndarray, stream: Any) -> None:
+        self.record("memcpy_htod_async", host.shape, host.dtype)
+        self.memory[int(dev)] = np.frombuffer(host.tobytes(), np.uint8).copy()
+
+    def _dtoh(self, host: np.ndarray, dev: _Allocation, stream: Any) -> None:
+        self.record("memcpy_dtoh_async", host.shape, host.dtype)
+        host[...] = np.frombuffer(self.memory[int(dev)].tobytes(), host.dtype).reshape(host.shape)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:
+        pycuda, driver = self.pycuda_modules()
+        monkeypatch.setitem(sys.modules, "tensorrt", self.tensorrt_module())
+        monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+        monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+        return self
+
+
+class _Context:
+    def __init__(self, fake: FakeTensorRT) -> None:
+        self.fake = fake
+
+    def push(self) -> None:
+        self.fake.record("ctx.push")
+
+
+class _Allocation:
+    _next = 1
+
+    def __init__(self, fake: FakeTensorRT, nbytes: int) -> None:
+        self.ptr = _Allocation._next
+        _Allocation._next += 1
+        fake.memory[self.ptr] = np.zeros(nbytes, np.uint8)
+        fake.record("mem_alloc", nbytes)
+
+    def __int__(self) -> int:
+        return self.ptr
+
+
+# --- builder side ------------------------------------------------------------------------
+
+
+class _Network:
+    def __init__(self, flags: int) -> None:
+        self.flags = flags
+        self.inputs: list[tuple[str, Dims]] = []
+        self.meta: dict[str, str] = {}
+        self.half = False
+
+    def get_input(self, i: int) -> Any:
+        name, shape = self.inputs[i]
+        return types.SimpleNamespace(name=name, shape=shape)
+
+
+class _Parser:
+    def __init__(self, fake: FakeTensorRT, network: _Network) -> None:
+        self.fake, self.network, self.errors = fake, network, []
+
+    def parse_from_file(self, path: str) -> bool:
+        self.fake.record("parse_from_file", path)
+        model = onnx.load(path, load_external_data=False)
+        bad = sorted({n.op_type for n in model.graph.node} & self.fake.reject_ops)
+        if bad:
+            self.errors = [f"No importer registered for op: {op}" for op in bad]
+            return False
+        inp = model.graph.input[0]
+        dims = [
+            d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim
+        ]
+        self.network.inputs.append((inp.name, Dims(dims)))
+        self.network.meta = {p.key: p.value for p in model.metadata_props}
+        self.network.half = inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+        return True
+
+    @property
+    def num_errors(self) -> int:
+        return len(self.errors)
+
+    def get_error(self, i: int) -> Any:
+        return types.SimpleNamespace(desc=lambda: self.errors[i])
+
+
+class _Profile:
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple[Dims, Dims, Dims]] = {}
+
+    def set_shape(self, name: str, low: Dims, opt: Dims, high: Dims) -> None:
+        self.shapes[name] = (Dims(low), Dims(opt), Dims(high))
+
+
+class _Cache:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def serialize(self) -> bytes:
+        return self.data + b"+tuned"
+
+
+class _Config:
+    def __init__(self, fake: FakeTensorRT) -> None:
+        self.fake = fake
+        self.flags: list[str] = []
+        self.profiles: list[_Profile] = []
+        self.int8_calibrator: Any = None
+        self.cache = _Cache(b"")
+
+    def set_memory_pool_limit(self, pool: Any, size: int) -> None:
+        self.fake.record("set_memory_pool_limit", repr(pool), size)
+
+    def set_flag(self, flag: Any) -> None:
+        self.fake.record("set_flag", repr(flag))
+        self.flags.append(repr(flag))
+
+    def clear_flag(self, flag: Any) -> None:
+        self.fake.record("clear_flag", repr(flag))
+
+    def add_optimization_profile(self, profile: _Profile) -> int:
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
+
+    def create_timing_cache(self, data: bytes) -> _Cache:
+        self.fake.record("create_timing_cache", bytes(data))
+        return _Cache(bytes(data))
+
+    def set_timing_cache(self, cache: _Cache, ignore_mismatch: bool) -> bool:
+        self.cache = cache
+        return True
+
+    def get_timing_cache(self) -> _Cache:
+        return self.cache
+
+
+class _Builder:
+    def __init__(self, fake: FakeTensorRT) -> None:
+        self.fake = fake
+
+    def create_network(self, flags: int = 0) -> _Network:
+        self.fake.record("create_network", flags)
+        return _Network(flags)
+
+    def create_builder_config(self) -> _Config:
+        return _Config(self.fake)
+
+    def create_optimization_profile(self) -> _Profile:
+        return _Profile()
+
+    def build_serialized_network(self, network: _Network, config: _Config) -> bytes | None:
+        profiles = [{k: [list(s) for s in v] for k, v in p.shapes.items()} for p in config.profiles]
+        self.fake.record("build_serialized_network", network.flags, config.flags, profiles)
+        if config.int8_calibrator is not None:
+            self.fake.record(
+                "read_calibration_cache", config.int8_calibrator.read_calibration_cache()
+            )
+        if self.fake.fail_build:
+            return None
+        name, shape = network.inputs[0]
+        engine = {
+            "input": name,
+            "shape": list(shape),
+            "profile": profiles[0][name] if profiles else None,
+            "scale": int(network.meta["lbnet.scale"]),
+            "half": network.half,
+        }
+        return json.dumps(engine).encode()
+
+
+# --- runtime side ------------------------------------------------------------------------
+
+
+class _Runtime:
+    def __init__(self, fake: FakeTensorRT) -> None:
+        self.fake = fake
+
+    def deserialize_cuda_engine(self, data: bytes) -> _Engine | None:
+        self.fake.record("deserialize_cuda_engine", len(data))
+        try:
+            return _Engine(self.fake, json.loads(data))
+        except ValueError:
+            return None  # what TensorRT does with bytes it cannot read
+
+
+class _Engine:
+    def __init__(self, fake: FakeTensorRT, spec: dict[str, Any]) -> None:
+        self.fake, self.spec = fake, spec
+        self.num_io_tensors = 2
+        self.device_memory_size_v2 = 64 * 2**20
+
+    def get_tensor_name(self, i: int) -> str:
+        return [self.spec["input"], "output"][i]
+
+    def get_tensor_mode(self, name: str) -> Any:
+        modes = sys.modules["tensorrt"].TensorIOMode
+        return modes.INPUT if name == self.spec["input"] else modes.OUTPUT
+
+    def get_tensor_shape(self, name: str) -> Dims:
+        return Dims(self.spec["shape"])
+
+    def get_tensor_profile_shape(self, name: str, index: int) -> list[Dims]:
+        return [Dims(s) for s in self.spec["profile"]]
+
+    def get_tensor_dtype(self, name: str) -> Any:
+        types_ = sys.modules["tensorrt"].DataType
+        return types_.HALF if self.spec["half"] else types_.FLOAT
+
+    def create_execution_context(self) -> _Execution:
+        return _Execution(self)
+
+
+class _Execution:
+    def __init__(self, engine: _Engine) -> None:
+        self.engine, self.addresses, self.input_shape = engine, {}, None
+
+    def set_input_shape(self, name: str, shape: Any) -> bool:
+        self.engine.fake.record("set_input_shape", name, tuple(shape))
+        self.input_shape = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> Dims:
+        b, c, h, w = self.input_shape
+        s = self.engine.spec["scale"]
+        return Dims((b, c, s * h, s * w))
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        fake, spec = self.engine.fake, self.engine.spec
+        fake.record("execute_async_v3", stream_handle)
+        dtype = np.float16 if spec["half"] else np.float32
+        x = np.frombuffer(fake.memory[self.addresses[spec["input"]]].tobytes(), dtype)
+        x = x.reshape(self.input_shape)
+        s = spec["scale"]
+        y = x.repeat(s, axis=2).repeat(s, axis=3)  # "super-resolution": nearest neighbour
+        fake.memory[self.addresses["output"]] = np.frombuffer(y.tobytes(), np.uint8).copy()
+        return True

@@ -1,0 +1,248 @@
+"""TensorRT engine build and runtime, against the recording fake in fake_tensorrt.py (TensorRT
+cannot be installed here; test_gpu.py builds and runs real engines where it can)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from lbnet_deploy.cli import main
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.export.engine_build import BuildOptions, build_engine
+from lbnet_deploy.runtime.engine import EngineFacts, TensorRTRunner, sidecar_path
+from lbnet_deploy.runtime.upscaler import Upscaler
+
+from .fake_tensorrt import FakeTensorRT
+
+
+def graph(path: Path, dims: list[int | str], precision: str = "fp32", op: str = "Identity") -> Path:
+    """A stand-in for an exported graph: the input and lbnet.* metadata are what matter."""
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
+    model = helper.make_model(
+        helper.make_graph([helper.make_node(op, ["input"], ["output"])], "g", [inp], [out])
+    )
+    meta = {
+        "variant": "LBNet-T",
+        "scale": "4",
+        "heads": "6",
+        "n_feats": "18",
+        "precision": precision,
+    }
+    helper.set_model_props(model, {f"lbnet.{k}": v for k, v in meta.items()})
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:
+    return FakeTensorRT().install(monkeypatch)
+
+
+def test_strongly_typed_build_sets_no_precision_flag(fake, tmp_path) -> None:
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], precision="fp16")
+    facts = build_engine(src, tmp_path / "g.plan", BuildOptions(workspace_mb=512))
+    assert fake.called("create_network") == [(1 << 1,)]  # STRONGLY_TYPED
+    assert fake.called("set_flag") == []  # precision is in the graph
+    assert fake.called("clear_flag") == [("TF32",)]  # FP32 layers stay FP32
+    assert fake.called("set_memory_pool_limit") == [("WORKSPACE", 512 * 2**20)]
+    assert facts.strongly_typed and facts.precision == "fp16"
+    assert facts.input_shape == (1, 3, 16, 16) and facts.compute_capability == "8.9"
+    written = EngineFacts.from_json(sidecar_path(tmp_path / "g.plan").read_text())
+    assert written == facts and (tmp_path / "g.plan").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("precision", "flag"), [("fp32", []), ("fp16", ["FP16"]), ("int8", ["INT8"])]
+)
+def test_jetpack6_tensorrt_builds_weakly_typed_with_the_graphs_flag(
+    monkeypatch, tmp_path, precision, flag
+) -> None:
+    fake = FakeTensorRT(version="10.3.0.26", compute_capability=(8, 7)).install(monkeypatch)
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], precision=precision)
+    facts = build_engine(src, tmp_path / "g.plan", BuildOptions())
+    assert fake.called("create_network") == [(0,)]
+    assert [a[0] for a in fake.called("set_flag")] == flag
+    assert not facts.strongly_typed and list(facts.builder_flags) == [*flag, "no TF32"]
+
+
+def test_dynamic_graph_gets_one_fixed_profile(fake, tmp_path) -> None:
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
+    with pytest.raises(LBNetError, match="dynamic size: give the engine's --input-size"):
+        build_engine(src, tmp_path / "d.plan", BuildOptions())
+    facts = build_engine(src, tmp_path / "d.plan", BuildOptions(input_size=(24, 32), batch=2))
+    (_, _, profiles) = fake.called("build_serialized_network")[0]
+    assert profiles == [{"input": [[2, 3, 24, 32]] * 3}]  # min = opt = max
+    assert facts.input_shape == (2, 3, 24, 32)
+
+
+def test_fixed_graph_refuses_a_different_size(fake, tmp_path) -> None:
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    with pytest.raises(LBNetError, match="fixed at 16x16"):
+        build_engine(src, tmp_path / "g.plan", BuildOptions(input_size=(32, 32)))
+    with pytest.raises(LBNetError, match="batch is fixed at 1"):
+        build_engine(src, tmp_path / "g.plan", BuildOptions(batch=4))
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_parser_rejection_is_one_line_and_leaves_nothing(fake, tmp_path) -> None:
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], op="Col2Im")
+    with pytest.raises(LBNetError, match=r"parser rejected .*No importer .* Col2Im"):
+        build_engine(src, tmp_path / "g.plan", BuildOptions())
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_failed_build_leaves_nothing(monkeypatch, tmp_path) -> None:
+    FakeTensorRT(fail_build=True).install(monkeypatch)
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    with pytest.raises(LBNetError, match="could not build an engine"):
+        build_engine(src, tmp_path / "g.plan", BuildOptions())
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_timing_cache_is_read_and_written_back(fake, tmp_path) -> None:
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"old")
+    build_engine(src, tmp_path / "g.plan", BuildOptions(timing_cache=cache))
+    assert fake.called("create_timing_cache") == [(b"old",)]
+    assert cache.read_bytes() == b"old+tuned"
+
+
+def test_calibration_cache_builds_implicit_int8_weakly_typed(fake, tmp_path) -> None:
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    cache = tmp_path / "calib.cache"
+    cache.write_text("TRT-101300-EntropyCalibration2\ninput: 3c010a14\n")
+    facts = build_engine(src, tmp_path / "g.plan", BuildOptions(calibration_cache=cache))
+    assert fake.called("create_network") == [(0,)]  # calibrators need weak typing
+    assert [a[0] for a in fake.called("set_flag")] == ["INT8"]
+    assert fake.called("read_calibration_cache") == [(cache.read_bytes(),)]
+    assert facts.precision == "int8" and facts.lbnet["precision"] == "int8"
+
+
+def test_calibration_cache_refused_where_it_cannot_work(monkeypatch, tmp_path) -> None:
+    cache = tmp_path / "calib.cache"
+    cache.write_text("TRT-101300-EntropyCalibration2\n")
+    FakeTensorRT().install(monkeypatch)
+    fp16 = graph(tmp_path / "h.onnx", [1, 3, 16, 16], precision="fp16")
+    with pytest.raises(LBNetError, match="goes with an FP32 graph"):
+        build_engine(fp16, tmp_path / "h.plan", BuildOptions(calibration_cache=cache))
+    FakeTensorRT(version="11.4.0", calibrators=False).install(monkeypatch)
+    fp32 = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    with pytest.raises(LBNetError, match=r"no calibrators .*build the Q/DQ graph"):
+        build_engine(fp32, tmp_path / "g.plan", BuildOptions(calibration_cache=cache))
+
+
+def nearest(x: np.ndarray, s: int) -> np.ndarray:
+    return x.repeat(s, axis=-2).repeat(s, axis=-1)
+
+
+def test_runner_moves_batches_through_device_memory(fake, tmp_path) -> None:
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
+    build_engine(src, tmp_path / "d.plan", BuildOptions(input_size=(8, 12), batch=2))
+    runner = TensorRTRunner(tmp_path / "d.plan")
+    assert (runner.input_size, runner.max_batch, runner.scale) == ((8, 12), 2, 4)
+    facts = runner.describe()
+    assert facts["backend"] == "tensorrt" and facts["heads"] == 6 and facts["gpu"] == "Fake GPU"
+    x = np.random.default_rng(0).uniform(0, 255, (3, 3, 8, 12)).astype(np.float32)
+    y = runner.infer(x)  # 3 images through a batch-2 engine: two runs, the last zero-padded
+    np.testing.assert_array_equal(y, nearest(x, 4))
+    assert len(fake.called("execute_async_v3")) == 2
+    assert fake.called("set_input_shape") == [("input", (2, 3, 8, 12))]
+    assert len(fake.called("mem_alloc")) == 2  # buffers allocated once, reused
+    io_bytes = 2 * 3 * 8 * 12 * 4 * (1 + 16)  # input + 4x output, float32
+    assert runner.device_peak_mb() == pytest.approx(io_bytes / 2**20)
+    pushes, pops = fake.called("ctx.push"), fake.called("ctx.pop")
+    assert len(pushes) == len(pops) == 3  # load + two runs, each balanced
+
+
+def test_upscaler_tiles_through_a_fixed_engine(fake, tmp_path) -> None:
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    build_engine(src, tmp_path / "g.plan", BuildOptions())
+    image = np.random.default_rng(1).integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    out = Upscaler(TensorRTRunner(tmp_path / "g.plan"), overlap=4).upscale(image)
+    assert out.shape == (148, 180, 3)
+    np.testing.assert_array_equal(out, nearest(image.transpose(2, 0, 1), 4).transpose(1, 2, 0))
+
+
+def test_runner_refuses_mismatched_engines(monkeypatch, tmp_path) -> None:
+    FakeTensorRT().install(monkeypatch)
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    engine = tmp_path / "g.plan"
+    build_engine(src, engine, BuildOptions())
+    FakeTensorRT(version="10.3.0").install(monkeypatch)
+    with pytest.raises(LBNetError, match=r"built with TensorRT 10.13.0.35, this is 10.3.0"):
+        TensorRTRunner(engine)
+    FakeTensorRT(compute_capability=(8, 7), gpu_name="Orin").install(monkeypatch)
+    with pytest.raises(LBNetError, match=r"compute capability 8.9 .*this Orin is 8.7"):
+        TensorRTRunner(engine)
+    FakeTensorRT().install(monkeypatch)
+    side = sidecar_path(engine)
+    facts = json.loads(side.read_text())
+    side.write_text(json.dumps({**facts, "input_shape": [1, 3, 32, 32]}))
+    with pytest.raises(LBNetError, match="do not belong together"):
+        TensorRTRunner(engine)
+    side.unlink()
+    with pytest.raises(LBNetError, match=r"no g.plan.json beside it"):
+        TensorRTRunner(engine)
+    engine.write_bytes(b"\x00garbage")
+    side.write_text(json.dumps(facts))
+    with pytest.raises(LBNetError, match="could not deserialize"):
+        TensorRTRunner(engine)
+
+
+def test_cli_build_info_and_upscale_with_an_engine(fake, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], precision="fp16")
+    assert main(["build", str(src), "-o", str(tmp_path / "g.plan")]) == 0
+    assert "built fp16 engine" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "g.plan")]) == 0
+    info = capsys.readouterr().out
+    assert "LBNet-T x4" in info and "tensorrt: 10.13.0.35" in info
+    Image.fromarray(np.full((20, 21, 3), 77, np.uint8)).save(tmp_path / "a.png")
+    # an engine file picks the tensorrt backend by itself
+    code = main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"),
+                 "--model", str(tmp_path / "g.plan"), "-q"])  # fmt: skip
+    assert code == 0
+    assert np.asarray(Image.open(tmp_path / "out" / "a.png")).shape == (80, 84, 3)
+    assert main(["build", str(src), "-o", str(tmp_path / "g.bin")]) == 2
+    assert "name the engine file .engine, .plan, .trt" in capsys.readouterr().err
+
+
+def test_onnx_on_tensorrt_backend_builds_once_and_caches(fake, tmp_path, monkeypatch) -> None:
+    from lbnet_deploy.runtime.open import open_runner
+
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
+    first = open_runner(str(src), "tensorrt", tile=24, batch=2)
+    second = open_runner(str(src), "tensorrt", tile=24, batch=2)
+    assert first.input_size == second.input_size == (24, 24) and first.max_batch == 2
+    assert len(fake.called("build_serialized_network")) == 1
+    assert [p.suffix for p in (tmp_path / "cache" / "engines").iterdir()] in (
+        [".plan", ".json"], [".json", ".plan"],
+    )  # fmt: skip
+
+
+def test_without_tensorrt_the_error_says_what_to_install(tmp_path, capsys) -> None:
+    # the real environment here: no TensorRT libraries (at most tensorrt-stubs' namespace)
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    assert main(["build", str(src), "-o", str(tmp_path / "g.plan")]) == 2
+    err = capsys.readouterr().err
+    assert "TensorRT is not installed" in err and "lbnet-deploy[trt]" in err
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_bench_times_engines_only_where_tensorrt_runs(monkeypatch) -> None:
+    from lbnet_deploy.benchmarks.models import skip_reason
+
+    assert "TensorRT is not installed" in (skip_reason("tensorrt", "fp32") or "")
+    FakeTensorRT().install(monkeypatch)
+    assert skip_reason("tensorrt", "int8") is None
+    assert skip_reason("tensorrt", "fp16") is None
