@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import from_metadata
 from lbnet_deploy.runtime.atomic import write_bytes_atomic
 from lbnet_deploy.runtime.engine import (
     STRONG_TYPING_FROM,
@@ -35,7 +34,7 @@ from lbnet_deploy.runtime.engine import (
 )
 from lbnet_deploy.weights import sha256_file
 
-from .inspect import load_onnx
+from .inspect import lbnet_facts, load_onnx
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -55,17 +54,23 @@ class BuildOptions:
     tf32: bool = False
 
 
-def graph_facts(onnx_path: Path) -> tuple[dict[str, str], str, list[int | None]]:
-    """(lbnet.* metadata, input name, input dims with None for symbolic) of an exported graph."""
+@dataclass(frozen=True)
+class GraphFacts:
+    lbnet: dict[str, str]  # lbnet.* metadata, prefix dropped
+    input_name: str
+    output_name: str
+    dims: list[int | None]  # the input's, None where symbolic
+
+
+def graph_facts(onnx_path: Path) -> GraphFacts:
+    """What an engine build needs to know of an exported graph."""
     model = load_onnx(onnx_path)
-    facts = from_metadata({p.key: p.value for p in model.metadata_props})
-    if "scale" not in facts:
-        raise LBNetError(f"{onnx_path} was not exported by lbnet-deploy (no lbnet.* metadata)")
-    inp = model.graph.input[0]
-    shape = [
+    facts = lbnet_facts(model, onnx_path)
+    inp, out = model.graph.input[0], model.graph.output[0]
+    dims = [
         d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim
     ]
-    return facts, inp.name, shape
+    return GraphFacts(facts, inp.name, out.name, dims)
 
 
 def engine_shape(graph_dims: list[int | None], options: BuildOptions) -> tuple[int, int, int, int]:
@@ -104,8 +109,9 @@ def build_engine(
 ) -> EngineFacts:
     """Build, then write the engine and its sidecar whole (or neither) and the timing cache."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    lbnet, input_name, graph_dims = graph_facts(onnx_path)
-    shape = engine_shape(graph_dims, options)
+    graph = graph_facts(onnx_path)
+    shape = engine_shape(graph.dims, options)
+    lbnet = graph.lbnet
     precision = lbnet.get("precision", "fp32")
     if options.calibration_cache is not None and precision != "fp32":
         raise LBNetError(f"a calibration cache goes with an FP32 graph, {onnx_path} is {precision}")
@@ -113,7 +119,9 @@ def build_engine(
         raise LBNetError(f"output folder does not exist: {engine_path.parent}")
     tensorrt = require_tensorrt()
     gpu = gpu_facts(load_cuda())
-    serialized, flags, strong, cache = _build(onnx_path, input_name, shape, precision, options)
+    serialized, flags, strong, cache = _build(
+        onnx_path, graph.input_name, shape, precision, options
+    )
     facts = EngineFacts(
         lbnet={**lbnet, "precision": "int8" if options.calibration_cache else precision},
         tensorrt=tensorrt,
@@ -124,6 +132,8 @@ def build_engine(
         precision="int8" if options.calibration_cache else precision,
         strongly_typed=strong,
         builder_flags=tuple(flags) + (() if options.tf32 else ("no TF32",)),
+        input_name=graph.input_name,
+        output_name=graph.output_name,
     )
     write_engine(engine_path, serialized, facts)
     if options.timing_cache is not None and cache:

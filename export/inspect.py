@@ -23,6 +23,14 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         raise LBNetError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
 
 
+def lbnet_facts(graph: onnx.ModelProto, path: str | Path) -> dict[str, str]:
+    """The graph's lbnet.* metadata, or a one-line error if it was not exported by us."""
+    facts = from_metadata({p.key: p.value for p in graph.metadata_props})
+    if "scale" not in facts:
+        raise LBNetError(f"{path} was not exported by lbnet-deploy (no lbnet.* metadata)")
+    return facts
+
+
 def _shape(value: onnx.ValueInfoProto) -> str:
     dims = value.type.tensor_type.shape.dim
     return "x".join(d.dim_param or str(d.dim_value) for d in dims)

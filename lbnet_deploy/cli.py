@@ -135,6 +135,33 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triton(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lbnet_deploy.export.triton import model_io, write_repository
+
+    io = model_io(Path(args.model))
+    facts = io.lbnet
+    name = args.name or "{}_x{}_{}".format(
+        facts.get("variant", "lbnet").lower().replace("-", "_"), facts["scale"],
+        facts.get("precision", "fp32"),
+    )  # fmt: skip
+    target = write_repository(
+        args.model, args.repository, name, version=args.version, max_batch=args.max_batch,
+        instances=args.instances, kind="KIND_CPU" if args.cpu else "KIND_GPU",
+    )  # fmt: skip
+    print(f"wrote Triton model {target} ({io.platform}, version {args.version})")
+    if io.platform == "tensorrt_plan":
+        from lbnet_deploy.runtime.engine import read_facts
+
+        engine = read_facts(args.model)
+        print(
+            f"  the plan runs only in a Triton container with TensorRT {engine.tensorrt} on GPUs "
+            f"of compute capability {engine.compute_capability} ({engine.gpu})"
+        )
+    return 0
+
+
 METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
@@ -388,6 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
         "fp32 engine matches its graph)",
     )
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("triton", help="Triton Inference Server model folder for an engine or .onnx")
+    p.add_argument("model", help="engine (.plan/.engine/.trt, with its sidecar) or .onnx")
+    p.add_argument("--repository", required=True, help="Triton model repository folder")
+    p.add_argument("--name", help="model name (default e.g. lbnet_t_x4_fp16)")
+    p.add_argument("--version", type=int, default=1, help="version folder (default 1)")
+    p.add_argument(
+        "--max-batch", type=int, default=8, help="for dynamic-batch graphs only (default 8)"
+    )
+    p.add_argument("--instances", type=int, default=1, help="instance_group count (default 1)")
+    p.add_argument("--cpu", action="store_true", help="KIND_CPU (ONNX on CPU) instead of GPU")
+    p.set_defaults(func=cmd_triton)
 
     p = sub.add_parser("upscale", help="super-resolve image files, folders or globs to PNG")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")

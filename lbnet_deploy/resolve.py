@@ -77,7 +77,7 @@ def engine_file(spec: str, *, tile: int, batch: int) -> Path:
     from lbnet_deploy.runtime.engine import gpu_facts, load_cuda, require_tensorrt
 
     onnx = model_file(spec, input_size=(tile, tile), batch=batch)
-    _, _, dims = graph_facts(onnx)
+    dims = graph_facts(onnx).dims
     # a fixed graph keeps its own shape; a dynamic one is built at tile x tile, batch `batch`
     options = BuildOptions(
         input_size=(tile, tile) if None in dims[2:] else None,

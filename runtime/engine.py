@@ -107,6 +107,8 @@ class EngineFacts:
     precision: str
     strongly_typed: bool
     builder_flags: tuple[str, ...] = field(default=())
+    input_name: str = "lr"
+    output_name: str = "sr"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

@@ -23,7 +23,8 @@ from .fake_tensorrt import FakeTensorRT
 def graph(path: Path, dims: list[int | str], precision: str = "fp32", op: str = "Identity") -> Path:
     """A stand-in for an exported graph: the input and lbnet.* metadata are what matter."""
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)
-    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
+    sr = [d if isinstance(d, str) else 4 * d for d in dims[2:]]
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [dims[0], 3, *sr])
     model = helper.make_model(
         helper.make_graph([helper.make_node(op, ["input"], ["output"])], "g", [inp], [out])
     )
