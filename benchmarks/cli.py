@@ -199,8 +199,13 @@ def _check_before_timing(opts: BenchOptions, plot: str | None) -> None:
         raise LBNetError("--runs and --batch must be >= 1, --warmup >= 0")
     if plot and Path(plot).suffix.lower() not in FORMATS:
         raise LBNetError(f"--plot {plot}: give a file name ending in {', '.join(FORMATS)}")
-    if opts.dataset and not Path(opts.dataset).exists():
-        raise LBNetError(f"--dataset {opts.dataset}: no such file or folder")
+    if opts.dataset:
+        from lbnet_deploy.runtime.files import expand_inputs
+
+        try:  # what the end-to-end study will upscale: the same checks as `upscale`
+            expand_inputs([opts.dataset])
+        except LBNetError as exc:
+            raise LBNetError(f"--dataset: {exc}") from None
     if opts.official_repo:
         from .official import check_official_repo
 

@@ -24,6 +24,7 @@ import onnx
 
 from lbnet_deploy.calibration.data import calibration_crops
 from lbnet_deploy.evaluate import evaluate, load_samples
+from lbnet_deploy.export.onnx_export import save_atomic
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
 from lbnet_deploy.runtime.upscaler import Upscaler
 
@@ -65,7 +66,7 @@ def modelopt_int8(fp32: Path, crops: np.ndarray, out: Path, method: str) -> Path
     props |= {"lbnet.precision": "int8", "lbnet.int8_method": f"modelopt-{method}"}
     del graph.metadata_props[:]
     onnx.helper.set_model_props(graph, props)
-    onnx.save(graph, str(out))
+    save_atomic(graph, out)
     return out
 
 

@@ -1,10 +1,14 @@
 """ONNX -> TensorRT engine (`lbnet-deploy build`), for TensorRT 10.x and 11.x.
 
 Precision lives in the graph (DEPLOY.md): FP16 graphs and Q/DQ INT8 graphs are built strongly
-typed from TensorRT 10.12 on, with no precision flags. Older 10.x (JetPack 6 ships 10.3) builds
-weakly typed and needs the flag that lets the graph's precision run (FP16, or INT8 for Q/DQ).
-The legacy path, an FP32 graph plus `calibrate --trt-cache`'s calibration cache (implicit INT8),
-is offered only where the installed TensorRT still has calibrators (10.x).
+typed, with no precision flags, so every tensor keeps the type it had when we measured the
+graph's accuracy (the FP32 LayerNorm islands of FP16 graphs, the float blocks of INT8 ones).
+STRONGLY_TYPED exists from TensorRT 10.0 (NvInfer.h of 10.3, JetPack 6's version), the
+precision flags are deprecated from 10.12 and gone in 11. `weakly_typed` is the fallback for a
+10.x build that fails strongly typed: it sets the one flag the graph needs (FP16, or INT8 alone
+for Q/DQ), and TensorRT may then pick lower precision than the graph says. The legacy path, an
+FP32 graph plus `calibrate --trt-cache`'s calibration cache (implicit INT8), is weakly typed by
+nature and offered only where the installed TensorRT still has calibrators (10.x).
 
 Engines are fixed-shape: a dynamic graph gets one optimization profile with min = opt = max at
 the requested size, so kernels are tuned for exactly the tiles the Upscaler sends.
@@ -22,7 +26,6 @@ from typing import TYPE_CHECKING
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.atomic import write_bytes_atomic
 from lbnet_deploy.runtime.engine import (
-    STRONG_TYPING_FROM,
     EngineFacts,
     GpuFacts,
     dims,
@@ -30,7 +33,7 @@ from lbnet_deploy.runtime.engine import (
     load_cuda,
     require_tensorrt,
     sidecar_path,
-    version_tuple,
+    trt_logger,
 )
 from lbnet_deploy.weights import sha256_file
 
@@ -52,6 +55,7 @@ class BuildOptions:
     # TensorRT runs FLOAT layers in TF32 by default (10-bit mantissa); off, an fp32 engine is
     # FP32 as its ONNX graph is and parity's FP32 tolerances hold. FP16 engines are the fast path.
     tf32: bool = False
+    weakly_typed: bool = False  # precision flags instead of strong typing (10.x fallback)
 
 
 @dataclass(frozen=True)
@@ -93,14 +97,14 @@ def engine_shape(graph_dims: list[int | None], options: BuildOptions) -> tuple[i
     return b or options.batch or 1, c or 3, h, w
 
 
-def precision_flags(precision: str, version: tuple[int, int], implicit_int8: bool) -> list[str]:
+def precision_flags(precision: str, strong: bool, implicit_int8: bool) -> list[str]:
     """BuilderFlag names to set: none when strongly typed (precision is in the graph)."""
     if implicit_int8:
         return ["INT8"]
-    if version >= STRONG_TYPING_FROM:
+    if strong:
         return []
     # weakly typed: the flag must allow what the graph asks for; INT8 alone for Q/DQ graphs, so
-    # the layers calibration kept float stay FP32 as they were measured
+    # the layers calibration kept float may not drop to FP16
     return {"fp16": ["FP16"], "int8": ["INT8"]}.get(precision, [])
 
 
@@ -119,9 +123,7 @@ def build_engine(
         raise LBNetError(f"output folder does not exist: {engine_path.parent}")
     tensorrt = require_tensorrt()
     gpu = gpu_facts(load_cuda())
-    serialized, flags, strong, cache = _build(
-        onnx_path, graph.input_name, shape, precision, options
-    )
+    serialized, flags, strong, cache = _build(onnx_path, shape, precision, options)
     facts = EngineFacts(
         lbnet={**lbnet, "precision": "int8" if options.calibration_cache else precision},
         tensorrt=tensorrt,
@@ -155,7 +157,6 @@ def write_engine(path: Path, serialized: bytes, facts: EngineFacts) -> None:
 
 def _build(
     onnx_path: Path,
-    input_name: str,
     shape: tuple[int, int, int, int],
     precision: str,
     options: BuildOptions,
@@ -163,25 +164,31 @@ def _build(
     """(serialized engine, builder flags set, strongly typed?, timing cache bytes)."""
     import tensorrt as trt
 
-    version = version_tuple(trt.__version__)
     implicit = options.calibration_cache is not None
     if implicit and not hasattr(trt, "IInt8EntropyCalibrator2"):
         raise LBNetError(
             f"TensorRT {trt.__version__} has no calibrators (removed in 11): build the Q/DQ "
             "graph from `lbnet-deploy calibrate` instead of an FP32 graph with a cache"
         )
-    strong = version >= STRONG_TYPING_FROM and not implicit  # calibrators need weak typing
-    logger = trt.Logger(trt.Logger.WARNING)
+    strong = not (implicit or options.weakly_typed)  # calibrators need weak typing
+    names = precision_flags(precision, strong, implicit)
+    missing = [n for n in names if not hasattr(trt.BuilderFlag, n)]
+    if missing:
+        raise LBNetError(
+            f"TensorRT {trt.__version__} has no {missing[0]} flag: build strongly typed"
+        )
+    logger = trt_logger()
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strong else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
+        # an unreadable file fails without a parser error; TensorRT's log says why
         errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
-        raise LBNetError(f"TensorRT's ONNX parser rejected {onnx_path}: {'; '.join(errors)}")
+        why = "; ".join(errors) or "see TensorRT's log above"
+        raise LBNetError(f"TensorRT's ONNX parser rejected {onnx_path}: {why}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * 2**20)
-    names = precision_flags(precision, version, implicit)
     for name in names:
         config.set_flag(getattr(trt.BuilderFlag, name))
     if not options.tf32:
@@ -189,20 +196,33 @@ def _build(
     if implicit:
         assert options.calibration_cache is not None
         config.int8_calibrator = cache_calibrator(options.calibration_cache)
-    if any(d < 0 for d in dims(network.get_input(0).shape)):
+    network_input = network.get_input(0)
+    if any(d < 0 for d in dims(network_input.shape)):
         profile = builder.create_optimization_profile()
         fixed = trt.Dims(list(shape))
-        profile.set_shape(input_name, fixed, fixed, fixed)
-        config.add_optimization_profile(profile)
-    timing = options.timing_cache
-    previous = timing.read_bytes() if timing is not None and timing.is_file() else b""
-    cache = config.create_timing_cache(previous)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+        profile.set_shape(network_input.name, fixed, fixed, fixed)
+        if config.add_optimization_profile(profile) < 0:
+            raise LBNetError(f"TensorRT rejected the optimization profile {shape}")
+    use_timing_cache(config, options.timing_cache)
     print(f"building a TensorRT {trt.__version__} engine for {shape} ...", file=sys.stderr)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise LBNetError(f"TensorRT could not build an engine from {onnx_path} (log above)")
-    return bytes(serialized), names, strong, bytes(config.get_timing_cache().serialize())
+    tuned = config.get_timing_cache()
+    return bytes(serialized), names, strong, bytes(tuned.serialize()) if tuned else b""
+
+
+def use_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> None:
+    """Start from the cache at `path` if TensorRT accepts it (one from another GPU or version is
+    refused: then a fresh one, with a warning), else from an empty cache."""
+    previous = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = config.create_timing_cache(previous) if previous else None
+    if previous and (cache is None or not config.set_timing_cache(cache, ignore_mismatch=False)):
+        print(f"warning: timing cache {path} does not fit this GPU/TensorRT; starting afresh",
+              file=sys.stderr)  # fmt: skip
+        cache = None
+    if cache is None:
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
 
 def cache_calibrator(path: Path) -> trt.IInt8Calibrator:

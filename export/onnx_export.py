@@ -8,7 +8,6 @@ folds, checks and stamps the graph.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 import warnings
@@ -22,6 +21,7 @@ from lbnet_deploy import __version__
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import to_metadata
 from lbnet_deploy.model.lbnet import LBNet
+from lbnet_deploy.runtime.atomic import write_bytes_atomic
 
 from .trt_ops import check_trt_parsable, op_histogram
 
@@ -105,16 +105,9 @@ def finalize(graph: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def save_atomic(graph: onnx.ModelProto, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written model."""
+    """Never a half-written model (runtime.atomic); our graphs are far below protobuf's 2 GB."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(graph, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_bytes_atomic(path, graph.SerializeToString())
 
 
 def export_onnx(model: LBNet, path: str | Path, options: ExportOptions) -> ExportReport:

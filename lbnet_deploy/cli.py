@@ -122,7 +122,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         input_size=args.input_size, batch=args.batch, workspace_mb=args.workspace,
         timing_cache=Path(args.timing_cache) if args.timing_cache else None,
         calibration_cache=Path(args.calibration_cache) if args.calibration_cache else None,
-        tf32=args.tf32,
+        tf32=args.tf32, weakly_typed=args.weakly_typed,
     )  # fmt: skip
     start = time.perf_counter()
     facts = build_engine(args.model, args.output, options)
@@ -413,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let FP32 layers run in TF32 (faster, ~1e-3 relative error; off by default so an "
         "fp32 engine matches its graph)",
+    )
+    p.add_argument(
+        "--weakly-typed",
+        action="store_true",
+        help="TensorRT 10.x fallback: precision flags (FP16 / INT8) instead of strong typing; "
+        "TensorRT may then run layers in lower precision than the graph says",
     )
     p.set_defaults(func=cmd_build)
 

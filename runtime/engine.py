@@ -15,13 +15,15 @@ fail to deserialize it. Engines are fixed-shape (vs-mlrt's default): the Upscale
 
 from __future__ import annotations
 
+import functools
 import json
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,9 +35,6 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 INSTALL_HINT = "install lbnet-deploy[trt] on a machine with an NVIDIA GPU"
-# From TensorRT 10.12 networks can be strongly typed: precision comes from the graph (FP16
-# tensors, Q/DQ nodes) and builder precision flags are deprecated (removed in 11).
-STRONG_TYPING_FROM = (10, 12)
 
 
 def require_tensorrt() -> str:
@@ -157,6 +156,39 @@ def check_compatible(facts: EngineFacts, engine: Path, tensorrt: str, gpu: GpuFa
         )
 
 
+@functools.cache
+def trt_logger() -> trt.ILogger:
+    """One logger per process: TensorRT warns when objects alive together use different ones."""
+    import tensorrt as trt
+
+    return trt.Logger(trt.Logger.WARNING)
+
+
+class _DeviceState:
+    """What a runner holds on the device, released inside its CUDA context: explicitly
+    (`close`) or when the runner is collected or the interpreter exits. Freed later, after the
+    context is gone, TensorRT and pycuda print 'context is destroyed' errors."""
+
+    def __init__(self, cuda: ModuleType, context: Any) -> None:
+        self.cuda, self.context = cuda, context
+        self.engine: Any = None
+        self.execution: Any = None
+        self.stream: Any = None
+        self.buffers: list[Any] = []
+
+    def release(self) -> None:
+        self.context.push()
+        try:
+            self.execution = None  # the execution context before its engine
+            self.engine = None
+            self.stream = None
+            for buffer in self.buffers:
+                buffer.free()
+            self.buffers = []
+        finally:
+            self.cuda.Context.pop()
+
+
 class TensorRTRunner:
     """Runner over a fixed-shape engine built by `lbnet-deploy build`, on CUDA device `device`."""
 
@@ -171,12 +203,18 @@ class TensorRTRunner:
             raise LBNetError(f"{sidecar_path(self.path)} names no model scale")
         # the primary context: the one TensorRT (CUDA runtime API) uses on this device
         self._context = self._cuda.Device(device).retain_primary_context()
+        self._state = _DeviceState(self._cuda, self._context)
+        self._finalizer = weakref.finalize(self, self._state.release)
         with self.active():
             free_before = self._cuda.mem_get_info()[0]
             self._load()
             # engine weights + the context's activation memory + our I/O buffers: TensorRT
             # allocates all of it up front, so this is the engine's device peak
             self._device_mb = (free_before - self._cuda.mem_get_info()[0]) / 2**20
+
+    def close(self) -> None:
+        """Free the engine, its context and the buffers now (also done when collected)."""
+        self._finalizer()
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -190,12 +228,11 @@ class TensorRTRunner:
     def _load(self) -> None:
         import tensorrt as trt
 
-        logger = trt.Logger(trt.Logger.WARNING)
-        engine: trt.ICudaEngine | None = trt.Runtime(logger).deserialize_cuda_engine(
-            self.path.read_bytes()
-        )
+        runtime = trt.Runtime(trt_logger())
+        engine: trt.ICudaEngine | None = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise LBNetError(f"TensorRT could not deserialize {self.path} (see its log above)")
+        self._state.engine = engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
@@ -215,12 +252,13 @@ class TensorRTRunner:
                 "the two files do not belong together"
             )
         self._shape = shape
-        self._engine = engine
-        self._exec = engine.create_execution_context()
-        self._exec.set_input_shape(self._in, self._shape)
-        out_shape = dims(self._exec.get_tensor_shape(self._out))
+        context = engine.create_execution_context()
+        self._state.execution = context
+        if not context.set_input_shape(self._in, self._shape):
+            raise LBNetError(f"{self.path} rejects input shape {self._shape}")
+        out_shape = dims(context.get_tensor_shape(self._out))
         cuda = self._cuda
-        self._stream = cuda.Stream()
+        self._state.stream = cuda.Stream()
         # page-locked host buffers: asynchronous copies need them, and they copy fastest
         self._host_in = cuda.pagelocked_empty(
             self._shape, trt.nptype(engine.get_tensor_dtype(self._in))
@@ -230,8 +268,10 @@ class TensorRTRunner:
         )
         self._dev_in = cuda.mem_alloc(self._host_in.nbytes)
         self._dev_out = cuda.mem_alloc(self._host_out.nbytes)
-        self._exec.set_tensor_address(self._in, int(self._dev_in))
-        self._exec.set_tensor_address(self._out, int(self._dev_out))
+        self._state.buffers = [self._dev_in, self._dev_out]
+        for name, buffer in ((self._in, self._dev_in), (self._out, self._dev_out)):
+            if not context.set_tensor_address(name, int(buffer)):
+                raise LBNetError(f"TensorRT refused the device buffer of {name!r}")
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -266,14 +306,16 @@ class TensorRTRunner:
         return run_fixed_batch(self._run, batch, self._shape[0])
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        cuda = self._cuda
+        cuda, state = self._cuda, self._state
+        if state.execution is None:
+            raise LBNetError(f"the runner of {self.path} was closed")
         with self.active():
             self._host_in[...] = batch  # casts to the engine's input type
-            cuda.memcpy_htod_async(self._dev_in, self._host_in, self._stream)
-            if not self._exec.execute_async_v3(self._stream.handle):
+            cuda.memcpy_htod_async(self._dev_in, self._host_in, state.stream)
+            if not state.execution.execute_async_v3(state.stream.handle):
                 raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
-            cuda.memcpy_dtoh_async(self._host_out, self._dev_out, self._stream)
-            self._stream.synchronize()
+            cuda.memcpy_dtoh_async(self._host_out, self._dev_out, state.stream)
+            state.stream.synchronize()
         return np.array(self._host_out, dtype=np.float32)  # a copy: the buffer is reused
 
     def device_peak_mb(self) -> float:

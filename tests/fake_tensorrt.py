@@ -179,13 +179,17 @@ class _Allocation:
     _next = 1
 
     def __init__(self, fake: FakeTensorRT, nbytes: int) -> None:
-        self.ptr = _Allocation._next
+        self.fake, self.ptr = fake, _Allocation._next
         _Allocation._next += 1
         fake.memory[self.ptr] = np.zeros(nbytes, np.uint8)
         fake.record("mem_alloc", nbytes)
 
     def __int__(self) -> int:
         return self.ptr
+
+    def free(self) -> None:
+        self.fake.memory.pop(self.ptr)
+        self.fake.record("free", self.ptr)
 
 
 # --- builder side ------------------------------------------------------------------------
@@ -274,6 +278,8 @@ class _Config:
         return _Cache(bytes(data))
 
     def set_timing_cache(self, cache: _Cache, ignore_mismatch: bool) -> bool:
+        if cache.data.startswith(b"foreign"):  # TensorRT: a cache from another device/version
+            return False
         self.cache = cache
         return True
 

@@ -244,7 +244,7 @@ def test_int8_bench_needs_calibration_photos(tmp_path, monkeypatch: pytest.Monke
 
     monkeypatch.setenv("LBNET_CALIB_DIR", str(tmp_path / "missing"))
     assert "no calibration photos" in (skip_reason("ort", "int8") or "")
-    assert "ONNX Runtime only" in (skip_reason("torch", "int8") or "")
+    assert "ONNX Runtime and TensorRT only" in (skip_reason("torch", "int8") or "")
     monkeypatch.setenv("LBNET_CALIB_DIR", str(tmp_path))
     assert skip_reason("ort", "int8") is None
 
@@ -307,7 +307,8 @@ def test_benchmarks_default_to_the_shared_checkpoints_but_respect_the_user(
     ("option", "message"),
     [
         (["--plot", "B.txt"], "--plot B.txt: give a file name ending in .png"),
-        (["--dataset", "no-such-folder"], "--dataset no-such-folder: no such file or folder"),
+        (["--dataset", "no-such-folder"], "--dataset: input not found: no-such-folder"),
+        (["--dataset", "."], "--dataset: no image files in folder ."),  # the empty cwd
         (["--official-repo", "no-such-checkout"], "is not a checkout of IVIPLab/LBNet"),
         (["--runs", "0"], "--runs and --batch must be >= 1"),
     ],

@@ -58,18 +58,34 @@ def test_strongly_typed_build_sets_no_precision_flag(fake, tmp_path) -> None:
     assert written == facts and (tmp_path / "g.plan").stat().st_size > 0
 
 
+def test_jetpack6_tensorrt_builds_strongly_typed_too(monkeypatch, tmp_path) -> None:
+    fake = FakeTensorRT(version="10.3.0.26", compute_capability=(8, 7)).install(monkeypatch)
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], precision="fp16")
+    facts = build_engine(src, tmp_path / "g.plan", BuildOptions())
+    assert fake.called("create_network") == [(1 << 1,)] and fake.called("set_flag") == []
+    assert facts.strongly_typed
+
+
 @pytest.mark.parametrize(
     ("precision", "flag"), [("fp32", []), ("fp16", ["FP16"]), ("int8", ["INT8"])]
 )
-def test_jetpack6_tensorrt_builds_weakly_typed_with_the_graphs_flag(
+def test_weakly_typed_fallback_sets_only_the_graphs_flag(
     monkeypatch, tmp_path, precision, flag
 ) -> None:
     fake = FakeTensorRT(version="10.3.0.26", compute_capability=(8, 7)).install(monkeypatch)
     src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], precision=precision)
-    facts = build_engine(src, tmp_path / "g.plan", BuildOptions())
+    facts = build_engine(src, tmp_path / "g.plan", BuildOptions(weakly_typed=True))
     assert fake.called("create_network") == [(0,)]
     assert [a[0] for a in fake.called("set_flag")] == flag
     assert not facts.strongly_typed and list(facts.builder_flags) == [*flag, "no TF32"]
+
+
+def test_weakly_typed_refused_where_the_flags_are_gone(monkeypatch, tmp_path) -> None:
+    FakeTensorRT(version="11.4.0", calibrators=False).install(monkeypatch)
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], precision="fp16")
+    with pytest.raises(LBNetError, match="has no FP16 flag"):
+        build_engine(src, tmp_path / "g.plan", BuildOptions(weakly_typed=True))
+    assert list(tmp_path.iterdir()) == [src]
 
 
 def test_dynamic_graph_gets_one_fixed_profile(fake, tmp_path) -> None:
@@ -109,10 +125,21 @@ def test_failed_build_leaves_nothing(monkeypatch, tmp_path) -> None:
 def test_timing_cache_is_read_and_written_back(fake, tmp_path) -> None:
     src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
     cache = tmp_path / "timing.cache"
+    build_engine(src, tmp_path / "g.plan", BuildOptions(timing_cache=cache))
+    assert fake.called("create_timing_cache") == [(b"",)] and cache.read_bytes() == b"+tuned"
     cache.write_bytes(b"old")
     build_engine(src, tmp_path / "g.plan", BuildOptions(timing_cache=cache))
-    assert fake.called("create_timing_cache") == [(b"old",)]
+    assert fake.called("create_timing_cache")[-1] == (b"old",)
     assert cache.read_bytes() == b"old+tuned"
+
+
+def test_foreign_timing_cache_is_replaced_with_a_warning(fake, tmp_path, capsys) -> None:
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"foreign")  # the fake refuses caches starting with "foreign"
+    build_engine(src, tmp_path / "g.plan", BuildOptions(timing_cache=cache))
+    assert "does not fit this GPU/TensorRT" in capsys.readouterr().err
+    assert cache.read_bytes() == b"+tuned"
 
 
 def test_calibration_cache_builds_implicit_int8_weakly_typed(fake, tmp_path) -> None:
@@ -160,6 +187,12 @@ def test_runner_moves_batches_through_device_memory(fake, tmp_path) -> None:
     assert runner.device_peak_mb() == pytest.approx(io_bytes / 2**20)
     pushes, pops = fake.called("ctx.push"), fake.called("ctx.pop")
     assert len(pushes) == len(pops) == 3  # load + two runs, each balanced
+    runner.close()  # frees the device buffers inside the context, once
+    runner.close()
+    assert len(fake.called("free")) == 2 and fake.memory == {}
+    assert len(fake.called("ctx.push")) == len(fake.called("ctx.pop")) == 4
+    with pytest.raises(LBNetError, match="was closed"):
+        runner.infer(x)
 
 
 def test_upscaler_tiles_through_a_fixed_engine(fake, tmp_path) -> None:
