@@ -109,59 +109,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from lbnet_deploy.export.engine_build import BuildOptions, build_engine
-    from lbnet_deploy.resolve import ENGINE_SUFFIXES
-
-    if not args.output.endswith(ENGINE_SUFFIXES):
-        raise LBNetError(f"name the engine file {', '.join(ENGINE_SUFFIXES)}, not {args.output}")
-    options = BuildOptions(
-        input_size=args.input_size, batch=args.batch, workspace_mb=args.workspace,
-        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
-        calibration_cache=Path(args.calibration_cache) if args.calibration_cache else None,
-        tf32=args.tf32, weakly_typed=args.weakly_typed,
-    )  # fmt: skip
-    start = time.perf_counter()
-    facts = build_engine(args.model, args.output, options)
-    flags = ", ".join(facts.builder_flags) or "none"
-    typing = "strongly typed" if facts.strongly_typed else f"weakly typed, flags {flags}"
-    print(
-        f"built {facts.precision} engine {args.output} for {facts.input_shape} with TensorRT "
-        f"{facts.tensorrt} on {facts.gpu} ({typing}) in {time.perf_counter() - start:.0f} s"
-    )
-    return 0
-
-
-def cmd_triton(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from lbnet_deploy.export.triton import model_io, write_repository
-
-    io = model_io(Path(args.model))
-    facts = io.lbnet
-    name = args.name or "{}_x{}_{}".format(
-        facts.get("variant", "lbnet").lower().replace("-", "_"), facts["scale"],
-        facts.get("precision", "fp32"),
-    )  # fmt: skip
-    target = write_repository(
-        args.model, args.repository, name, version=args.version, max_batch=args.max_batch,
-        instances=args.instances, kind="KIND_CPU" if args.cpu else "KIND_GPU",
-    )  # fmt: skip
-    print(f"wrote Triton model {target} ({io.platform}, version {args.version})")
-    if io.platform == "tensorrt_plan":
-        from lbnet_deploy.runtime.engine import read_facts
-
-        engine = read_facts(args.model)
-        print(
-            f"  the plan runs only in a Triton container with TensorRT {engine.tensorrt} on GPUs "
-            f"of compute capability {engine.compute_capability} ({engine.gpu})"
-        )
-    return 0
-
-
 METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
@@ -390,49 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-dataset", help="report FP32 vs INT8 PSNR on this dataset afterwards")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("build", help="TensorRT engine from an exported ONNX graph (needs a GPU)")
-    p.add_argument("model", help=".onnx made by `export` (fp32, fp16) or `calibrate` (int8)")
-    p.add_argument("-o", "--output", required=True, help="engine file (.plan, .engine or .trt)")
-    p.add_argument(
-        "--input-size",
-        type=parse_size,
-        metavar="HxW",
-        help="engine input size, for dynamic-size graphs (engines are fixed-size; default: "
-        "the graph's own)",
-    )
-    p.add_argument("--batch", type=int, help="engine batch, for dynamic-batch graphs (default 1)")
-    p.add_argument("--workspace", type=int, default=2048, metavar="MB", help="(default 2048)")
-    p.add_argument("--timing-cache", help="TensorRT timing cache file: read if present, updated")
-    p.add_argument(
-        "--calibration-cache",
-        help="implicit INT8 from an FP32 graph with `calibrate --trt-cache`'s cache (TensorRT "
-        "10.x only; the Q/DQ graph is the main INT8 path)",
-    )
-    p.add_argument(
-        "--tf32",
-        action="store_true",
-        help="let FP32 layers run in TF32 (faster, ~1e-3 relative error; off by default so an "
-        "fp32 engine matches its graph)",
-    )
-    p.add_argument(
-        "--weakly-typed",
-        action="store_true",
-        help="TensorRT 10.x fallback: precision flags (FP16 / INT8) instead of strong typing; "
-        "TensorRT may then run layers in lower precision than the graph says",
-    )
-    p.set_defaults(func=cmd_build)
+    from lbnet_deploy.export.serve_cli import add_serving_parsers
 
-    p = sub.add_parser("triton", help="Triton Inference Server model folder for an engine or .onnx")
-    p.add_argument("model", help="engine (.plan/.engine/.trt, with its sidecar) or .onnx")
-    p.add_argument("--repository", required=True, help="Triton model repository folder")
-    p.add_argument("--name", help="model name (default e.g. lbnet_t_x4_fp16)")
-    p.add_argument("--version", type=int, default=1, help="version folder (default 1)")
-    p.add_argument(
-        "--max-batch", type=int, default=8, help="for dynamic-batch graphs only (default 8)"
-    )
-    p.add_argument("--instances", type=int, default=1, help="instance_group count (default 1)")
-    p.add_argument("--cpu", action="store_true", help="KIND_CPU (ONNX on CPU) instead of GPU")
-    p.set_defaults(func=cmd_triton)
+    add_serving_parsers(sub)  # `build`, `triton`: engines and serving
 
     p = sub.add_parser("upscale", help="super-resolve image files, folders or globs to PNG")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")

@@ -76,6 +76,7 @@ def engine_file(spec: str, *, tile: int, batch: int) -> Path:
     from lbnet_deploy.export.engine_build import BuildOptions, build_engine, graph_facts
     from lbnet_deploy.runtime.engine import gpu_facts, load_cuda, require_tensorrt
 
+    trt_version, gpu = require_tensorrt(), gpu_facts(load_cuda())  # before a download or export
     onnx = model_file(spec, input_size=(tile, tile), batch=batch)
     dims = graph_facts(onnx).dims
     # a fixed graph keeps its own shape; a dynamic one is built at tile x tile, batch `batch`
@@ -83,7 +84,6 @@ def engine_file(spec: str, *, tile: int, batch: int) -> Path:
         input_size=(tile, tile) if None in dims[2:] else None,
         batch=batch if dims[0] is None else None,
     )
-    trt_version, gpu = require_tensorrt(), gpu_facts(load_cuda())
     shape = "x".join(str(d or "") for d in dims)
     key = f"{sha256_file(onnx)[:16]}-{shape}-{tile}-b{batch}-trt{trt_version}"
     cached = cache_root() / "engines" / f"{key}-sm{gpu.compute_capability}.plan"

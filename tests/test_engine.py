@@ -280,3 +280,12 @@ def test_bench_times_engines_only_where_tensorrt_runs(monkeypatch) -> None:
     FakeTensorRT().install(monkeypatch)
     assert skip_reason("tensorrt", "int8") is None
     assert skip_reason("tensorrt", "fp16") is None
+
+
+def test_tensorrt_backend_fails_before_any_download_or_export(monkeypatch) -> None:
+    from lbnet_deploy import resolve
+    from lbnet_deploy.runtime.open import open_runner
+
+    monkeypatch.setattr(resolve, "model_file", lambda *a, **k: pytest.fail("exported first"))
+    with pytest.raises(LBNetError, match="TensorRT is not installed"):
+        open_runner("lbnet-t-x4", "tensorrt")
