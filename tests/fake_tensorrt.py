@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
 
 
@@ -159,11 +158,13 @@ class FakeTensorRT:
         self.record("memcpy_dtoh_async", host.shape, host.dtype)
         host[...] = np.frombuffer(self.memory[int(dev)].tobytes(), host.dtype).reshape(host.shape)
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:
+    def modules(self) -> dict[str, types.ModuleType]:
         pycuda, driver = self.pycuda_modules()
-        monkeypatch.setitem(sys.modules, "tensorrt", self.tensorrt_module())
-        monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-        monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+        return {"tensorrt": self.tensorrt_module(), "pycuda": pycuda, "pycuda.driver": driver}
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:
+        for name, module in self.modules().items():
+            monkeypatch.setitem(sys.modules, name, module)
         return self
 
 
@@ -212,6 +213,8 @@ class _Parser:
         self.fake, self.network, self.errors = fake, network, []
 
     def parse_from_file(self, path: str) -> bool:
+        import onnx  # here, not at the top: serving through the fake must not need onnx
+
         self.fake.record("parse_from_file", path)
         model = onnx.load(path, load_external_data=False)
         bad = sorted({n.op_type for n in model.graph.node} & self.fake.reject_ops)

@@ -289,3 +289,28 @@ def test_tensorrt_backend_fails_before_any_download_or_export(monkeypatch) -> No
     monkeypatch.setattr(resolve, "model_file", lambda *a, **k: pytest.fail("exported first"))
     with pytest.raises(LBNetError, match="TensorRT is not installed"):
         open_runner("lbnet-t-x4", "tensorrt")
+
+
+def test_serving_an_engine_needs_no_torch_onnx_or_onnxruntime(fake, tmp_path) -> None:
+    """The Jetson case: upscale with an engine where only numpy, TensorRT and pycuda exist."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from .conftest import REPO
+
+    build_engine(graph(tmp_path / "g.onnx", [1, 3, 16, 16]), tmp_path / "g.plan", BuildOptions())
+    Image.fromarray(np.full((20, 21, 3), 9, np.uint8)).save(tmp_path / "a.png")
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'onnx', 'onnxruntime'): sys.modules[name] = None\n"
+        "from tests.fake_tensorrt import FakeTensorRT\n"
+        "sys.modules.update(FakeTensorRT().modules())\n"
+        "from lbnet_deploy.cli import main\n"
+        f"code = main(['upscale', r'{tmp_path / 'a.png'}', '-o', r'{tmp_path / 'out'}',\n"
+        f"             '--model', r'{tmp_path / 'g.plan'}', '-q'])\n"
+        "assert code == 0 and all(sys.modules[n] is None for n in ('torch', 'onnx'))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    assert Image.open(tmp_path / "out" / "a.png").size == (84, 80)
