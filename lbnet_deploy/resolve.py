@@ -73,7 +73,12 @@ def engine_file(spec: str, *, tile: int, batch: int) -> Path:
     path = Path(spec)
     if path.suffix in ENGINE_SUFFIXES:
         return path
-    from lbnet_deploy.export.engine_build import BuildOptions, build_engine, graph_facts
+    from lbnet_deploy.export.engine_build import (
+        BuildOptions,
+        build_engine,
+        engine_shape,
+        graph_facts,
+    )
     from lbnet_deploy.runtime.engine import gpu_facts, load_cuda, require_tensorrt
 
     trt_version, gpu = require_tensorrt(), gpu_facts(load_cuda())  # before a download or export
@@ -84,8 +89,9 @@ def engine_file(spec: str, *, tile: int, batch: int) -> Path:
         input_size=(tile, tile) if None in dims[2:] else None,
         batch=batch if dims[0] is None else None,
     )
-    shape = "x".join(str(d or "") for d in dims)
-    key = f"{sha256_file(onnx)[:16]}-{shape}-{tile}-b{batch}-trt{trt_version}"
+    shape = "x".join(str(d) for d in engine_shape(dims, options))
+    # our version too: a change to how we build must not reuse an engine built the old way
+    key = f"{sha256_file(onnx)[:16]}-{shape}-trt{trt_version}-v{__version__}"
     cached = cache_root() / "engines" / f"{key}-sm{gpu.compute_capability}.plan"
     if not cached.is_file():
         print(f"building a TensorRT engine for {onnx.name} into {cached} (first use) ...",
