@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import onnx
+
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.runtime.atomic import write_bytes_atomic
+from lbnet_deploy.runtime.atomic import write_bytes_atomic, write_files_atomic
 from lbnet_deploy.runtime.engine import (
     EngineFacts,
     GpuFacts,
@@ -64,6 +67,7 @@ class GraphFacts:
     input_name: str
     output_name: str
     dims: list[int | None]  # the input's, None where symbolic
+    dtypes: tuple[str, str]  # input's and output's numpy names: float32 (or float16)
 
 
 def graph_facts(onnx_path: Path) -> GraphFacts:
@@ -74,7 +78,11 @@ def graph_facts(onnx_path: Path) -> GraphFacts:
     dims = [
         d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim
     ]
-    return GraphFacts(facts, inp.name, out.name, dims)
+    types = tuple(
+        str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)))
+        for v in (inp, out)
+    )
+    return GraphFacts(facts, inp.name, out.name, dims, (types[0], types[1]))
 
 
 def engine_shape(graph_dims: list[int | None], options: BuildOptions) -> tuple[int, int, int, int]:
@@ -83,6 +91,10 @@ def engine_shape(graph_dims: list[int | None], options: BuildOptions) -> tuple[i
     if len(graph_dims) != 4:
         raise LBNetError(f"expected a (B, 3, H, W) input, the graph has {graph_dims}")
     b, c, h, w = graph_dims
+    if options.batch is not None and options.batch < 1:
+        raise LBNetError(f"--batch must be at least 1, got {options.batch}")
+    if options.input_size is not None and min(options.input_size) < 1:
+        raise LBNetError(f"--input-size must be at least 1x1, got {options.input_size}")
     if options.input_size is not None and None not in (h, w) and (h, w) != options.input_size:
         raise LBNetError(
             f"the graph is fixed at {h}x{w}; --input-size {options.input_size[0]}x"
@@ -108,6 +120,18 @@ def precision_flags(precision: str, strong: bool, implicit_int8: bool) -> list[s
     return {"fp16": ["FP16"], "int8": ["INT8"]}.get(precision, [])
 
 
+def check_paths(engine_path: Path, options: BuildOptions) -> None:
+    if not engine_path.parent.is_dir():
+        raise LBNetError(f"output folder does not exist: {engine_path.parent}")
+    timing, calibration = options.timing_cache, options.calibration_cache
+    if timing is not None and not timing.parent.is_dir():
+        raise LBNetError(f"timing cache folder does not exist: {timing.parent}")
+    if calibration is not None and not calibration.is_file():
+        raise LBNetError(f"calibration cache not found: {calibration}")
+    if options.workspace_mb < 1:
+        raise LBNetError(f"--workspace must be at least 1 MB, got {options.workspace_mb}")
+
+
 def build_engine(
     onnx_path: str | Path, engine_path: str | Path, options: BuildOptions
 ) -> EngineFacts:
@@ -119,23 +143,26 @@ def build_engine(
     precision = lbnet.get("precision", "fp32")
     if options.calibration_cache is not None and precision != "fp32":
         raise LBNetError(f"a calibration cache goes with an FP32 graph, {onnx_path} is {precision}")
-    if not engine_path.parent.is_dir():
-        raise LBNetError(f"output folder does not exist: {engine_path.parent}")
+    check_paths(engine_path, options)  # before a build that takes minutes
     tensorrt = require_tensorrt()
     gpu = gpu_facts(load_cuda())
     serialized, flags, strong, cache = _build(onnx_path, shape, precision, options)
+    if options.calibration_cache is not None:
+        precision = "int8"  # implicit INT8 from the FP32 graph
     facts = EngineFacts(
-        lbnet={**lbnet, "precision": "int8" if options.calibration_cache else precision},
+        lbnet={**lbnet, "precision": precision},
         tensorrt=tensorrt,
         gpu=gpu.name,
         compute_capability=gpu.compute_capability,
         onnx_sha256=sha256_file(onnx_path),
         input_shape=shape,
-        precision="int8" if options.calibration_cache else precision,
+        precision=precision,
         strongly_typed=strong,
-        builder_flags=tuple(flags) + (() if options.tf32 else ("no TF32",)),
+        builder_flags=tuple(flags),
+        tf32=options.tf32,
         input_name=graph.input_name,
         output_name=graph.output_name,
+        dtypes=graph.dtypes,
     )
     write_engine(engine_path, serialized, facts)
     if options.timing_cache is not None and cache:
@@ -144,15 +171,9 @@ def build_engine(
 
 
 def write_engine(path: Path, serialized: bytes, facts: EngineFacts) -> None:
-    """Sidecar first, engine second: an engine is never readable without its description, and
-    a failed engine write takes the new sidecar away again."""
-    side = sidecar_path(path)
-    write_bytes_atomic(side, facts.to_json().encode())
-    try:
-        write_bytes_atomic(path, serialized)
-    except LBNetError:
-        side.unlink(missing_ok=True)
-        raise
+    """Engine and sidecar written together: both complete before either is renamed into place,
+    so a failure leaves an earlier engine and its sidecar as they were."""
+    write_files_atomic({path: serialized, sidecar_path(path): facts.to_json().encode()})
 
 
 def _build(

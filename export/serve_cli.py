@@ -47,14 +47,13 @@ def cmd_triton(args: argparse.Namespace) -> int:
         facts.get("precision", "fp32"),
     )  # fmt: skip
     target = write_repository(
-        args.model, args.repository, name, version=args.version, max_batch=args.max_batch,
+        args.model, io, args.repository, name, version=args.version, max_batch=args.max_batch,
         instances=args.instances, kind="KIND_CPU" if args.cpu else "KIND_GPU",
     )  # fmt: skip
     print(f"wrote Triton model {target} ({io.platform}, version {args.version})")
     if io.platform == "tensorrt_plan":
-        from lbnet_deploy.runtime.engine import read_facts
-
-        engine = read_facts(args.model)
+        engine = io.engine
+        assert engine is not None
         print(
             f"  the plan runs only in a Triton container with TensorRT {engine.tensorrt} on GPUs "
             f"of compute capability {engine.compute_capability} ({engine.gpu})"

@@ -19,15 +19,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.resolve import ENGINE_SUFFIXES
-from lbnet_deploy.runtime.engine import read_facts
+from lbnet_deploy.runtime.atomic import default_dir_mode, write_text_atomic
+from lbnet_deploy.runtime.engine import EngineFacts, read_facts
 
 from .inspect import lbnet_facts, load_onnx
 
-ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16"}  # onnx.TensorProto element types we export
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}  # the I/O types we export
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class ModelIO:
     lbnet: dict[str, str]
     inputs: list[Tensor]
     outputs: list[Tensor]
+    engine: EngineFacts | None = None  # the sidecar, for a plan
 
 
 def model_io(path: Path) -> ModelIO:
@@ -54,8 +57,9 @@ def model_io(path: Path) -> ModelIO:
         s = int(facts.lbnet["scale"])
         return ModelIO(
             "tensorrt_plan", "model.plan", facts.lbnet,
-            [Tensor(facts.input_name, "TYPE_FP32", [b, c, h, w])],
-            [Tensor(facts.output_name, "TYPE_FP32", [b, c, s * h, s * w])],
+            [Tensor(facts.input_name, TRITON_TYPES[facts.dtypes[0]], [b, c, h, w])],
+            [Tensor(facts.output_name, TRITON_TYPES[facts.dtypes[1]], [b, c, s * h, s * w])],
+            facts,
         )  # fmt: skip
     if path.suffix != ".onnx":
         raise LBNetError(f"{path}: give an engine ({', '.join(ENGINE_SUFFIXES)}) or an .onnx file")
@@ -67,7 +71,10 @@ def model_io(path: Path) -> ModelIO:
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
         if len(dims) != 4:
             raise LBNetError(f"{path}: tensor {value.name!r} has no (B, 3, H, W) shape")
-        return Tensor(value.name, ONNX_TYPES.get(t.elem_type, "TYPE_FP32"), dims)
+        dtype = str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)))
+        if dtype not in TRITON_TYPES:
+            raise LBNetError(f"{path}: tensor {value.name!r} is {dtype}, not float32/float16")
+        return Tensor(value.name, TRITON_TYPES[dtype], dims)
 
     return ModelIO(
         "onnxruntime_onnx", "model.onnx", lbnet,
@@ -104,6 +111,7 @@ def config_text(io: ModelIO, name: str, max_batch: int, instances: int, kind: st
 
 def write_repository(
     model: str | Path,
+    io: ModelIO,
     repository: str | Path,
     name: str,
     *,
@@ -112,13 +120,13 @@ def write_repository(
     instances: int = 1,
     kind: str = "KIND_GPU",
 ) -> Path:
-    """Create `<repository>/<name>/` whole (assembled beside it, then renamed into place)."""
+    """Create `<repository>/<name>/` for `model` (described by `io = model_io(model)`) whole:
+    assembled beside it, then renamed into place."""
     model, repository = Path(model), Path(repository)
     if not name or "/" in name or name.startswith("."):
         raise LBNetError(f"model name {name!r} must be a plain folder name")
     if version < 1 or max_batch < 1 or instances < 1:
         raise LBNetError("--version, --max-batch and --instances must be at least 1")
-    io = model_io(model)
     if not repository.is_dir():
         raise LBNetError(f"model repository folder does not exist: {repository}")
     target = repository / name
@@ -126,7 +134,9 @@ def write_repository(
         raise LBNetError(f"{target} already exists: remove it or choose another --name")
     staging = Path(tempfile.mkdtemp(dir=repository, prefix=f".{name}."))
     try:
-        (staging / "config.pbtxt").write_text(config_text(io, name, max_batch, instances, kind))
+        staging.chmod(default_dir_mode())  # mkdtemp's 0700 would lock out the Triton user
+        config = config_text(io, name, max_batch, instances, kind)
+        write_text_atomic(staging / "config.pbtxt", config)
         (staging / str(version)).mkdir()
         shutil.copyfile(model, staging / str(version) / io.filename)
         os.replace(staging, target)

@@ -20,7 +20,7 @@ import json
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -51,12 +51,6 @@ def require_tensorrt() -> str:
     if not hasattr(tensorrt, "Builder"):
         raise LBNetError(f"TensorRT is not installed, only its type stubs ({INSTALL_HINT})")
     return str(tensorrt.__version__)
-
-
-def version_tuple(version: str) -> tuple[int, int]:
-    """'10.3.0.26' -> (10, 3)."""
-    major, minor = ([*version.split("."), "0"])[:2]
-    return int(major), int(minor)
 
 
 def load_cuda() -> ModuleType:
@@ -105,9 +99,11 @@ class EngineFacts:
     input_shape: tuple[int, ...]  # (B, 3, H, W)
     precision: str
     strongly_typed: bool
-    builder_flags: tuple[str, ...] = field(default=())
+    builder_flags: tuple[str, ...] = field(default=())  # precision flags (weakly typed only)
+    tf32: bool = False
     input_name: str = "lr"
     output_name: str = "sr"
+    dtypes: tuple[str, str] = ("float32", "float32")  # input's, output's (numpy names)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -115,8 +111,11 @@ class EngineFacts:
     @classmethod
     def from_json(cls, text: str) -> EngineFacts:
         raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        raw = {k: v for k, v in raw.items() if k in known}  # a newer tool's extra facts
         raw["input_shape"] = tuple(raw["input_shape"])
         raw["builder_flags"] = tuple(raw.get("builder_flags", ()))
+        raw["dtypes"] = tuple(raw.get("dtypes", ("float32", "float32")))
         return cls(**raw)
 
 
@@ -136,15 +135,18 @@ def read_facts(engine: str | Path) -> EngineFacts:
             "which records the model and the TensorRT version and GPU they are for"
         )
     try:
-        return EngineFacts.from_json(side.read_text())
+        facts = EngineFacts.from_json(side.read_text())
     except (ValueError, TypeError, KeyError) as exc:
         raise LBNetError(f"{side} is not an lbnet-deploy engine description ({exc})") from None
+    if not str(facts.lbnet.get("scale", "")).isdigit():
+        raise LBNetError(f"{side} names no model scale")
+    return facts
 
 
 def check_compatible(facts: EngineFacts, engine: Path, tensorrt: str, gpu: GpuFacts) -> None:
     """Engines deserialize only on the TensorRT version and GPU architecture they were built
     for; say so before TensorRT fails with a less readable message."""
-    if version_tuple(facts.tensorrt) != version_tuple(tensorrt):
+    if facts.tensorrt != tensorrt:  # TensorRT refuses engines across patch releases too
         raise LBNetError(
             f"{engine} was built with TensorRT {facts.tensorrt}, this is {tensorrt}: "
             "rebuild it with `lbnet-deploy build`"
@@ -199,8 +201,6 @@ class TensorRTRunner:
         self._cuda = load_cuda()
         self.gpu = gpu_facts(self._cuda, device)
         check_compatible(self.facts, self.path, self.tensorrt, self.gpu)
-        if "scale" not in self.facts.lbnet:
-            raise LBNetError(f"{sidecar_path(self.path)} names no model scale")
         # the primary context: the one TensorRT (CUDA runtime API) uses on this device
         self._context = self._cuda.Device(device).retain_primary_context()
         self._state = _DeviceState(self._cuda, self._context)

@@ -45,6 +45,8 @@ def open_runner(
     if spec.endswith(ENGINE_SUFFIXES) and backend == "ort":
         backend = "tensorrt"  # the default backend cannot run an engine; the user meant this
     if backend == "tensorrt":
+        if (tile is not None and tile < 1) or batch < 1:
+            raise LBNetError(f"tile and batch must be at least 1, got {tile} and {batch}")
         from .engine import TensorRTRunner
         from .upscaler import DEFAULT_TILE
 

@@ -4,6 +4,9 @@ cannot be installed here; test_gpu.py builds and runs real engines where it can)
 from __future__ import annotations
 
 import json
+import os
+import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +80,7 @@ def test_weakly_typed_fallback_sets_only_the_graphs_flag(
     facts = build_engine(src, tmp_path / "g.plan", BuildOptions(weakly_typed=True))
     assert fake.called("create_network") == [(0,)]
     assert [a[0] for a in fake.called("set_flag")] == flag
-    assert not facts.strongly_typed and list(facts.builder_flags) == [*flag, "no TF32"]
+    assert not facts.strongly_typed and list(facts.builder_flags) == flag and not facts.tf32
 
 
 def test_weakly_typed_refused_where_the_flags_are_gone(monkeypatch, tmp_path) -> None:
@@ -212,6 +215,9 @@ def test_runner_refuses_mismatched_engines(monkeypatch, tmp_path) -> None:
     FakeTensorRT(version="10.3.0").install(monkeypatch)
     with pytest.raises(LBNetError, match=r"built with TensorRT 10.13.0.35, this is 10.3.0"):
         TensorRTRunner(engine)
+    FakeTensorRT(version="10.13.0.36").install(monkeypatch)  # patch releases refuse too
+    with pytest.raises(LBNetError, match=r"this is 10.13.0.36: rebuild"):
+        TensorRTRunner(engine)
     FakeTensorRT(compute_capability=(8, 7), gpu_name="Orin").install(monkeypatch)
     with pytest.raises(LBNetError, match=r"compute capability 8.9 .*this Orin is 8.7"):
         TensorRTRunner(engine)
@@ -263,8 +269,13 @@ def test_onnx_on_tensorrt_backend_builds_once_and_caches(fake, tmp_path, monkeyp
     assert "-2x3x24x24-trt10.13.0.35-v" in names[0] and names[0].endswith("-sm8.9.plan")
 
 
-def test_without_tensorrt_the_error_says_what_to_install(tmp_path, capsys) -> None:
-    # the real environment here: no TensorRT libraries (at most tensorrt-stubs' namespace)
+@pytest.fixture
+def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on our machines (and true on a GPU machine too for these tests): no TensorRT."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+def test_without_tensorrt_the_error_says_what_to_install(no_tensorrt, tmp_path, capsys) -> None:
     src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
     assert main(["build", str(src), "-o", str(tmp_path / "g.plan")]) == 2
     err = capsys.readouterr().err
@@ -276,13 +287,14 @@ def test_without_tensorrt_the_error_says_what_to_install(tmp_path, capsys) -> No
 def test_bench_times_engines_only_where_tensorrt_runs(monkeypatch) -> None:
     from lbnet_deploy.benchmarks.models import skip_reason
 
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert "TensorRT is not installed" in (skip_reason("tensorrt", "fp32") or "")
     FakeTensorRT().install(monkeypatch)
     assert skip_reason("tensorrt", "int8") is None
     assert skip_reason("tensorrt", "fp16") is None
 
 
-def test_tensorrt_backend_fails_before_any_download_or_export(monkeypatch) -> None:
+def test_tensorrt_backend_fails_before_any_download_or_export(no_tensorrt, monkeypatch) -> None:
     from lbnet_deploy import resolve
     from lbnet_deploy.runtime.open import open_runner
 
@@ -314,3 +326,54 @@ def test_serving_an_engine_needs_no_torch_onnx_or_onnxruntime(fake, tmp_path) ->
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
     assert Image.open(tmp_path / "out" / "a.png").size == (84, 80)
+
+
+def test_failed_rebuild_keeps_the_old_engine_and_sidecar(fake, tmp_path, monkeypatch) -> None:
+    from lbnet_deploy.runtime import atomic
+
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    engine = tmp_path / "g.plan"
+    build_engine(src, engine, BuildOptions())
+    before = engine.read_bytes(), sidecar_path(engine).read_text()
+    written: list[int] = []
+
+    def disk_full_on_second_file(fd: int, mode: int) -> None:
+        written.append(fd)
+        if len(written) == 2:  # the engine's temporary is complete, the sidecar's fails
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fchmod", disk_full_on_second_file)
+    with pytest.raises(LBNetError, match=r"g\.plan\.json \(No space left on device\)"):
+        build_engine(src, engine, BuildOptions(tf32=True))  # a different sidecar
+    assert (engine.read_bytes(), sidecar_path(engine).read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.onnx", "g.plan", "g.plan.json"]
+
+
+def test_bad_build_settings_fail_before_building(fake, tmp_path) -> None:
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
+    cases = [
+        (BuildOptions(input_size=(16, 16), batch=0), "--batch must be at least 1"),
+        (BuildOptions(input_size=(0, 16)), "--input-size must be at least 1x1"),
+        (BuildOptions(input_size=(16, 16), workspace_mb=-5), "--workspace must be at least 1"),
+        (BuildOptions(input_size=(16, 16), timing_cache=tmp_path / "no" / "t.cache"),
+         "timing cache folder does not exist"),
+        (BuildOptions(input_size=(16, 16), calibration_cache=tmp_path / "c.cache"),
+         "calibration cache not found"),
+    ]  # fmt: skip
+    for options, message in cases:
+        with pytest.raises(LBNetError, match=message):
+            build_engine(src, tmp_path / "d.plan", options)
+    assert fake.called("build_serialized_network") == []
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_engines_get_the_usual_file_permissions(fake, tmp_path) -> None:
+    mask = os.umask(0o022)
+    try:
+        build_engine(
+            graph(tmp_path / "g.onnx", [1, 3, 16, 16]), tmp_path / "g.plan", BuildOptions()
+        )
+    finally:
+        os.umask(mask)
+    for path in (tmp_path / "g.plan", tmp_path / "g.plan.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
