@@ -151,7 +151,6 @@ def bench_onnx(
     The shipped configuration (recursions 3, our ops, fp32) is the same file `upscale` and
     `export` use (resolve.model_file's cache); the others live in `<cache>/bench/`.
     """
-    import onnx
 
     from lbnet_deploy.resolve import checkpoint_path, model_file
     from lbnet_deploy.weights import sha256_file
@@ -166,12 +165,10 @@ def bench_onnx(
         out = fp32.with_name(f"{fp32.stem}-{precision}.onnx")
         if out.is_file():
             return out
-        from lbnet_deploy.export.onnx_export import save_atomic
-
         if precision == "fp16":
-            from lbnet_deploy.export.fp16 import to_fp16
+            from lbnet_deploy.export.fp16 import write_fp16
 
-            save_atomic(to_fp16(onnx.load(fp32)), out)
+            write_fp16(fp32, out)
         else:
             from lbnet_deploy.calibration.run import calibrate_file
 

@@ -24,12 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from lbnet_deploy.cli import available_memory_mb
 from lbnet_deploy.evaluate import evaluate, load_samples
-from lbnet_deploy.export.fp16 import to_fp16
-from lbnet_deploy.export.onnx_export import save_atomic
+from lbnet_deploy.export.fp16 import write_fp16
 from lbnet_deploy.resolve import model_file
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
 from lbnet_deploy.runtime.upscaler import Upscaler
@@ -65,7 +63,7 @@ def make_graphs(spec: str, images: Path, work: Path) -> tuple[dict[str, Path], d
     fp32 = model_file(spec)  # dynamic FP32, exported on first use
     fp16 = work / f"{spec}.fp16.onnx"
     if not fp16.is_file():
-        save_atomic(to_fp16(onnx.load(fp32)), fp16)
+        write_fp16(fp32, fp16)
     int8 = work / f"{spec}.int8.onnx"
     start = time.perf_counter()
     report = calibrate_file(fp32, images, int8)

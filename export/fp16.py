@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -321,4 +322,25 @@ def to_fp16(
     del graph.metadata_props[:]
     onnx.helper.set_model_props(graph, props)
     onnx.checker.check_model(graph)
+    return graph
+
+
+def write_fp16(
+    fp32_path: str | Path, out: str | Path, keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32
+) -> onnx.ModelProto:
+    """The one way an FP16 file is made (`export --precision fp16`, `--precision fp16` on a
+    model name, bench): convert, refuse a graph that gives Inf/NaN on saturated patterns,
+    check it is TensorRT-parsable, write it whole."""
+    from .onnx_export import save_atomic
+    from .trt_ops import check_trt_parsable
+
+    graph = to_fp16(onnx.load(str(fp32_path)), keep_fp32=keep_fp32)
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    fixed = [d.dim_value for d in dims[2:] if d.HasField("dim_value")]
+    size = (fixed[0], fixed[1]) if len(fixed) == 2 else (48, 48)
+    bad = nonfinite_tensors(graph, worst_case_inputs(size), intermediates=False)
+    if bad:
+        raise LBNetError(f"FP16 graph gives Inf/NaN on saturated patterns in {bad[:3]}")
+    check_trt_parsable(graph)
+    save_atomic(graph, Path(out))
     return graph

@@ -54,8 +54,15 @@ def model_file(
     cached = cached_onnx_path(sha256_file(ckpt), size_label, str(batch or "dyn"), precision)
     if cached.is_file():
         return cached
+    if precision == "fp16":  # the FP32 graph (cached too), then `export --precision fp16`'s way
+        from lbnet_deploy.export.fp16 import write_fp16
+
+        fp32 = model_file(spec, input_size=input_size, batch=batch)
+        print(f"converting {fp32.name} to FP16 into {cached} (first use) ...", file=sys.stderr)
+        write_fp16(fp32, cached)
+        return cached
     if precision != "fp32":
-        raise LBNetError(f"precision {precision!r} is made with `lbnet-deploy export`/`calibrate`")
+        raise LBNetError(f"precision {precision!r} is made with `lbnet-deploy calibrate`")
     # first use: torch is needed once, to export
     from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
     from lbnet_deploy.model.checkpoint import load_checkpoint
@@ -66,7 +73,7 @@ def model_file(
     return cached
 
 
-def engine_file(spec: str, *, tile: int, batch: int) -> Path:
+def engine_file(spec: str, *, tile: int, batch: int, precision: str = "fp32") -> Path:
     """The TensorRT engine to run for `spec`: an engine file as given, else one built on first
     use from `spec`'s ONNX graph (a model name or checkpoint is exported at tile x tile first)
     and cached, keyed by the graph's hash, shape, TensorRT version and GPU architecture."""
@@ -82,7 +89,7 @@ def engine_file(spec: str, *, tile: int, batch: int) -> Path:
     from lbnet_deploy.runtime.engine import gpu_facts, load_cuda, require_tensorrt
 
     trt_version, gpu = require_tensorrt(), gpu_facts(load_cuda())  # before a download or export
-    onnx = model_file(spec, input_size=(tile, tile), batch=batch)
+    onnx = model_file(spec, input_size=(tile, tile), batch=batch, precision=precision)
     dims = graph_facts(onnx).dims
     # a fixed graph keeps its own shape; a dynamic one is built at tile x tile, batch `batch`
     options = BuildOptions(

@@ -51,6 +51,41 @@ def test_named_model_is_exported_once_then_cached(
     np.testing.assert_array_equal(a, np.asarray(Image.open(tmp_path / "b" / "birdx4.png")))
 
 
+def test_precision_fp16_converts_the_named_graph_once(
+    t4_dynamic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import shutil
+
+    import onnx
+
+    from lbnet_deploy.resolve import cached_onnx_path
+    from lbnet_deploy.weights import sha256_file
+
+    from .conftest import WEIGHTS
+
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    sha = sha256_file(WEIGHTS / "LBNet-T_X4.pt")
+    fp32 = cached_onnx_path(sha, "dynamic", "dyn", "fp32")
+    fp32.parent.mkdir(parents=True)
+    shutil.copyfile(t4_dynamic, fp32)  # the FP32 export a first run would have made
+    image = str(SET5_X4 / "birdx4.png")
+    args = ["upscale", image, "--model", "lbnet-t-x4", "-q", "-o"]
+    assert main([*args, str(tmp_path / "h"), "--precision", "fp16"]) == 0
+    assert "to FP16" in capsys.readouterr().err
+    fp16 = cached_onnx_path(sha, "dynamic", "dyn", "fp16")
+    meta = {p.key: p.value for p in onnx.load(fp16, load_external_data=False).metadata_props}
+    assert meta["lbnet.precision"] == "fp16"
+    assert main([*args, str(tmp_path / "h2"), "--precision", "fp16"]) == 0
+    assert "to FP16" not in capsys.readouterr().err  # cached
+    assert main([*args, str(tmp_path / "f")]) == 0
+    half = np.asarray(Image.open(tmp_path / "h" / "birdx4.png")).astype(int)
+    full = np.asarray(Image.open(tmp_path / "f" / "birdx4.png")).astype(int)
+    assert np.abs(half - full).max() <= 1  # FP16 measured within 0.26 of FP32 (0..255)
+    assert main(["upscale", image, "--model", t4_dynamic, "--precision", "fp16", "-o",
+                 str(tmp_path / "x")]) == 2  # fmt: skip
+    assert "has its own precision" in capsys.readouterr().err
+
+
 def test_bad_inputs_fail_cleanly(t4_dynamic: str, tmp_path: Path, capsys) -> None:
     noise = tmp_path / "noise.png"
     noise.write_bytes(np.random.default_rng(0).bytes(4000))
