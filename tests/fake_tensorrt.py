@@ -12,6 +12,7 @@ Signatures follow tensorrt-stubs 10.13 (also what mypy checks our code against).
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import sys
 import types
@@ -160,7 +161,10 @@ class FakeTensorRT:
 
     def modules(self) -> dict[str, types.ModuleType]:
         pycuda, driver = self.pycuda_modules()
-        return {"tensorrt": self.tensorrt_module(), "pycuda": pycuda, "pycuda.driver": driver}
+        mods = {"tensorrt": self.tensorrt_module(), "pycuda": pycuda, "pycuda.driver": driver}
+        for name, module in mods.items():  # find_spec() on them (torch's exporter does) works
+            module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        return mods
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:
         for name, module in self.modules().items():

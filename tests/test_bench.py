@@ -180,6 +180,32 @@ def test_bench_writes_json_and_png(tmp_path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @needs_weights
+def test_bench_times_engines_through_the_tensorrt_runner(tmp_path, monkeypatch) -> None:
+    """The bench plumbing for engines (export, cached build, timing, device memory), against
+    the fake TensorRT: the timings are the fake's, what is checked is that they are taken."""
+    from lbnet_deploy.benchmarks.cli import main
+
+    from .fake_tensorrt import FakeTensorRT
+
+    fake = FakeTensorRT().install(monkeypatch)
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    out_json = tmp_path / "B.json"
+    rc = main([
+        "--model", "lbnet-t-x4", "--sizes", "16x16", "--runs", "2", "--warmup", "1",
+        "--backend", "tensorrt", "--precision", "fp32,fp16", "--json", str(out_json),
+    ])  # fmt: skip
+    assert rc == 0
+    rows = json.loads(out_json.read_text())["forward"]
+    assert [(r["backend"], r["precision"]) for r in rows] == [
+        ("tensorrt", "fp32"), ("tensorrt", "fp16"),
+    ]  # fmt: skip
+    for row in rows:
+        assert row["stats"]["runs"] == 2 and row["device_peak_mb"] > 0
+    assert len(fake.called("build_serialized_network")) == 2  # one engine per precision
+    assert len(fake.called("execute_async_v3")) == 2 * 3  # warm-up + runs, per engine
+
+
+@needs_weights
 def test_bench_compare_splits_each_profile_into_attention_core_and_rest(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
