@@ -23,9 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import onnx
-
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.atomic import write_bytes_atomic, write_files_atomic
 from lbnet_deploy.runtime.engine import (
@@ -40,7 +37,7 @@ from lbnet_deploy.runtime.engine import (
 )
 from lbnet_deploy.weights import sha256_file
 
-from .inspect import lbnet_facts, load_onnx
+from .inspect import graph_facts
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -59,30 +56,6 @@ class BuildOptions:
     # FP32 as its ONNX graph is and parity's FP32 tolerances hold. FP16 engines are the fast path.
     tf32: bool = False
     weakly_typed: bool = False  # precision flags instead of strong typing (10.x fallback)
-
-
-@dataclass(frozen=True)
-class GraphFacts:
-    lbnet: dict[str, str]  # lbnet.* metadata, prefix dropped
-    input_name: str
-    output_name: str
-    dims: list[int | None]  # the input's, None where symbolic
-    dtypes: tuple[str, str]  # input's and output's numpy names: float32 (or float16)
-
-
-def graph_facts(onnx_path: Path) -> GraphFacts:
-    """What an engine build needs to know of an exported graph."""
-    model = load_onnx(onnx_path)
-    facts = lbnet_facts(model, onnx_path)
-    inp, out = model.graph.input[0], model.graph.output[0]
-    dims = [
-        d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim
-    ]
-    types = tuple(
-        str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)))
-        for v in (inp, out)
-    )
-    return GraphFacts(facts, inp.name, out.name, dims, (types[0], types[1]))
 
 
 def engine_shape(graph_dims: list[int | None], options: BuildOptions) -> tuple[int, int, int, int]:
@@ -251,9 +224,7 @@ def cache_calibrator(path: Path) -> trt.IInt8Calibrator:
     TensorRT reads the cache first and never asks for a batch when it covers the network."""
     import tensorrt as trt
 
-    if not path.is_file():
-        raise LBNetError(f"calibration cache not found: {path}")
-    data = path.read_bytes()
+    data = path.read_bytes()  # its existence is checked before the build (check_paths)
 
     class CacheCalibrator(trt.IInt8EntropyCalibrator2):
         def get_batch_size(self) -> int:

@@ -331,13 +331,13 @@ def write_fp16(
     """The one way an FP16 file is made (`export --precision fp16`, `--precision fp16` on a
     model name, bench): convert, refuse a graph that gives Inf/NaN on saturated patterns,
     check it is TensorRT-parsable, write it whole."""
+    from .inspect import tensor_dims
     from .onnx_export import save_atomic
     from .trt_ops import check_trt_parsable
 
     graph = to_fp16(onnx.load(str(fp32_path)), keep_fp32=keep_fp32)
-    dims = graph.graph.input[0].type.tensor_type.shape.dim
-    fixed = [d.dim_value for d in dims[2:] if d.HasField("dim_value")]
-    size = (fixed[0], fixed[1]) if len(fixed) == 2 else (48, 48)
+    h, w = tensor_dims(graph.graph.input[0])[2:]
+    size = (h, w) if h and w else (48, 48)  # a fixed graph's own size, else a 48x48 pattern
     bad = nonfinite_tensors(graph, worst_case_inputs(size), intermediates=False)
     if bad:
         raise LBNetError(f"FP16 graph gives Inf/NaN on saturated patterns in {bad[:3]}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from lbnet_deploy.errors import LBNetError
@@ -29,6 +31,39 @@ def lbnet_facts(graph: onnx.ModelProto, path: str | Path) -> dict[str, str]:
     if "scale" not in facts:
         raise LBNetError(f"{path} was not exported by lbnet-deploy (no lbnet.* metadata)")
     return facts
+
+
+def tensor_dims(value: onnx.ValueInfoProto) -> list[int | None]:
+    """A graph input's or output's dims, None where symbolic."""
+    dims = value.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
+def tensor_dtype(value: onnx.ValueInfoProto) -> str:
+    """Its element type as a numpy name ("float32", "float16")."""
+    elem = value.type.tensor_type.elem_type
+    return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)))
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What engine builds and Triton folders need to know of an exported graph."""
+
+    lbnet: dict[str, str]  # lbnet.* metadata, prefix dropped
+    input_name: str
+    output_name: str
+    dims: list[int | None]  # the input's, None where symbolic
+    output_dims: list[int | None]
+    dtypes: tuple[str, str]  # input's and output's numpy names: float32 (or float16)
+
+
+def graph_facts(path: str | Path) -> GraphFacts:
+    graph = load_onnx(path)
+    inp, out = graph.graph.input[0], graph.graph.output[0]
+    return GraphFacts(
+        lbnet_facts(graph, path), inp.name, out.name, tensor_dims(inp), tensor_dims(out),
+        (tensor_dtype(inp), tensor_dtype(out)),
+    )  # fmt: skip
 
 
 def _shape(value: onnx.ValueInfoProto) -> str:

@@ -19,15 +19,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import onnx
-
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.resolve import ENGINE_SUFFIXES
 from lbnet_deploy.runtime.atomic import default_dir_mode, write_text_atomic
 from lbnet_deploy.runtime.engine import EngineFacts, read_facts
 
-from .inspect import lbnet_facts, load_onnx
+from .inspect import graph_facts
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}  # the I/O types we export
 
@@ -63,22 +60,19 @@ def model_io(path: Path) -> ModelIO:
         )  # fmt: skip
     if path.suffix != ".onnx":
         raise LBNetError(f"{path}: give an engine ({', '.join(ENGINE_SUFFIXES)}) or an .onnx file")
-    graph = load_onnx(path)
-    lbnet = lbnet_facts(graph, path)
+    graph = graph_facts(path)
 
-    def tensor(value: onnx.ValueInfoProto) -> Tensor:
-        t = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+    def tensor(name: str, dims: list[int | None], dtype: str) -> Tensor:
         if len(dims) != 4:
-            raise LBNetError(f"{path}: tensor {value.name!r} has no (B, 3, H, W) shape")
-        dtype = str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)))
+            raise LBNetError(f"{path}: tensor {name!r} has no (B, 3, H, W) shape")
         if dtype not in TRITON_TYPES:
-            raise LBNetError(f"{path}: tensor {value.name!r} is {dtype}, not float32/float16")
-        return Tensor(value.name, TRITON_TYPES[dtype], dims)
+            raise LBNetError(f"{path}: tensor {name!r} is {dtype}, not float32/float16")
+        return Tensor(name, TRITON_TYPES[dtype], [-1 if d is None else d for d in dims])
 
     return ModelIO(
-        "onnxruntime_onnx", "model.onnx", lbnet,
-        [tensor(v) for v in graph.graph.input], [tensor(v) for v in graph.graph.output],
+        "onnxruntime_onnx", "model.onnx", graph.lbnet,
+        [tensor(graph.input_name, graph.dims, graph.dtypes[0])],
+        [tensor(graph.output_name, graph.output_dims, graph.dtypes[1])],
     )  # fmt: skip
 
 

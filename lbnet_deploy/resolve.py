@@ -80,12 +80,8 @@ def engine_file(spec: str, *, tile: int, batch: int, precision: str = "fp32") ->
     path = Path(spec)
     if path.suffix in ENGINE_SUFFIXES:
         return path
-    from lbnet_deploy.export.engine_build import (
-        BuildOptions,
-        build_engine,
-        engine_shape,
-        graph_facts,
-    )
+    from lbnet_deploy.export.engine_build import BuildOptions, build_engine, engine_shape
+    from lbnet_deploy.export.inspect import graph_facts
     from lbnet_deploy.runtime.engine import gpu_facts, load_cuda, require_tensorrt
 
     trt_version, gpu = require_tensorrt(), gpu_facts(load_cuda())  # before a download or export

@@ -113,9 +113,9 @@ class EngineFacts:
         raw = json.loads(text)
         known = {f.name for f in fields(cls)}
         raw = {k: v for k, v in raw.items() if k in known}  # a newer tool's extra facts
-        raw["input_shape"] = tuple(raw["input_shape"])
-        raw["builder_flags"] = tuple(raw.get("builder_flags", ()))
-        raw["dtypes"] = tuple(raw.get("dtypes", ("float32", "float32")))
+        for key in ("input_shape", "builder_flags", "dtypes"):  # JSON has lists, we keep tuples
+            if key in raw:
+                raw[key] = tuple(raw[key])
         return cls(**raw)
 
 
