@@ -83,7 +83,7 @@ def add_serving_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tf32",
         action="store_true",
-        help="let FP32 layers run in TF32 (faster, ~1e-3 relative error; off by default so an "
+        help="let FP32 layers run in TF32 (faster; a 10-bit mantissa; off by default so an "
         "fp32 engine matches its graph)",
     )
     p.add_argument(
