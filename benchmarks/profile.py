@@ -84,18 +84,15 @@ def profile_onnx(path: str | Path, x: np.ndarray, threads: int, runs: int = 2) -
     The first (warm-up) run is in the trace too; averaging it in moves the shares very little,
     and ORT offers no way to start profiling after it. The attention core is found in the graph
     ORT actually ran (saved after its fusions), whose node names the profile uses."""
-    import onnxruntime as ort
+    from lbnet_deploy.runtime.onnxrt import create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.enable_profiling = True
-    options.log_severity_level = 3
     with tempfile.TemporaryDirectory() as tmp:
-        options.profile_file_prefix = os.path.join(tmp, "ort")
-        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
+        optimized_path = os.path.join(tmp, "optimized.onnx")
+        session = create_session(
+            Path(path), threads=threads, enable_profiling=True,
+            profile_file_prefix=os.path.join(tmp, "ort"), optimized_model_filepath=optimized_path,
+        )  # fmt: skip
+        optimized = onnx.load(optimized_path, load_external_data=False)
         name = session.get_inputs()[0].name
         for _ in range(runs + 1):
             session.run(None, {name: x})

@@ -19,19 +19,16 @@ def _best_rate(fn: object, macs: float, repeats: int) -> float:
 
 
 def _ort_matmul(n: int, threads: int) -> object:
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from lbnet_deploy.runtime.onnxrt import create_session
 
     a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])
     out = helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "a"], ["c"])], "mm", [a], [out])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = create_session(model.SerializeToString(), threads=threads)
     x = np.random.default_rng(0).random((n, n), dtype=np.float32)
     return lambda: session.run(None, {"a": x})
 

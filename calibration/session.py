@@ -13,19 +13,16 @@ class GraphRunner:
     """One ORT CPU session: LR uint8 RGB -> SR uint8 (rounded and clipped, as scored)."""
 
     def __init__(self, graph: onnx.ModelProto | str | Path, threads: int = 0) -> None:
-        import onnxruntime as ort
+        from lbnet_deploy.runtime.onnxrt import ArenaGuard, create_session
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        data = graph.SerializeToString() if isinstance(graph, onnx.ModelProto) else str(graph)
-        self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        data = graph.SerializeToString() if isinstance(graph, onnx.ModelProto) else Path(graph)
+        self.session = create_session(data, threads=threads or None)
         self.input = self.session.get_inputs()[0].name
+        self._arena = ArenaGuard()  # crops and images of many sizes: memory must not pile up
 
     def raw(self, lr: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(lr.transpose(2, 0, 1)[None].astype(np.float32))
-        return self.session.run(None, {self.input: x})[0][0]
+        return self.session.run(None, {self.input: x}, self._arena.run_options(x.shape))[0][0]
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         y = self.raw(lr).transpose(1, 2, 0)

@@ -16,7 +16,7 @@ check on FP32 activations is what guards against that, the ORT run guards the re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,12 +92,17 @@ def _with_outputs(graph: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelPro
     return probe
 
 
-def _session(graph: onnx.ModelProto):  # -> ort.InferenceSession (import kept lazy)
-    import onnxruntime as ort
+def _outputs_per_image(
+    graph: onnx.ModelProto, images: Iterable[np.ndarray]
+) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """(output names, their values) for each image, through one CPU session."""
+    from lbnet_deploy.runtime.onnxrt import ArenaGuard, create_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # ORT warns per op it casts around on CPU: not actionable here
-    return ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess, arena = create_session(graph.SerializeToString()), ArenaGuard()
+    outs = [o.name for o in sess.get_outputs()]
+    for img in images:
+        x = _nchw(img)
+        yield outs, sess.run(outs, {sess.get_inputs()[0].name: x}, arena.run_options(x.shape))
 
 
 def _nchw(img: np.ndarray) -> np.ndarray:
@@ -143,19 +148,17 @@ def activation_ranges(graph: onnx.ModelProto, images: Iterable[np.ndarray]) -> l
     info = _classify(graph)
     names = [t for t in _float_tensors(graph) if t in info]
     probe = _with_outputs(graph, names)
-    sess = _session(probe)
-    outs = [o.name for o in sess.get_outputs()]
-    peak = dict.fromkeys(outs, 0.0)
+    peak: dict[str, float] = {}
     seen = 0
-    for img in images:
-        values = sess.run(outs, {sess.get_inputs()[0].name: _nchw(img)})
+    for outs, values in _outputs_per_image(probe, images):
         for name, value in zip(outs, values, strict=True):
+            peak.setdefault(name, 0.0)
             if value.size:
                 peak[name] = max(peak[name], float(np.max(np.abs(value.astype(np.float32)))))
         seen += 1
     if not seen:
         raise LBNetError("activation_ranges needs at least one image")
-    return [TensorRange(t, *info[t], peak[t]) for t in outs if t in info]
+    return [TensorRange(t, *info[t], peak[t]) for t in peak if t in info]
 
 
 def range_table(ranges: Sequence[TensorRange], top: int = 3) -> str:
@@ -217,11 +220,8 @@ def nonfinite_tensors(
     floats = _float_tensors(graph)
     names = [t for t in _classify(graph) if t in floats] if intermediates else []
     masked = _masked_tensors(graph)
-    sess = _session(_with_outputs(graph, names))
-    outs = [o.name for o in sess.get_outputs()]
     bad: set[str] = set()
-    for img in images:
-        values = sess.run(outs, {sess.get_inputs()[0].name: _nchw(img)})
+    for outs, values in _outputs_per_image(_with_outputs(graph, names), images):
         for name, v in zip(outs, values, strict=True):
             broken = np.isnan(v) | np.isposinf(v) if name in masked else ~np.isfinite(v)
             if broken.any():

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import AnySizeRunner, check_batch
+from .onnxrt import bounded_threads
 
 
 class TorchRunner(AnySizeRunner):
@@ -21,7 +22,7 @@ class TorchRunner(AnySizeRunner):
         from lbnet_deploy.model.checkpoint import load_model
 
         if threads:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(bounded_threads(threads))
         self._torch = torch
         self.device = torch.device(device)
         self.model, self.descriptor = load_model(spec)

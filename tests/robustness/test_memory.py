@@ -1,0 +1,114 @@
+"""Memory that must not pile up across inputs, and runtimes that must not quietly fall back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# A graph with a 64-channel intermediate (256 MB at 1000x1000), run on six growing shapes in a
+# fresh process: prints RSS after the last run and the peak, in MB.
+SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from onnx import helper, TensorProto
+    from lbnet_deploy.runtime.onnxrt import ArenaGuard, create_session
+    f = TensorProto.FLOAT
+    x = helper.make_tensor_value_info("x", f, [1, 3, None, None])
+    y = helper.make_tensor_value_info("y", f, [1, 3, None, None])
+    w1 = helper.make_tensor("w1", f, [64, 3, 1, 1], np.full(192, 0.01, np.float32))
+    w2 = helper.make_tensor("w2", f, [3, 64, 1, 1], np.full(192, 0.01, np.float32))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"])]
+    g = helper.make_graph(nodes, "g", [x], [y], initializer=[w1, w2])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    session = create_session(m.SerializeToString())
+    guard = ArenaGuard() if sys.argv[1] == "guard" else None
+    for n in (500, 600, 700, 800, 900, 1000):
+        a = np.ones((1, 3, n, n), np.float32)
+        session.run(None, {"x": a}, guard.run_options(a.shape) if guard else None)
+        del a
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    print(int(status["VmRSS"].split()[0]) // 1024, int(status["VmHWM"].split()[0]) // 1024)
+    """
+)
+
+
+def _rss(mode: str) -> tuple[int, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, check=True
+    )
+    after, peak = out.stdout.split()
+    return int(after), int(peak)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_arena_guard_returns_memory_between_shapes() -> None:
+    plain_after, plain_peak = _rss("plain")
+    guard_after, guard_peak = _rss("guard")
+    # ORT's arena alone keeps the blocks of every shape it saw; the guard gives them back
+    assert plain_after - guard_after > 150, (plain_after, guard_after)
+    assert guard_peak <= plain_peak * 1.1  # and costs no extra peak
+
+
+def test_arena_guard_shrinks_only_when_the_shape_changes() -> None:
+    from lbnet_deploy.runtime.onnxrt import ArenaGuard
+
+    guard = ArenaGuard()
+    first = guard.run_options((1, 3, 8, 8))
+    assert first is not None
+    assert first.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    assert guard.run_options((1, 3, 8, 8)) is None  # tiles of one shape keep the arena
+    assert guard.run_options((1, 3, 8, 9)) is first
+
+
+@pytest.mark.parametrize(
+    ("wanted", "got", "ok"),
+    [
+        (["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"], False),
+        (
+            ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            False,
+        ),
+        (["CPUExecutionProvider"], ["CPUExecutionProvider"], True),
+    ],
+)
+def test_a_provider_that_did_not_load_is_an_error(wanted: list, got: list, ok: bool) -> None:
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.runtime.onnxrt import check_providers
+
+    if ok:
+        check_providers(wanted, got)
+        return
+    with pytest.raises(LBNetError, match=r"could not load its .*provider"):
+        check_providers(wanted, got)
+
+
+def test_session_factory_refuses_a_silent_cpu_fallback(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime-gpu on a machine without CUDA libraries: the provider is listed as available
+    but the session comes back with the CPU only. Simulated by reporting CUDA available."""
+    import onnxruntime as ort
+
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.runtime.onnxrt import create_session
+
+    from .corpus import lying_graph
+
+    graph = lying_graph(tmp_path / "g.onnx")
+    real = ort.InferenceSession
+
+    def cpu_only(model, opts, providers):  # what onnxruntime does when CUDA fails to load
+        return real(model, opts, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(ort, "InferenceSession", cpu_only)
+    with pytest.raises(LBNetError, match="could not load its cuda provider"):
+        create_session(graph, providers=("cuda",))
