@@ -7,16 +7,18 @@ input the model sees in use. Never calibrate on Set5/Set14: those are the evalua
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.quality.imresize import imresize
+from lbnet_deploy.runtime.files import IMAGE_SUFFIXES
+from lbnet_deploy.runtime.images import read_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+log = logging.getLogger("lbnet_deploy")
 
 
 def list_images(folder: str | Path, min_images: int) -> list[Path]:
@@ -32,12 +34,16 @@ def list_images(folder: str | Path, min_images: int) -> list[Path]:
     return files
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise LBNetError(f"cannot read calibration image {path}: {exc}") from None
+def _read_photos(files: list[Path]) -> list[np.ndarray]:
+    """The photos as the model sees them in use (upscale's reader: EXIF orientation, 16-bit and
+    float modes, bomb limits); one that cannot be read is reported and left out."""
+    photos = []
+    for path in files:
+        try:
+            photos.append(read_image(path).rgb)
+        except LBNetError as exc:
+            log.warning("calibration photo skipped: %s", exc)
+    return photos
 
 
 def _crop_pairs(
@@ -50,7 +56,7 @@ def _crop_pairs(
     h, w = size
     hr_h, hr_w = h * scale, w * scale
     files = list_images(folder, min_images)
-    images = [img for img in map(_read_rgb, files) if img.shape[0] >= hr_h and img.shape[1] >= hr_w]
+    images = [img for img in _read_photos(files) if img.shape[0] >= hr_h and img.shape[1] >= hr_w]
     if len(images) < min_images:
         raise LBNetError(
             f"only {len(images)} images in {folder} are at least {hr_w}x{hr_h} px "

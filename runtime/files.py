@@ -17,7 +17,10 @@ from lbnet_deploy.errors import LBNetError
 from .images import read_image, restore, write_png_atomic
 from .upscaler import Upscaler
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# what folders are searched for; any single file PIL reads is accepted as given
+IMAGE_SUFFIXES = {
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".gif",
+}  # fmt: skip
 
 
 def expand_inputs(items: Iterable[str]) -> list[Path]:
@@ -59,6 +62,48 @@ def prepare_output_dir(folder: str | Path) -> Path:
     return folder
 
 
+def check_output_dir(folder: str | Path) -> None:
+    """Fail now, before minutes of work, where `folder` could not be created or written; creates
+    nothing (a run that fails later must not leave an empty folder behind)."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LBNetError(f"cannot create output folder {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "output folder" if existing == folder else "folder"
+        raise LBNetError(f"{what} {existing} is not writable")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """a and b name one file: equal once resolved (symlinks followed), or one inode (hard links,
+    bind mounts)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def refuse_inputs_as_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path]) -> None:
+    """One line, before any work, where an output would replace one of the inputs (`upscale
+    DIR -o DIR`, `export x.pt -o x.pt`): written atomically, it would be gone for good."""
+    ins = [Path(i) for i in inputs]
+    for out in map(Path, outputs):
+        for inp in ins:
+            if _same_file(out, inp):
+                raise LBNetError(f"output {out} would overwrite the input {inp}; choose another")
+
+
+def output_paths(inputs: list[Path], out_dir: Path) -> list[Path]:
+    """`out_dir/<stem>.png` per input, refused before any work if one of them is an input."""
+    outputs = [out_dir / f"{path.stem}.png" for path in inputs]
+    refuse_inputs_as_outputs(outputs, inputs)
+    return outputs
+
+
 @dataclass
 class Summary:
     images: int = 0
@@ -78,12 +123,19 @@ class Summary:
 def upscale_files(
     upscaler: Upscaler, inputs: list[Path], out_dir: Path, progress: bool = True
 ) -> Summary:
-    """Upscale each input to `out_dir/<stem>.png`; report and skip the ones that fail."""
+    """Upscale each input to `out_dir/<stem>.png`; report and skip the ones that fail.
+
+    Each file's header is checked against what the memory budget can hold before it is decoded
+    (`Upscaler.max_input_pixels`). An output folder this call created and left empty (every
+    file failed) is removed again."""
     summary = Summary()
     start = time.perf_counter()
-    for i, path in enumerate(inputs, 1):
+    created = not out_dir.exists()
+    outputs = output_paths(inputs, out_dir)
+    prepare_output_dir(out_dir)
+    for i, (path, out) in enumerate(zip(inputs, outputs, strict=True), 1):
         try:
-            image = read_image(path)
+            image = read_image(path, max_pixels=upscaler.max_input_pixels())
             h, w = image.rgb.shape[:2]
             label = f"[{i}/{len(inputs)}] {path.name} {w}x{h}"
             with tqdm(total=1, desc=label, unit="tile", disable=not progress, leave=True) as bar:
@@ -94,7 +146,7 @@ def upscale_files(
                     bar.refresh()
 
                 sr = upscaler.upscale(image.rgb, progress=tick)
-            write_png_atomic(out_dir / f"{path.stem}.png", restore(image, sr))
+            write_png_atomic(out, restore(image, sr))
         except LBNetError as exc:
             print(f"lbnet-deploy: error: {exc}", file=sys.stderr)
             summary.failed += 1
@@ -102,5 +154,7 @@ def upscale_files(
         summary.images += 1
         summary.megapixels_in += h * w / 1e6
         summary.megapixels_out += sr.shape[0] * sr.shape[1] / 1e6
+    if created and summary.images == 0 and not any(out_dir.iterdir()):
+        out_dir.rmdir()
     summary.seconds = time.perf_counter() - start
     return summary

@@ -7,24 +7,32 @@ Mode handling (the model only knows RGB):
 - alpha (RGBA, LA, PA, palettes with transparency): colour is upscaled by the model, the alpha
   channel with PIL's bicubic filter (the model was never trained on alpha), then re-attached.
 - palette (P) is expanded to RGB(A); CMYK, YCbCr, LAB, HSV are converted to RGB.
-- 16-bit and float grayscale are scaled to 8 bits (I;16: /257 rounded, others clipped to
-  0..255); PIL itself opens 16-bit RGB PNGs as 8-bit RGB. Output is always 8 bits per channel.
+- 16-bit grayscale (I;16*, and I, which PIL uses for 16-bit PNG/PGM/TIFF) is scaled to 8 bits
+  by /257, whatever values the file happens to hold (a dark 16-bit image stays dark); float
+  grayscale (F) in 0..1 is taken as 0..1, other float data as 0..255. PIL itself opens 16-bit
+  RGB PNGs as 8-bit RGB. Output is always 8 bits per channel.
+- EXIF orientation is applied on read (Pillow's ImageOps.exif_transpose), so a phone photo
+  comes out the way it is shown, not the way its sensor stored it.
+- Animated and multi-page files: the first frame, with a warning.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lbnet_deploy.errors import LBNetError
 
 from .atomic import write_bytes_atomic
 
 _GRAY = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+log = logging.getLogger("lbnet_deploy")
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,13 @@ def _to_uint8_gray(img: Image.Image) -> np.ndarray:
     if img.mode in ("1", "L"):
         return np.asarray(img.convert("L"))
     values = np.asarray(img, dtype=np.float64)
-    if img.mode.startswith("I;16") or (img.mode == "I" and values.max(initial=0) > 255):
-        values = values / 257.0  # 16-bit range onto 8 bits
+    if img.mode == "F":
+        if not np.isfinite(values).all():
+            raise ValueError("float image with NaN or infinite pixels")
+        if values.max(initial=0) <= 1.0:
+            values = values * 255.0  # float images are 0..1 by convention (TIFF, EXR tools)
+    else:  # I;16* and I: PIL opens 16-bit PNG, PGM and TIFF as these; judged by the mode, not
+        values = values / 257.0  # by the values (a dark 16-bit image has values <= 255)
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
@@ -65,19 +78,39 @@ def from_pil(img: Image.Image) -> LoadedImage:
     return LoadedImage(np.asarray(img.convert("RGB")), None, False, mode)
 
 
-def read_image(path: str | Path) -> LoadedImage:
-    """Decode `path`; any problem is one LBNetError line naming the file."""
+def read_image(path: str | Path, max_pixels: int | None = None) -> LoadedImage:
+    """Decode `path`; any problem is one LBNetError line naming the file.
+
+    `max_pixels`: refuse larger images from their header, before any pixel is decoded (a
+    20000x20000 PNG of a few KB is a decompression bomb). Pillow's own bomb limit (about 179
+    MP) applies as well and is reported the same way."""
     path = Path(path)
     if not path.is_file():
         raise LBNetError(f"image not found: {path}")
     if path.stat().st_size == 0:
         raise LBNetError(f"{path} is empty (0 bytes)")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # our limit decides; Pillow's warning would be a 2nd line
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise LBNetError(
+                    f"{path} is {width}x{height} ({width * height / 1e6:.1f} MP), over the "
+                    f"{max_pixels / 1e6:.1f} MP limit (--max-megapixels)"
+                )
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                log.warning("%s has %d frames; only the first is upscaled", path, frames)
             img.load()  # decode now: truncated data fails here, inside the try
+            ImageOps.exif_transpose(img, in_place=True)  # EXIF orientation, in place: no copy
             loaded = from_pil(img)
     except UnidentifiedImageError:
         raise LBNetError(f"{path} is not an image PIL can read") from None
+    except Image.DecompressionBombError as exc:  # not an OSError
+        raise LBNetError(f"{path} refused as a decompression bomb ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
         raise LBNetError(f"{path} cannot be decoded ({str(exc).strip()[:100]})") from None
     if loaded.rgb.size == 0:

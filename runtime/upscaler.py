@@ -57,6 +57,25 @@ def largest_square_tile(budget_bytes: int, heads: int, n_feats: int, batch: int 
     return lo
 
 
+def image_bytes(height: int, width: int, scale: int) -> int:
+    """Host memory one image needs besides the model: per LR pixel its uint8 and padded float32
+    copies (~18 bytes), per output pixel the float32 merge canvas (12), the uint8 result (3) and
+    room for writing it back (grayscale mean, alpha, PNG encoding: 3)."""
+    return height * width * (18 + 18 * scale * scale)
+
+
+def available_memory_mb() -> int:
+    """MemAvailable from /proc/meminfo (Linux); 4 GiB where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 4096
+
+
 def to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
@@ -73,12 +92,29 @@ class Plan:
         return len(self.grid.tiles()) == 1
 
 
+def check_output(out: np.ndarray, expected: tuple[int, ...]) -> None:
+    """A model's output is what a x`scale` LBNet gives and holds numbers: a graph that lies
+    about its scale, or a checkpoint with NaN weights, is one line, not a wrong image."""
+    if tuple(out.shape) != expected:
+        raise LBNetError(
+            f"the model returned shape {tuple(out.shape)} for a batch that should give "
+            f"{expected}: its output is not scale x its input"
+        )
+    if not np.isfinite(out).all():
+        raise LBNetError("the model returned NaN or infinite values (broken weights or graph)")
+
+
 class Upscaler:
     """uint8 H x W x 3 RGB -> uint8 sH x sW x 3, for any H, W >= 1.
 
     tile None: a dynamic runner takes the whole image when it fits `memory_budget_mb`, else
     DEFAULT_TILE (shrunk to fit the budget); a fixed-size runner always uses its input size,
     padding smaller images. An explicit tile is also shrunk to fit the budget.
+
+    The budget covers the model's working memory and the image's own buffers (`image_bytes`:
+    the float merge canvas is 12 bytes per output pixel); an image whose buffers leave no room
+    for the smallest tile is refused with one line. `memory_budget_mb` None: 75% of the memory
+    available, read again for every image (other processes come and go during a long run).
     """
 
     def __init__(
@@ -86,7 +122,7 @@ class Upscaler:
         runner: Runner,
         tile: int | None = None,
         overlap: int = DEFAULT_OVERLAP,
-        memory_budget_mb: int = DEFAULT_BUDGET_MB,
+        memory_budget_mb: int | None = DEFAULT_BUDGET_MB,
         batch: int = 1,
         merge: str = DEFAULT_MERGE,
     ) -> None:
@@ -98,43 +134,74 @@ class Upscaler:
             raise LBNetError(f"batch must be at least 1, got {batch}")
         if merge not in MERGES:
             raise LBNetError(f"merge must be one of {', '.join(MERGES)}, got {merge!r}")
+        if memory_budget_mb is not None and memory_budget_mb < 1:
+            raise LBNetError(f"memory budget must be at least 1 MB, got {memory_budget_mb}")
         self.runner, self.tile, self.overlap, self.merge = runner, tile, overlap, merge
-        self.budget = memory_budget_mb * 2**20
+        self.memory_budget_mb = memory_budget_mb
         facts = runner.describe()
         self.heads = int(facts.get("heads", 8))  # type: ignore[call-overload]
         self.n_feats = int(facts.get("n_feats", 32))  # type: ignore[call-overload]
         self.batch = min(batch, runner.max_batch or batch)
+        budget_mb = self.budget // 2**20
         limit = largest_square_tile(self.budget, self.heads, self.n_feats)
         if runner.input_size is None and limit < MIN_TILE:
             raise LBNetError(
-                f"memory budget {memory_budget_mb} MB is too small for even a {MIN_TILE}-pixel tile"
+                f"memory budget {budget_mb} MB is too small for even a {MIN_TILE}-pixel tile"
             )
         if tile is not None and runner.input_size is None and tile > limit:
             need = estimate_bytes(tile * tile, self.heads, self.n_feats) / 2**20
             raise LBNetError(
                 f"tile {tile} needs ~{need:.0f} MB, over the memory budget of "
-                f"{memory_budget_mb} MB (largest tile that fits: {limit})"
+                f"{budget_mb} MB (largest tile that fits: {limit})"
             )
+
+    @property
+    def budget(self) -> int:
+        """The memory budget in bytes now (re-read each time when it follows available memory)."""
+        if self.memory_budget_mb is None:
+            return available_memory_mb() * 3 // 4 * 2**20
+        return self.memory_budget_mb * 2**20
+
+    def _model_floor(self) -> int:
+        """The least model memory an image must leave: one smallest tile (dynamic runners)."""
+        if self.runner.input_size is not None:
+            return 0  # a fixed-size engine's working memory is on the device, fixed at load
+        return estimate_bytes(MIN_TILE * MIN_TILE, self.heads, self.n_feats)
+
+    def max_input_pixels(self) -> int:
+        """The largest LR image (in pixels) the budget holds: checked from a file's header before
+        it is decoded, so a decompression bomb is refused without allocating anything."""
+        per_pixel = image_bytes(1, 1, self.runner.scale)
+        return max((self.budget - self._model_floor()) // per_pixel, 1)
 
     def plan(self, height: int, width: int) -> Plan:
         """Tile size and batch for an image (padded size for fixed-size runners)."""
         fixed = self.runner.input_size
+        budget = self.budget
+        model_budget = budget - image_bytes(height, width, self.runner.scale)
+        if model_budget < self._model_floor():
+            raise LBNetError(
+                f"a {width}x{height} image needs "
+                f"{image_bytes(height, width, self.runner.scale) / 2**20:.0f} MB for its own "
+                f"buffers at x{self.runner.scale}, leaving no room for the model in the "
+                f"{budget // 2**20} MB memory budget (--memory-budget)"
+            )
         if fixed is not None:
             th, tw = fixed
             grid_h, grid_w = max(height, th), max(width, tw)
         else:
             grid_h, grid_w = height, width
-            fits = estimate_bytes(height * width, self.heads, self.n_feats) <= self.budget
+            fits = estimate_bytes(height * width, self.heads, self.n_feats) <= model_budget
             if self.tile is None and fits:
                 th, tw = height, width
             else:
-                limit = largest_square_tile(self.budget, self.heads, self.n_feats)
+                limit = largest_square_tile(model_budget, self.heads, self.n_feats)
                 t = min(self.tile or DEFAULT_TILE, limit)
                 th, tw = min(t, height), min(t, width)
         overlap = min(self.overlap, max(min(th, tw) // 2 - 1, 0))  # keep a positive stride
         grid = TileGrid(grid_h, grid_w, th, tw, overlap)
         per_tile = max(estimate_bytes(th * tw, self.heads, self.n_feats), 1)
-        batch = max(1, min(self.batch, len(grid.tiles()), self.budget // per_tile))
+        batch = max(1, min(self.batch, len(grid.tiles()), model_budget // per_tile))
         return Plan(grid, batch)
 
     def upscale_float(self, image: np.ndarray, progress: Progress | None = None) -> np.ndarray:
@@ -145,7 +212,8 @@ class Upscaler:
         plan = self.plan(height, width)
         grid = plan.grid
         lr = pad_to(image, grid.height, grid.width).transpose(2, 0, 1).astype(np.float32)
-        merger = Merger(grid, self.runner.scale, self.merge)
+        s = self.runner.scale
+        merger = Merger(grid, s, self.merge)
         tiles = grid.tiles()
         done = 0
         for i in range(0, len(tiles), plan.batch):
@@ -153,12 +221,13 @@ class Upscaler:
             batch = np.stack(
                 [lr[:, t.y : t.y + grid.tile_h, t.x : t.x + grid.tile_w] for t in group]
             )
-            for tile, sr in zip(group, self.runner.infer(batch), strict=True):
+            out = self.runner.infer(batch)
+            check_output(out, (len(group), 3, s * grid.tile_h, s * grid.tile_w))
+            for tile, sr in zip(group, out, strict=True):
                 merger.add(tile, sr)
                 done += 1
                 if progress is not None:
                     progress(done, len(tiles))
-        s = self.runner.scale
         return merger.result()[:, : s * height, : s * width]
 
     def upscale(self, image: np.ndarray, progress: Progress | None = None) -> np.ndarray:
