@@ -6,7 +6,6 @@ Also runnable alone: `python -m lbnet_deploy.benchmarks.cli --model lbnet-t-x4 .
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -216,13 +215,13 @@ def write_outputs(
     result: dict, json_path: str | None, plot_path: str | None, md_path: str | None
 ) -> None:
     """JSON, PNG and Markdown, each written whole (temporary file, then rename)."""
-    from lbnet_deploy.runtime.atomic import write_text_atomic
+    from lbnet_deploy.runtime.atomic import write_json_atomic, write_text_atomic
 
     for path in (json_path, plot_path, md_path):
         if path:
             Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
     if json_path:
-        write_text_atomic(json_path, json.dumps(result, indent=2) + "\n")
+        write_json_atomic(json_path, result)
     if plot_path:
         from .plot import plot_results
 

@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from lbnet_deploy.cli import available_memory_mb
 from lbnet_deploy.evaluate import evaluate, load_samples
 from lbnet_deploy.export.fp16 import write_fp16
 from lbnet_deploy.resolve import model_file
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
-from lbnet_deploy.runtime.upscaler import Upscaler
+from lbnet_deploy.runtime.upscaler import Upscaler, available_memory_mb
 
 from .models import SHARED_DATA
 

@@ -37,6 +37,12 @@ class ExportOptions:
     batch: int | None = 1
     reference_ops: bool = False  # export the straightforward port instead (for comparisons)
 
+    def __post_init__(self) -> None:
+        if self.batch is not None and self.batch < 1:
+            raise LBNetError(f"batch must be at least 1 (or dynamic), got {self.batch}")
+        if self.input_size is not None and min(self.input_size) < 1:
+            raise LBNetError(f"input size must be at least 1x1, got {self.input_size}")
+
     @property
     def size_label(self) -> str:
         return "dynamic" if self.input_size is None else "{}x{}".format(*self.input_size)

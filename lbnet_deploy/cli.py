@@ -7,9 +7,13 @@ and the runtime commands work without torch.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lbnet_deploy import __version__
@@ -32,14 +36,26 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def positive_int(text: str) -> int:
+    """An option that counts something (batch, tile, threads): a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
     from lbnet_deploy.model.checkpoint import load_model
-    from lbnet_deploy.runtime.files import prepare_output_dir
+    from lbnet_deploy.runtime.files import check_output_dir, refuse_inputs_as_outputs
 
-    prepare_output_dir(Path(args.output).resolve().parent)  # fail before a 30 s export, not after
+    refuse_inputs_as_outputs([args.output], [args.model])
+    check_output_dir(Path(args.output).absolute().parent)  # fail before a 30 s export, not after
     model, desc = load_model(args.model, scale=args.scale, variant=args.variant)
     options = ExportOptions(
         input_size=None if args.dynamic else args.input_size,
@@ -107,6 +123,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lbnet_deploy.calibration.run import calibrate_file
+    from lbnet_deploy.runtime.files import check_output_dir, refuse_inputs_as_outputs
+
+    outputs = [args.output, *([args.trt_cache] if args.trt_cache else [])]
+    refuse_inputs_as_outputs(outputs, [args.model])
+    for out in outputs:  # before a 10-minute calibration
+        check_output_dir(Path(out).absolute().parent)
 
     report = calibrate_file(
         args.model, args.images, args.output, method=METHOD_NAMES[args.method],
@@ -155,7 +177,7 @@ def add_runtime_options(p: argparse.ArgumentParser, budget_mb: int | None = 2048
     )
     p.add_argument(
         "--tile",
-        type=int,
+        type=positive_int,
         help="LR tile size (default: whole image if it fits the budget, else 96)",
     )
     p.add_argument("--overlap", type=int, default=16, help="tile overlap in LR pixels (16)")
@@ -168,26 +190,16 @@ def add_runtime_options(p: argparse.ArgumentParser, budget_mb: int | None = 2048
         help="peak inference memory to plan tiles for (default: "
         + (f"{budget_mb} MB)" if budget_mb else "75%% of available memory)"),
     )
-    p.add_argument("--batch", type=int, default=1, help="tiles per inference call")
+    p.add_argument("--batch", type=positive_int, default=1, help="tiles per inference call")
     p.add_argument(
         "--precision",
         choices=("fp32", "fp16"),
         help="for a model name or .pt: the FP32 (default) or FP16 graph, converted once and "
         "cached (fp16 is the fast path on GPUs: tensorrt, ort-cuda)",
     )
-    p.add_argument("--threads", type=int, help="CPU threads (default: CPUs available)")
-
-
-def available_memory_mb() -> int:
-    """MemAvailable from /proc/meminfo (Linux); 4 GiB where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return 4096
+    p.add_argument(
+        "--threads", type=positive_int, help="CPU threads (default and most: CPUs available)"
+    )
 
 
 def check_scale(actual: int, asked: int | None, model: str) -> None:
@@ -196,21 +208,33 @@ def check_scale(actual: int, asked: int | None, model: str) -> None:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from lbnet_deploy.runtime.files import expand_inputs, prepare_output_dir, upscale_files
+    from pathlib import Path
+
+    from lbnet_deploy.runtime.files import (
+        check_output_dir,
+        expand_inputs,
+        output_paths,
+        upscale_files,
+    )
 
     inputs = expand_inputs(args.inputs)
+    out_dir = Path(args.output)
+    output_paths(inputs, out_dir)  # an output that is an input: refused before any export
+    check_output_dir(out_dir)
     upscaler = _upscaler(args, args.model, args.precision)
-    out_dir = prepare_output_dir(args.output)
     summary = upscale_files(upscaler, inputs, out_dir, progress=not args.quiet)
     print(summary.line())
     return 1 if summary.failed else 0
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    import json
 
     from lbnet_deploy.parity import image_list, run_parity
+    from lbnet_deploy.runtime.files import check_output_dir
     from lbnet_deploy.runtime.open import open_runner
+
+    if args.json:
+        check_output_dir(Path(args.json).absolute().parent)
 
     runner = open_runner(args.model_file, args.backend, args.threads, tile=args.tile)
     precision = str(runner.describe().get("precision", "fp32"))
@@ -228,9 +252,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
         f"over {len(report.cases)} case(s)"
     )
     if args.json:
-        from lbnet_deploy.runtime.atomic import write_text_atomic
+        from lbnet_deploy.runtime.atomic import write_json_atomic
 
-        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2))
+        write_json_atomic(args.json, report.to_dict())
     return 0 if report.passed else 1
 
 
@@ -252,30 +276,59 @@ def _upscaler(args: argparse.Namespace, model: str, precision: str | None = None
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lbnet_deploy.evaluate import evaluate, load_samples, table, write_json
-    from lbnet_deploy.runtime.files import prepare_output_dir
+    from lbnet_deploy.evaluate import evaluate, find_hr_images, load_samples, table, write_json
+    from lbnet_deploy.runtime.files import (
+        check_output_dir,
+        prepare_output_dir,
+        refuse_inputs_as_outputs,
+    )
 
-    if args.model.startswith("bicubic") and args.scale:
-        args.model = f"bicubic-x{args.scale}"
-    if args.memory_budget is None:
-        # scores are compared with whole-image results (the paper, the official code): run
-        # every image whole that this machine can hold
-        args.memory_budget = available_memory_mb() * 3 // 4
-    upscaler = _upscaler(args, args.model, args.precision)
-    baseline = _upscaler(args, args.baseline) if args.baseline else None  # as it is
     dataset = Path(args.dataset)
-    samples = load_samples(dataset, upscaler.runner.scale, lr_from_hr=args.lr_from_hr)
+    hr_paths = find_hr_images(dataset)
+    # before minutes of work: where the report and the SR images go, and that no SR image
+    # would replace one of the dataset's own files
+    if args.json:
+        check_output_dir(Path(args.json).absolute().parent)
+        refuse_inputs_as_outputs([args.json], hr_paths)
+    if args.save_sr:
+        check_output_dir(args.save_sr)
+        lr_dir = dataset / "LR_bicubic"
+        lr_files = [p for p in lr_dir.rglob("*") if p.is_file()] if lr_dir.is_dir() else []
+        sr_paths = [Path(args.save_sr) / f"{p.stem}.png" for p in hr_paths]
+        refuse_inputs_as_outputs(sr_paths, hr_paths + lr_files)
+
+    model = (
+        f"bicubic-x{args.scale}" if args.model.startswith("bicubic") and args.scale else args.model
+    )
+    # memory budget None: scores are compared with whole-image results (the paper, the official
+    # code), so every image runs whole that this machine can hold (75% of available memory,
+    # re-read per image)
+    upscaler = _upscaler(args, model, args.precision)
+    baseline = _upscaler(args, args.baseline) if args.baseline else None  # as it is
+    failed: list[LBNetError] = []
+
+    def skip(exc: LBNetError) -> None:  # one line per bad image; the others are scored
+        print(f"lbnet-deploy: error: {exc}", file=sys.stderr)
+        failed.append(exc)
+
+    samples = load_samples(
+        dataset, upscaler.runner.scale, lr_from_hr=args.lr_from_hr, on_error=skip
+    )
+    if not samples:
+        raise LBNetError(f"no image of {dataset} could be read")
     save_sr = prepare_output_dir(args.save_sr) if args.save_sr else None
     variant = str(upscaler.runner.describe().get("variant", "?"))
     result = evaluate(
-        upscaler, samples, model=args.model, variant=variant,
+        upscaler, samples, model=model, variant=variant,
         dataset=dataset.resolve().name, ensemble=args.self_ensemble, baseline=baseline,
         baseline_name=args.baseline, save_sr=save_sr, progress=not args.quiet,
     )  # fmt: skip
     print(table(result))
+    if failed:
+        print(f"scored {len(samples)} of {len(samples) + len(failed)} images", file=sys.stderr)
     if args.json:
         write_json(result, args.json)
-    return 0
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     size.add_argument("--dynamic", action="store_true", help="dynamic height and width")
     batch = p.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
+    batch.add_argument("--batch", type=positive_int, default=1, help="fixed batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", help="dynamic batch size")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
     p.add_argument("--variant", choices=("LBNet", "LBNet-T"), help="expected variant (checked)")
@@ -382,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="engine size for --backend tensorrt (default 96)")
     p.add_argument("--max-abs", type=float, help="override the precision's max abs tolerance")
     p.add_argument("--min-psnr", type=float, help="override the precision's PSNR tolerance")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=positive_int)
     p.add_argument("--json", help="write the report as JSON")
     p.set_defaults(func=cmd_parity)
 
@@ -402,17 +455,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a container stopping), raised like Ctrl-C so every `finally` and context
+    manager removes its temporaries; without a handler Python dies at once, leaving them."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.func
+    logging.basicConfig(format="lbnet-deploy: %(message)s", level=logging.WARNING)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return handler(args)
     except LBNetError as exc:
         print(f"lbnet-deploy: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("lbnet-deploy: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except OSError as exc:  # e.g. an unwritable output folder: one line, not a traceback
         if os.environ.get("LBNET_DEBUG"):
             raise

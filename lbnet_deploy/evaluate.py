@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.paper import paper_scores
 from lbnet_deploy.quality.imresize import make_lr
 from lbnet_deploy.quality.metrics import psnr_y, ssim_y
-from lbnet_deploy.runtime.atomic import write_text_atomic
+from lbnet_deploy.runtime.atomic import write_json_atomic
 from lbnet_deploy.runtime.files import IMAGE_SUFFIXES
 from lbnet_deploy.runtime.images import read_image, write_png_atomic
 from lbnet_deploy.runtime.upscaler import Upscaler, to_uint8
@@ -43,22 +44,40 @@ def find_hr_images(dataset: Path) -> list[Path]:
     return images
 
 
-def load_samples(dataset: Path, scale: int, lr_from_hr: bool = False) -> list[Sample]:
-    """HR/LR pairs; LR files are taken from `LR_bicubic/X{s}/<name>x{s}.png` when present."""
+def load_samples(
+    dataset: Path,
+    scale: int,
+    lr_from_hr: bool = False,
+    on_error: Callable[[LBNetError], None] | None = None,
+) -> list[Sample]:
+    """HR/LR pairs; LR files are taken from `LR_bicubic/X{s}/<name>x{s}.png` when present.
+
+    `on_error`: called with each image's problem (unreadable, a bomb, LR not matching HR) and
+    that image left out; None: the first problem is raised."""
     samples = []
     for hr_path in find_hr_images(dataset):
-        hr = read_image(hr_path).rgb  # grayscale as R = G = B, as the paper's pipeline reads it
-        lr_path = dataset / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
-        if min(hr.shape[:2]) < scale:
-            raise LBNetError(f"{hr_path} is smaller than the scale {scale}")
-        hr_crop, lr = make_lr(hr, scale)
-        source = "bicubic"
-        if lr_path.is_file() and not lr_from_hr:
-            lr, source = read_image(lr_path).rgb, "given"
-            if lr.shape[0] * scale != hr_crop.shape[0] or lr.shape[1] * scale != hr_crop.shape[1]:
-                raise LBNetError(f"{lr_path} is not {hr_path.name} downscaled by {scale}")
-        samples.append(Sample(hr_path.stem, hr_crop, lr, source))
+        try:
+            samples.append(_sample(dataset, hr_path, scale, lr_from_hr))
+        except LBNetError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
     return samples
+
+
+def _sample(dataset: Path, hr_path: Path, scale: int, lr_from_hr: bool) -> Sample:
+    """One HR/LR pair (see `load_samples`)."""
+    hr = read_image(hr_path).rgb  # grayscale as R = G = B, as the paper's pipeline reads it
+    lr_path = dataset / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
+    if min(hr.shape[:2]) < scale:
+        raise LBNetError(f"{hr_path} is smaller than the scale {scale}")
+    hr_crop, lr = make_lr(hr, scale)
+    source = "bicubic"
+    if lr_path.is_file() and not lr_from_hr:
+        lr, source = read_image(lr_path).rgb, "given"
+        if lr.shape[0] * scale != hr_crop.shape[0] or lr.shape[1] * scale != hr_crop.shape[1]:
+            raise LBNetError(f"{lr_path} is not {hr_path.name} downscaled by {scale}")
+    return Sample(hr_path.stem, hr_crop, lr, source)
 
 
 # the x8 self-ensemble (EDSR): flips and 90-degree rotations, undone on the output
@@ -231,6 +250,4 @@ def table(result: EvalResult) -> str:
 
 
 def write_json(result: EvalResult, path: str | Path) -> None:
-    import json
-
-    write_text_atomic(path, json.dumps(result.to_dict(), indent=2))
+    write_json_atomic(path, result.to_dict())

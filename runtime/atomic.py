@@ -4,9 +4,14 @@ half-written file and a failure leaves nothing behind."""
 
 from __future__ import annotations
 
+import glob
+import json
+import math
 import os
-import tempfile
+import secrets
+import time
 from pathlib import Path
+from typing import Any
 
 from lbnet_deploy.errors import LBNetError
 
@@ -29,12 +34,14 @@ def write_files_atomic(files: dict[Path, bytes]) -> None:
         for path, data in files.items():
             if not path.parent.is_dir():
                 raise LBNetError(f"output folder does not exist: {path.parent}")
+            remove_stale_temporaries(path)
+            # the name is registered before the file can exist (mkstemp creates it and only
+            # then returns its name: an interrupt in between orphaned an empty file)
+            temps[path] = tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
             try:
-                fd, temps[path] = tempfile.mkstemp(
-                    dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-                )
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
                 with os.fdopen(fd, "wb") as fh:
-                    os.fchmod(fh.fileno(), mode)
+                    os.fchmod(fh.fileno(), mode)  # exactly `mode`, whatever the umask did
                     fh.write(data)
             except OSError as exc:
                 raise LBNetError(f"cannot write {path} ({exc.strerror or exc})") from None
@@ -49,6 +56,22 @@ def write_files_atomic(files: dict[Path, bytes]) -> None:
                 os.unlink(tmp)
 
 
+STALE_SECONDS = 3600
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove our own temporaries for `path` (`.NAME.XXXXXXXX.tmp`) left by a process killed
+    outright (SIGKILL, power loss) more than an hour ago; younger ones may be a concurrent
+    writer's."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.lstat().st_mtime > STALE_SECONDS and tmp.is_file():
+                tmp.unlink()
+        except OSError:
+            pass  # gone already, or not ours to remove
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     write_files_atomic({Path(path): data})
 
@@ -60,3 +83,19 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def default_dir_mode() -> int:
     """What mkdir would give a folder (mkdtemp's are 0700)."""
     return 0o777 & ~_umask()
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null (JSON has no such numbers: Python's `Infinity` is invalid)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Reports as strict JSON (a perfect image's PSNR, infinite, is written as null)."""
+    write_text_atomic(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
