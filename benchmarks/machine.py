@@ -89,6 +89,23 @@ def gpu_info() -> dict[str, object] | None:
     return info
 
 
+# the instruction sets that decide which kernels a CPU runs (FP32 AVX2/AVX-512, INT8 VNNI,
+# BF16, AMX): results from machines with different sets are not comparable
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+             "amx_bf16", "amx_int8")  # fmt: skip
+
+
+def cpu_flags() -> list[str]:
+    """Which of CPU_FLAGS this CPU has (Linux /proc/cpuinfo; empty where unreadable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((x for x in f if x.startswith("flags")), "")
+    except OSError:
+        return []
+    have = set(line.partition(":")[2].split())
+    return [flag for flag in CPU_FLAGS if flag in have]
+
+
 def machine_info(threads: int | None = None) -> dict[str, object]:
     """The facts a reader needs to compare our numbers with anyone else's."""
     ort_providers: list[str] = []
@@ -100,6 +117,7 @@ def machine_info(threads: int | None = None) -> dict[str, object]:
         pass
     return {
         "cpu_model": _cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_logical": os.cpu_count(),
         "cpu_physical_cores": _physical_cores(),
         "cpus_available": cpus_available(),

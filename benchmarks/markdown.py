@@ -28,6 +28,7 @@ def _machine(result: dict[str, Any]) -> list[str]:
         "",
         f"- CPU: {m['cpu_model']}; {m['cpu_logical']} logical CPUs, "
         f"{m['cpus_available']} available to this process, {m['threads_used']} threads used",
+        f"- CPU flags: {' '.join(m.get('cpu_flags') or []) or 'not recorded'}",
         f"- GPU: {gpu_text}",
         f"- Thread environment: {m.get('thread_env') or 'none set'}",
         f"- Memory allocator: {m.get('allocator', 'not recorded')}",

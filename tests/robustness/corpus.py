@@ -1,0 +1,91 @@
+"""Hostile and unusual inputs, generated at test time (no binary fixtures in the repository)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from PIL import Image
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG of a few dozen bytes whose header claims width x height (a decompression bomb:
+    a real one decodes to gigabytes; this one would fail to decode, but must never get there)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    idat = zlib.compress(b"\0" * 64)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+    path.write_bytes(data + chunk(b"IEND", b""))
+    return path
+
+
+def photo(path: Path, width: int = 12, height: int = 8, seed: int = 0) -> Path:
+    """A small RGB image with some texture."""
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def exif_rotated_jpeg(path: Path, width: int = 12, height: int = 8) -> Path:
+    """A JPEG stored width x height whose EXIF orientation (6) says: show it rotated 90 degrees."""
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (height, width, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(path, exif=exif.tobytes())
+    return path
+
+
+def sixteen_bit_pgm(path: Path, value: int = 200, size: int = 6) -> Path:
+    """A 16-bit PGM (maxval 65535) whose samples all happen to be <= 255: a very dark image."""
+    header = f"P5\n{size} {size}\n65535\n".encode()
+    path.write_bytes(header + struct.pack(f">{size * size}H", *([value] * size * size)))
+    return path
+
+
+def float_tiff(path: Path, value: float = 0.5, size: int = 6) -> Path:
+    """A 32-bit float grayscale TIFF in the 0..1 convention."""
+    Image.fromarray(np.full((size, size), value, np.float32), mode="F").save(path)
+    return path
+
+
+def animated_gif(path: Path, frames: int = 3) -> Path:
+    images = [Image.new("RGB", (6, 6), (40 * i, 0, 0)) for i in range(frames)]
+    images[0].save(path, save_all=True, append_images=images[1:])
+    return path
+
+
+def lying_graph(
+    path: Path, *, claimed_scale: int = 2, real_scale: int = 3, nan: bool = False
+) -> Path:
+    """An ONNX file with lbnet.* metadata for a x`claimed_scale` model whose graph upsamples by
+    `real_scale` (nearest), or returns NaN everywhere (`nan`): it loads and runs, and lies."""
+    lr = helper.make_tensor_value_info("lr", TensorProto.FLOAT, [1, 3, None, None])
+    sr = helper.make_tensor_value_info("sr", TensorProto.FLOAT, [1, 3, None, None])
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, real_scale, real_scale])
+    nodes = [helper.make_node("Resize", ["lr", "", "scales"], ["up"], mode="nearest")]
+    inits = [scales]
+    if nan:
+        zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+        nodes += [
+            helper.make_node("Mul", ["up", "zero"], ["z"]),
+            helper.make_node("Div", ["z", "z"], ["sr"]),
+        ]
+        inits.append(zero)
+    else:
+        nodes.append(helper.make_node("Identity", ["up"], ["sr"]))
+    graph = helper.make_graph(nodes, "liar", [lr], [sr], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    facts = {"variant": "LBNet-T", "scale": claimed_scale, "n_feats": 18, "heads": 6,
+             "attn_dim": 162, "input_size": "dynamic", "batch": "1"}  # fmt: skip
+    helper.set_model_props(model, {f"lbnet.{k}": str(v) for k, v in facts.items()})
+    onnx.save(model, path)
+    return path

@@ -1,0 +1,307 @@
+"""Images and folders a hostile or unlucky user gives `upscale` and `eval`: one line per bad file,
+a non-zero exit, the other files complete, nothing overwritten, nothing half-written.
+
+Runs on the bicubic model (no checkpoints needed) unless a test says otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lbnet_deploy.cli import main
+
+from . import corpus
+
+UPSCALE = ["upscale", "--model", "bicubic-x2", "-q"]
+
+
+def _digest(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _errors(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+
+
+# --- outputs that are inputs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["same folder", "dot-dot path", "symlinked folder", "hard link"])
+def test_output_that_is_an_input_is_refused_before_any_work(
+    how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    corpus.photo(src / "a.png")
+    corpus.photo(src / "b.png", seed=1)
+    out = src
+    if how == "dot-dot path":
+        out = src / ".." / "photos"
+    elif how == "symlinked folder":
+        out = tmp_path / "link"
+        out.symlink_to(src)
+    elif how == "hard link":
+        out = tmp_path / "out"
+        out.mkdir()
+        os.link(src / "a.png", out / "a.png")
+    before = _digest(src)
+    assert main([*UPSCALE, str(src), "-o", str(out)]) == 2
+    (line,) = _errors(capsys)
+    assert "would overwrite the input" in line
+    assert _digest(src) == before  # not one input replaced
+
+
+def test_output_file_symlinked_to_an_input_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = corpus.photo(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").symlink_to(src)
+    before = src.read_bytes()
+    assert main([*UPSCALE, str(src), "-o", str(out)]) == 2
+    assert "would overwrite the input" in _errors(capsys)[0]
+    assert src.read_bytes() == before
+
+
+def test_export_onto_its_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"not read: refused before loading")
+    assert main(["export", str(ckpt), "-o", str(ckpt)]) == 2
+    assert "would overwrite the input" in _errors(capsys)[0]
+    assert ckpt.read_bytes() == b"not read: refused before loading"
+
+
+def test_calibrate_onto_its_model_is_refused(tmp_path: Path, capsys) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    args = ["calibrate", str(model), "--images", str(tmp_path), "-o"]
+    assert main([*args, str(model)]) == 2
+    assert main([*args, str(tmp_path / "q.onnx"), "--trt-cache", str(model)]) == 2
+    assert all("would overwrite the input" in line for line in _errors(capsys))
+    assert model.read_bytes() == b"x"
+
+
+def test_eval_save_sr_into_the_dataset_is_refused(tmp_path: Path, capsys) -> None:
+    hr = tmp_path / "set" / "HR"
+    hr.mkdir(parents=True)
+    corpus.photo(hr / "a.png", 16, 16)
+    before = _digest(hr)
+    args = ["eval", "--model", "bicubic", "--scale", "2", "--dataset", str(tmp_path / "set")]
+    assert main([*args, "--save-sr", str(hr), "-q"]) == 2
+    assert "would overwrite the input" in _errors(capsys)[0]
+    assert _digest(hr) == before
+
+
+# --- decompression bombs and the memory budget -------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(20000, 20000), (12000, 12000), (65535, 1)])
+def test_bomb_in_a_folder_is_one_line_and_the_rest_complete(
+    size: tuple[int, int], tmp_path: Path, capsys
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    corpus.photo(src / "a.png")
+    corpus.png_header_only(src / "bomb.png", *size)
+    corpus.photo(src / "z.png", seed=2)
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(src), "-o", str(out), "--memory-budget", "256"]) == 1
+    (line,) = _errors(capsys)
+    assert "bomb.png" in line and ("MP" in line or "bomb" in line)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "z.png"]
+
+
+def test_bomb_in_eval_is_one_line(tmp_path: Path, capsys) -> None:
+    hr = tmp_path / "set" / "HR"
+    hr.mkdir(parents=True)
+    corpus.photo(hr / "a.png", 16, 16)
+    corpus.png_header_only(hr / "b.png", 20000, 20000)
+    args = ["eval", "--model", "bicubic", "--scale", "2", "--dataset", str(tmp_path / "set")]
+    assert main([*args, "-q"]) == 1  # scored the readable image, reported the bomb
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "b.png" in err and "scored 1 of 2" in err
+
+
+def test_image_whose_buffers_exceed_the_budget_is_refused_by_its_header(tmp_path, capsys) -> None:
+    # 3000x3000 at x2 needs ~800 MB for its canvas alone: over 256 MB, refused before decoding
+    corpus.png_header_only(tmp_path / "big.png", 3000, 3000)
+    out = tmp_path / "out"
+    assert (
+        main([*UPSCALE, str(tmp_path / "big.png"), "-o", str(out), "--memory-budget", "256"]) == 1
+    )
+    assert "over the" in _errors(capsys)[0]
+    assert not out.exists()  # the folder this run created is gone again
+
+
+# --- what an image file says about itself ------------------------------------------------
+
+
+def _upscale_one(path: Path, tmp_path: Path) -> np.ndarray:
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(path), "-o", str(out)]) == 0
+    return np.asarray(Image.open(out / f"{path.stem}.png"))
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    sr = _upscale_one(corpus.exif_rotated_jpeg(tmp_path / "phone.jpg", 12, 8), tmp_path)
+    assert sr.shape[:2] == (24, 16)  # shown 8 wide, 12 high: rotated as a viewer shows it
+
+
+def test_sixteen_bit_pgm_with_small_values_stays_dark(tmp_path: Path) -> None:
+    sr = _upscale_one(corpus.sixteen_bit_pgm(tmp_path / "deep.pgm", value=200), tmp_path)
+    assert sr.max() <= 1  # 200/65535 of full scale, not 200/255
+
+
+def test_float_tiff_in_unit_range_is_not_black(tmp_path: Path) -> None:
+    sr = _upscale_one(corpus.float_tiff(tmp_path / "f.tif", value=0.5), tmp_path)
+    assert abs(float(sr.mean()) - 127.5) <= 1
+
+
+def test_animated_gif_in_a_folder_is_picked_and_warned(tmp_path: Path, caplog) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    corpus.animated_gif(src / "anim.gif")
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(src), "-o", str(out)]) == 0
+    assert "3 frames; only the first" in caplog.text
+    assert (out / "anim.png").is_file()
+
+
+# --- model files that lie ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nan", [False, True], ids=["wrong scale", "NaN output"])
+def test_model_that_lies_is_one_line_per_image(nan: bool, tmp_path: Path, capsys) -> None:
+    liar = corpus.lying_graph(tmp_path / "liar.onnx", real_scale=2 if nan else 3, nan=nan)
+    img = corpus.photo(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert main(["upscale", str(img), "-o", str(out), "--model", str(liar), "-q"]) == 1
+    (line,) = _errors(capsys)
+    assert ("NaN" in line) if nan else ("not scale x its input" in line)
+    assert not out.exists()
+
+
+# --- reports -----------------------------------------------------------------------------
+
+
+def test_eval_json_of_a_perfect_image_is_valid_json(tmp_path: Path) -> None:
+    # bicubic-x1 cannot be asked for; a flat image is reproduced exactly by bicubic: PSNR inf
+    hr = tmp_path / "set" / "HR"
+    hr.mkdir(parents=True)
+    Image.new("RGB", (16, 16), (90, 120, 30)).save(hr / "flat.png")
+    report = tmp_path / "r.json"
+    args = ["eval", "--model", "bicubic", "--scale", "2", "--dataset", str(tmp_path / "set")]
+    assert main([*args, "--json", str(report), "-q"]) == 0
+    data = json.loads(report.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert data["images"][0]["psnr_y"] is None  # infinite: null, not the invalid `Infinity`
+
+
+def test_json_folder_is_checked_before_the_run(tmp_path: Path, capsys) -> None:
+    hr = tmp_path / "set" / "HR"
+    hr.mkdir(parents=True)
+    corpus.photo(hr / "a.png", 16, 16)
+    (tmp_path / "file").write_text("a file, not a folder")
+    args = ["eval", "--model", "bicubic", "--scale", "2", "--dataset", str(tmp_path / "set")]
+    start = time.perf_counter()
+    assert main([*args, "--json", str(tmp_path / "file" / "r.json")]) == 2
+    assert "not a folder" in _errors(capsys)[0]
+    assert "dB" not in capsys.readouterr().err  # nothing was scored first
+    assert time.perf_counter() - start < 30
+
+
+# --- interruptions -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_upscale_leaves_no_temporaries(sig: int, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(40):
+        corpus.photo(src / f"{i:02d}.png", 160, 120, seed=i)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lbnet_deploy.cli", *UPSCALE, str(src), "-o", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.is_dir() and any(out.glob("*.png"))):
+        time.sleep(0.02)  # interrupt once it is writing
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (130, 143), err
+    assert "interrupted" in err
+    assert not list(out.glob(".*")), "temporaries left behind"
+    for png in out.glob("*.png"):  # every final-named file is whole
+        assert Image.open(png).size == (320, 240)
+
+
+def test_stale_temporaries_of_our_pattern_are_cleaned(tmp_path: Path) -> None:
+    from lbnet_deploy.runtime.atomic import write_bytes_atomic
+
+    old = tmp_path / ".a.png.0123abcd.tmp"
+    young = tmp_path / ".a.png.4567abcd.tmp"
+    other = tmp_path / ".b.png.0123abcd.tmp"
+    for p in (old, young, other):
+        p.write_bytes(b"partial")
+    hour_ago = time.time() - 7200
+    os.utime(old, (hour_ago, hour_ago))
+    os.utime(other, (hour_ago, hour_ago))
+    write_bytes_atomic(tmp_path / "a.png", b"whole")
+    assert not old.exists()  # ours, for this file, stale
+    assert young.exists()  # may be a concurrent writer's
+    assert other.exists()  # another file's: cleaned when that file is written
+    assert (tmp_path / "a.png").read_bytes() == b"whole"
+
+
+def test_interrupt_while_creating_a_temporary_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lbnet_deploy.runtime import atomic
+
+    real_open = os.open
+
+    def open_then_interrupt(path: str, flags: int, mode: int = 0o777) -> int:
+        os.close(real_open(path, flags, mode))  # the file exists ...
+        raise KeyboardInterrupt  # ... and the signal arrives before its descriptor returns
+
+    monkeypatch.setattr(atomic.os, "open", open_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.write_bytes_atomic(tmp_path / "a.png", b"data")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- options out of range ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["export", "x.pt", "-o", "x.onnx", "--batch", "0"],
+        ["export", "x.pt", "-o", "x.onnx", "--batch", "-3"],
+        [*UPSCALE, "a.png", "-o", "out", "--tile", "0"],
+        [*UPSCALE, "a.png", "-o", "out", "--threads", "-1"],
+        [*UPSCALE, "a.png", "-o", "out", "--batch", "two"],
+    ],
+)
+def test_counts_out_of_range_are_usage_errors(args: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be at least 1" in err or "whole number" in err
+
+
+def test_threads_are_bounded_by_the_cpus_available() -> None:
+    from lbnet_deploy.runtime.onnxrt import bounded_threads, default_threads
+
+    assert bounded_threads(100000) == default_threads()
+    assert bounded_threads(1) == 1
+    assert bounded_threads(None) == default_threads()
