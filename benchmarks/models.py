@@ -29,7 +29,8 @@ import numpy as np
 
 from lbnet_deploy import __version__
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.runtime.backend import check_batch
+from lbnet_deploy.metadata import ModelFacts
+from lbnet_deploy.runtime.backend import check_batch, describe_facts
 from lbnet_deploy.weights import cache_root
 
 BACKENDS = ("ort", "ort-plain", "torch", "torch-reference", "ort-cuda", "torch-cuda", "tensorrt")
@@ -214,19 +215,12 @@ class TorchTimingRunner:
     max_batch = property(lambda self: None)
     scale = property(lambda self: self.descriptor.scale)
 
+    @property
+    def model_facts(self) -> ModelFacts:
+        return ModelFacts(self.descriptor, self.precision)
+
     def describe(self) -> dict[str, object]:
-        d = self.descriptor
-        return {
-            "backend": f"torch-{self.ops}",
-            "device": str(self.device),
-            "variant": d.variant,
-            "scale": d.scale,
-            "heads": d.heads,
-            "n_feats": d.n_feats,
-            "precision": self.precision,
-            "input_size": None,
-            "max_batch": None,
-        }
+        return describe_facts(self.model_facts, f"torch-{self.ops}", device=str(self.device))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch

@@ -298,16 +298,17 @@ def scaling_study(
     A size is skipped when its predicted forward time exceeds `max_seconds` (N^2 extrapolation
     from the previous size) or its predicted memory (the Upscaler's model) exceeds the cap.
     """
-    from lbnet_deploy.runtime.upscaler import Upscaler, estimate_bytes
+    from lbnet_deploy.metadata import ModelFacts
+    from lbnet_deploy.runtime.upscaler import Upscaler
 
     # eval's whole-image budget: the 256x256 whole graph (~14 GB for LBNet-T) fits 24 GB
     cap = memory_cap_mb if memory_cap_mb is not None else 0.75 * _available_mb()
     rows: list[dict[str, Any]] = []
     prev: tuple[int, float] | None = None
-    d: dict[str, Any] | None = None  # the model's facts, from the first graph opened
+    facts: ModelFacts | None = None  # the model's, from the first graph opened
     for n in whole_sizes:
         predicted = _predict(prev, n * n)
-        need_mb = 0.0 if d is None else estimate_bytes(n * n, d["heads"], d["n_feats"]) / 2**20
+        need_mb = 0.0 if facts is None else facts.inference_bytes(n * n) / 2**20
         reasons = [f"predicted {predicted:.0f} s"] if predicted > max_seconds else []
         if need_mb > cap:
             reasons.append(f"needs ~{need_mb:.0f} MB of {cap:.0f} MB allowed")
@@ -317,7 +318,7 @@ def scaling_study(
             log(f"  whole {n}x{n}: skipped ({why})")
             continue
         runner, path = open_bench_runner("ort", spec, (n, n), threads=threads)
-        d = runner.describe()
+        facts = runner.model_facts
         k = max(1, min(runs, int(max_seconds / max(predicted, 1e-9))))
         result = time_forward(runner, sample_input(1, (n, n)), warmup, k)
         del runner
@@ -325,7 +326,7 @@ def scaling_study(
         assert path is not None  # the ort backend always runs an ONNX file
         macs = count_macs(path)
         row: dict[str, Any] = {"mode": "whole", "size": n, "tiles": 1, "macs": macs}
-        row |= _row(result, macs["total"], output_megapixels(1, (n, n), d["scale"]), None)
+        row |= _row(result, macs["total"], output_megapixels(1, (n, n), facts.scale), None)
         rows.append(row)
         prev = (n * n, row["stats"]["median_s"])
         log(f"  whole {n}x{n}: {row['stats']['median_s']:.3f} s, +{row['rss_delta_mb']:.0f} MB")

@@ -39,6 +39,8 @@ class CachingRunner:
     max_batch = property(lambda self: self.runner.max_batch)
     scale = property(lambda self: self.runner.scale)
 
+    model_facts = property(lambda self: self.runner.model_facts)
+
     def describe(self) -> dict[str, object]:
         return self.runner.describe()
 

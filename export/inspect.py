@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import from_metadata
+from lbnet_deploy.metadata import from_metadata, model_facts
 
 from .trt_ops import op_histogram
 
@@ -19,17 +19,22 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise LBNetError(f"model file not found: {path}")
+    if path.stat().st_size == 0:
+        raise LBNetError(f"{path} is empty (0 bytes)")
     try:
-        return onnx.load(path)
+        graph = onnx.load(path)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise LBNetError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
+    if not graph.graph.input or not graph.graph.output:  # protobuf parses much that is not ONNX
+        raise LBNetError(f"{path} is not an ONNX model (a graph with no inputs or outputs)")
+    return graph
 
 
 def lbnet_facts(graph: onnx.ModelProto, path: str | Path) -> dict[str, str]:
-    """The graph's lbnet.* metadata, or a one-line error if it was not exported by us."""
+    """The graph's lbnet.* metadata, checked (`metadata.model_facts`): a one-line error if it
+    was not exported by us or its facts are not LBNet's."""
     facts = from_metadata({p.key: p.value for p in graph.metadata_props})
-    if "scale" not in facts:
-        raise LBNetError(f"{path} was not exported by lbnet-deploy (no lbnet.* metadata)")
+    model_facts(facts, str(path))
     return facts
 
 

@@ -41,6 +41,8 @@ def cmd_triton(args: argparse.Namespace) -> int:
     from lbnet_deploy.export.triton import model_io, write_repository
 
     io = model_io(Path(args.model))
+    if args.cpu and io.platform == "tensorrt_plan":  # Triton would refuse to load it
+        raise LBNetError("a TensorRT engine runs on GPUs only: drop --cpu, or serve the .onnx")
     facts = io.lbnet
     name = args.name or "{}_x{}_{}".format(
         facts.get("variant", "lbnet").lower().replace("-", "_"), facts["scale"],

@@ -14,6 +14,7 @@ distributed inside tritonclient[grpc] (a test dependency here, used to parse wha
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -117,8 +118,11 @@ def write_repository(
     """Create `<repository>/<name>/` for `model` (described by `io = model_io(model)`) whole:
     assembled beside it, then renamed into place."""
     model, repository = Path(model), Path(repository)
-    if not name or "/" in name or name.startswith("."):
-        raise LBNetError(f"model name {name!r} must be a plain folder name")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name or ""):
+        # a folder name that is also a quotable config.pbtxt string: no quotes, slashes, spaces
+        raise LBNetError(
+            f"model name {name!r} must be a plain folder name: letters, digits, '_', '-', '.'"
+        )
     if version < 1 or max_batch < 1 or instances < 1:
         raise LBNetError("--version, --max-batch and --instances must be at least 1")
     if not repository.is_dir():

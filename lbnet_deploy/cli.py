@@ -102,12 +102,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(describe_file(args.file))
     if args.ranges:
         from lbnet_deploy.export.fp16 import activation_ranges, range_table
-        from lbnet_deploy.export.inspect import load_onnx
+        from lbnet_deploy.export.inspect import lbnet_facts, load_onnx
         from lbnet_deploy.parity import image_list, lr_crops
         from lbnet_deploy.runtime.images import read_image
 
         graph = load_onnx(args.file)
-        scale = int({p.key: p.value for p in graph.metadata_props}["lbnet.scale"])
+        scale = int(lbnet_facts(graph, args.file)["scale"])  # checked: a foreign graph is 1 line
         sizes = [(32, 32), (48, 40), (64, 64)]
         images = [
             c for p in image_list(args.images) for c in lr_crops(read_image(p).rgb, scale, sizes)
@@ -264,7 +264,7 @@ def _upscaler(args: argparse.Namespace, model: str, precision: str | None = None
 
     runner = open_runner(
         model, args.backend, args.threads, tile=args.tile, batch=args.batch,
-        precision=precision,
+        precision=precision, scale=args.scale,
     )  # fmt: skip
     check_scale(runner.scale, args.scale, model)
     return Upscaler(

@@ -17,14 +17,18 @@ from lbnet_deploy.weights import cache_root, get_named_model, resolve_weights, s
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
-def checkpoint_path(spec: str) -> Path:
-    """A checkpoint file for a model name or path (names resolve through the weights lookup)."""
+def checkpoint_path(spec: str, scale: int | None = None) -> Path:
+    """A checkpoint file for a model name or path (names resolve through the weights lookup).
+    `scale`, where given, is checked against a name before anything is downloaded."""
     path = Path(spec)
     if path.suffix in (".pt", ".pth") or path.exists():
         if not path.is_file():
             raise LBNetError(f"checkpoint not found: {path}")
         return path
-    return resolve_weights(get_named_model(spec).name)
+    named = get_named_model(spec)
+    if scale is not None and scale != named.scale:
+        raise LBNetError(f"{spec} is a x{named.scale} model, but --scale {scale} was given")
+    return resolve_weights(named.name)
 
 
 def cached_onnx_path(sha256: str, size_label: str, batch: str, precision: str) -> Path:
@@ -38,8 +42,10 @@ def model_file(
     input_size: tuple[int, int] | None = None,
     batch: int | None = None,
     precision: str = "fp32",
+    scale: int | None = None,
 ) -> Path:
-    """The ONNX file to run for `spec`; input_size/batch None = dynamic (used on export only)."""
+    """The ONNX file to run for `spec`; input_size/batch None = dynamic (used on export only).
+    `scale` (the user's --scale) is checked before a first-use export, not after it."""
     path = Path(spec)
     if path.suffix == ".onnx":
         if not path.is_file():
@@ -49,7 +55,7 @@ def model_file(
         raise LBNetError(
             f"{path}: TensorRT engines run on the tensorrt backend (--backend tensorrt)"
         )
-    ckpt = checkpoint_path(spec)
+    ckpt = checkpoint_path(spec, scale)
     size_label = "dynamic" if input_size is None else "{}x{}".format(*input_size)
     cached = cached_onnx_path(sha256_file(ckpt), size_label, str(batch or "dyn"), precision)
     if cached.is_file():
@@ -57,7 +63,7 @@ def model_file(
     if precision == "fp16":  # the FP32 graph (cached too), then `export --precision fp16`'s way
         from lbnet_deploy.export.fp16 import write_fp16
 
-        fp32 = model_file(spec, input_size=input_size, batch=batch)
+        fp32 = model_file(spec, input_size=input_size, batch=batch, scale=scale)
         print(f"converting {fp32.name} to FP16 into {cached} (first use) ...", file=sys.stderr)
         write_fp16(fp32, cached)
         return cached
@@ -68,12 +74,14 @@ def model_file(
     from lbnet_deploy.model.checkpoint import load_checkpoint
 
     print(f"exporting {ckpt.name} ({size_label}) to {cached} (first use) ...", file=sys.stderr)
-    model, _ = load_checkpoint(ckpt)
+    model, _ = load_checkpoint(ckpt, scale=scale)  # checked before the export, not after
     export_onnx(model, cached, ExportOptions(input_size=input_size, batch=batch))
     return cached
 
 
-def engine_file(spec: str, *, tile: int, batch: int, precision: str = "fp32") -> Path:
+def engine_file(
+    spec: str, *, tile: int, batch: int, precision: str = "fp32", scale: int | None = None
+) -> Path:
     """The TensorRT engine to run for `spec`: an engine file as given, else one built on first
     use from `spec`'s ONNX graph (a model name or checkpoint is exported at tile x tile first)
     and cached, keyed by the graph's hash, shape, TensorRT version and GPU architecture."""
@@ -85,7 +93,7 @@ def engine_file(spec: str, *, tile: int, batch: int, precision: str = "fp32") ->
     from lbnet_deploy.runtime.engine import gpu_facts, load_cuda, require_tensorrt
 
     trt_version, gpu = require_tensorrt(), gpu_facts(load_cuda())  # before a download or export
-    onnx = model_file(spec, input_size=(tile, tile), batch=batch, precision=precision)
+    onnx = model_file(spec, input_size=(tile, tile), batch=batch, precision=precision, scale=scale)
     dims = graph_facts(onnx).dims
     # a fixed graph keeps its own shape; a dynamic one is built at tile x tile, batch `batch`
     options = BuildOptions(

@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from lbnet_deploy.metadata import ModelFacts
+
 
 @runtime_checkable
 class Runner(Protocol):
@@ -32,9 +34,13 @@ class Runner(Protocol):
     @property
     def scale(self) -> int: ...
 
+    @property
+    def model_facts(self) -> ModelFacts:
+        """What the runner computes (variant, scale, sizes, precision) and its memory model."""
+        ...
+
     def describe(self) -> dict[str, object]:
-        """Facts for logs and the memory model: at least backend, variant, scale, heads,
-        n_feats."""
+        """Facts for logs and reports (`describe_facts` plus what the backend adds)."""
         ...
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -65,6 +71,21 @@ def run_fixed_batch(
             part = np.concatenate([part, np.zeros((short, *part.shape[1:]), part.dtype)])
         outs.append(run(part)[: fixed - short])
     return np.concatenate(outs)
+
+
+def describe_facts(facts: ModelFacts, backend: str, **extra: object) -> dict[str, object]:
+    """The facts every runner reports, from its ModelFacts (one shape for every backend)."""
+    return {
+        "backend": backend,
+        "variant": facts.variant,
+        "scale": facts.scale,
+        "heads": facts.model.heads,
+        "n_feats": facts.model.n_feats,
+        "precision": facts.precision,
+        "input_size": facts.input_size,
+        "max_batch": facts.batch,
+        **extra,
+    }
 
 
 class AnySizeRunner:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from lbnet_deploy.descriptor import ModelDescriptor
+from lbnet_deploy.metadata import ModelFacts
 from lbnet_deploy.quality.imresize import imresize
 
-from .backend import AnySizeRunner
+from .backend import AnySizeRunner, describe_facts
 from .upscaler import to_uint8
 
 
@@ -16,10 +18,13 @@ class BicubicRunner(AnySizeRunner):
     def __init__(self, scale: int) -> None:
         self.scale = scale
 
+    @property
+    def model_facts(self) -> ModelFacts:
+        # one head, one feature: interpolation needs no attention memory, so it never tiles
+        return ModelFacts(ModelDescriptor("bicubic", self.scale, 1, 1, 1), "fp64")
+
     def describe(self) -> dict[str, object]:
-        # tiny heads/feats: interpolation needs no attention memory, so never tile
-        return {"variant": "bicubic", "scale": self.scale, "heads": 1, "n_feats": 1,
-                "precision": "fp64", "backend": "numpy"}  # fmt: skip
+        return describe_facts(self.model_facts, "numpy")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         images = to_uint8(batch).transpose(0, 2, 3, 1)

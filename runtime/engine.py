@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import ModelFacts, model_facts
 
-from .backend import check_batch, run_fixed_batch
+from .backend import check_batch, describe_facts, run_fixed_batch
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -109,14 +110,37 @@ class EngineFacts:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> EngineFacts:
+    def from_json(cls, text: str, source: str = "sidecar") -> EngineFacts:
+        """Parse and check a sidecar: every field has its type, the model facts are LBNet's
+        (`metadata.model_facts`), the shape is (B, 3, H, W), the I/O types are float."""
         raw = json.loads(text)
-        known = {f.name for f in fields(cls)}
+        if not isinstance(raw, dict):
+            raise ValueError(f"a JSON {type(raw).__name__}, not an object")
+        known = {f.name: f for f in fields(cls)}
         raw = {k: v for k, v in raw.items() if k in known}  # a newer tool's extra facts
         for key in ("input_shape", "builder_flags", "dtypes"):  # JSON has lists, we keep tuples
             if key in raw:
+                if not isinstance(raw[key], list):
+                    raise ValueError(f"{key} is not a list")
                 raw[key] = tuple(raw[key])
-        return cls(**raw)
+        facts = cls(**raw)
+        for name in ("tensorrt", "gpu", "compute_capability", "onnx_sha256", "precision",
+                     "input_name", "output_name"):  # fmt: skip
+            if not isinstance(getattr(facts, name), str):
+                raise ValueError(f"{name} is not a string")
+        shape = facts.input_shape
+        if len(shape) != 4 or shape[1] != 3 or not all(type(d) is int and d > 0 for d in shape):
+            raise ValueError(f"input_shape {list(shape)} is not (batch, 3, height, width)")
+        if not all(d in ("float32", "float16") for d in facts.dtypes) or len(facts.dtypes) != 2:
+            raise ValueError(f"dtypes {list(facts.dtypes)} are not float32/float16 in and out")
+        model_facts(facts.lbnet, source)  # raises its own one-line LBNetError
+        return facts
+
+    @property
+    def model(self) -> ModelFacts:
+        """The model facts, with the engine's fixed input size and batch."""
+        b, _, h, w = self.input_shape
+        return model_facts(self.lbnet, "sidecar").with_sizes((h, w), b)
 
 
 def sidecar_path(engine: str | Path) -> Path:
@@ -135,12 +159,9 @@ def read_facts(engine: str | Path) -> EngineFacts:
             "which records the model and the TensorRT version and GPU they are for"
         )
     try:
-        facts = EngineFacts.from_json(side.read_text())
-    except (ValueError, TypeError, KeyError) as exc:
+        return EngineFacts.from_json(side.read_text(), str(side))
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
         raise LBNetError(f"{side} is not an lbnet-deploy engine description ({exc})") from None
-    if not str(facts.lbnet.get("scale", "")).isdigit():
-        raise LBNetError(f"{side} names no model scale")
-    return facts
 
 
 def check_compatible(facts: EngineFacts, engine: Path, tensorrt: str, gpu: GpuFacts) -> None:
@@ -283,23 +304,17 @@ class TensorRTRunner:
 
     @property
     def scale(self) -> int:
-        return int(self.facts.lbnet["scale"])
+        return self.model_facts.scale
+
+    @property
+    def model_facts(self) -> ModelFacts:
+        return self.facts.model
 
     def describe(self) -> dict[str, object]:
-        lbnet = self.facts.lbnet
-        return {
-            "backend": "tensorrt",
-            "path": str(self.path),
-            "tensorrt": self.tensorrt,
-            "gpu": self.gpu.name,
-            "variant": lbnet.get("variant", "?"),
-            "scale": self.scale,
-            "heads": int(lbnet.get("heads", 8)),
-            "n_feats": int(lbnet.get("n_feats", 32)),
-            "precision": self.facts.precision,
-            "input_size": self.input_size,
-            "max_batch": self.max_batch,
-        }
+        return describe_facts(
+            self.model_facts, "tensorrt", path=str(self.path), tensorrt=self.tensorrt,
+            gpu=self.gpu.name, precision=self.facts.precision,
+        )  # fmt: skip
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = check_batch(batch, self.input_size)

@@ -146,7 +146,7 @@ def upscale_files(
                     bar.refresh()
 
                 sr = upscaler.upscale(image.rgb, progress=tick)
-            write_png_atomic(out, restore(image, sr))
+            write_png_atomic(out, restore(image, sr), image.icc_profile)
         except LBNetError as exc:
             print(f"lbnet-deploy: error: {exc}", file=sys.stderr)
             summary.failed += 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class LoadedImage:
     alpha: np.ndarray | None  # H x W uint8, or None
     grayscale: bool
     mode: str  # the file's PIL mode, for messages
+    icc_profile: bytes | None = None  # the file's colour profile, carried over to the output
 
 
 def _to_uint8_gray(img: Image.Image) -> np.ndarray:
@@ -107,6 +108,9 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> LoadedImage:
             img.load()  # decode now: truncated data fails here, inside the try
             ImageOps.exif_transpose(img, in_place=True)  # EXIF orientation, in place: no copy
             loaded = from_pil(img)
+            icc = img.info.get("icc_profile")
+            if isinstance(icc, bytes) and icc:  # the pixels stay in it: so must the output
+                loaded = replace(loaded, icc_profile=icc)
     except UnidentifiedImageError:
         raise LBNetError(f"{path} is not an image PIL can read") from None
     except Image.DecompressionBombError as exc:  # not an OSError
@@ -132,10 +136,12 @@ def restore(loaded: LoadedImage, sr_rgb: np.ndarray) -> np.ndarray:
     return np.dstack([out, alpha])
 
 
-def write_png_atomic(path: str | Path, array: np.ndarray) -> None:
-    """Write HxW, HxWx2, HxWx3 or HxWx4 uint8 as PNG, whole or not at all (`write_bytes_atomic`)."""
+def write_png_atomic(path: str | Path, array: np.ndarray, icc_profile: bytes | None = None) -> None:
+    """Write HxW, HxWx2, HxWx3 or HxWx4 uint8 as PNG, whole or not at all (`write_bytes_atomic`),
+    with `icc_profile` embedded where given."""
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {array.dtype}")
     encoded = io.BytesIO()
-    Image.fromarray(array).save(encoded, format="PNG")
+    extra = {"icc_profile": icc_profile} if icc_profile else {}
+    Image.fromarray(array).save(encoded, format="PNG", **extra)
     write_bytes_atomic(path, encoded.getvalue())

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import from_metadata
+from lbnet_deploy.metadata import ModelFacts, from_metadata, model_facts
 
-from .backend import check_batch, run_fixed_batch
+from .backend import check_batch, describe_facts, run_fixed_batch
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -177,60 +177,53 @@ class OnnxRuntimeRunner:
         self.path = loader.path
         self.session = loader()
         self._arena = ArenaGuard()
-        facts = from_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
-        if "scale" not in facts:
-            raise LBNetError(f"{self.path} was not exported by lbnet-deploy (no lbnet.* metadata)")
-        self.facts = facts
+        raw = from_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+        facts = model_facts(raw, str(self.path))
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self._output_name = self.session.get_outputs()[0].name
-        self._scale = int(facts["scale"])
-        self._input_size = _parse_size(facts.get("input_size"), inp.shape)
-        batch = facts.get("batch")
-        self._batch = int(batch) if batch and batch.isdigit() else _dim(inp.shape[0])
+        if len(inp.shape) != 4:
+            raise LBNetError(f"{self.path}: its input is {list(inp.shape)}, not (B, 3, H, W)")
+        graph = (_dim(inp.shape[0]), _dim(inp.shape[2]), _dim(inp.shape[3]))
+        size, batch = facts.input_size, facts.batch
+        if "input_size" not in raw:  # an older export: the graph's own dims decide
+            size = (graph[1], graph[2]) if graph[1] and graph[2] else None
+        if batch is None:
+            batch = graph[0]
+        fixed = (graph[0] or batch, *(size or (None, None)))
+        if any(g and g != f for g, f in zip(graph, fixed, strict=True)):
+            raise LBNetError(
+                f"{self.path}: its graph takes {list(inp.shape)}, its metadata says batch "
+                f"{facts.batch or 'any'}, size {size or 'any'}: the file contradicts itself"
+            )
+        self.facts = facts.with_sizes(size, batch)
+
+    @property
+    def model_facts(self) -> ModelFacts:
+        return self.facts
 
     @property
     def input_size(self) -> tuple[int, int] | None:
-        return self._input_size
+        return self.facts.input_size
 
     @property
     def max_batch(self) -> int | None:
-        return self._batch
+        return self.facts.batch
 
     @property
     def scale(self) -> int:
-        return self._scale
+        return self.facts.scale
 
     def describe(self) -> dict[str, object]:
-        return {
-            "backend": "onnxruntime",
-            "path": str(self.path),
-            "providers": self.session.get_providers(),
-            "variant": self.facts.get("variant", "?"),
-            "scale": self._scale,
-            "heads": int(self.facts.get("heads", 8)),  # 8 (LBNet) over-estimates memory: safe
-            "n_feats": int(self.facts.get("n_feats", 32)),
-            "precision": self.facts.get("precision", "fp32"),
-            "input_size": self._input_size,
-            "max_batch": self._batch,
-        }
+        return describe_facts(
+            self.facts, "onnxruntime", path=str(self.path), providers=self.session.get_providers()
+        )
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch, self._input_size)
-        return run_fixed_batch(self._run, batch, self._batch)
+        batch = check_batch(batch, self.input_size)
+        return run_fixed_batch(self._run, batch, self.max_batch)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         feeds = {self._input_name: batch}
         options = self._arena.run_options(batch.shape)
         return self.session.run([self._output_name], feeds, options)[0]
-
-
-def _parse_size(label: str | None, shape: Sequence[object]) -> tuple[int, int] | None:
-    """'128x96' or 'dynamic' from metadata; else the graph's input shape."""
-    if label and label != "dynamic":
-        h, w = (int(v) for v in label.split("x"))
-        return h, w
-    if label == "dynamic":
-        return None
-    dh, dw = _dim(shape[2]), _dim(shape[3])
-    return (dh, dw) if dh and dw else None

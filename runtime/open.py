@@ -26,6 +26,7 @@ def open_runner(
     tile: int | None = None,
     batch: int = 1,
     precision: str | None = None,
+    scale: int | None = None,
 ) -> Runner:
     """A runner for a model name, checkpoint, .onnx or engine file on the chosen backend.
 
@@ -38,10 +39,10 @@ def open_runner(
     if spec.startswith("bicubic"):  # "bicubic-x4": the interpolation baseline
         from .bicubic import BicubicRunner
 
-        scale = spec.rpartition("x")[2]
-        if not scale.isdigit():
+        factor = spec.rpartition("x")[2]
+        if not factor.isdigit():
             raise LBNetError(f"name the bicubic baseline's scale, e.g. bicubic-x4, not {spec!r}")
-        return BicubicRunner(int(scale))
+        return BicubicRunner(int(factor))
     if backend not in BACKENDS:
         raise LBNetError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if spec.endswith(ENGINE_SUFFIXES) and backend == "ort":
@@ -60,7 +61,9 @@ def open_runner(
         from .engine import TensorRTRunner
         from .upscaler import DEFAULT_TILE
 
-        engine = engine_file(spec, tile=tile or DEFAULT_TILE, batch=batch, precision=precision)
+        engine = engine_file(
+            spec, tile=tile or DEFAULT_TILE, batch=batch, precision=precision, scale=scale
+        )
         return TensorRTRunner(engine)
     providers = BACKENDS[backend]
     if providers is None:
@@ -69,5 +72,5 @@ def open_runner(
         if spec.endswith(".onnx"):
             raise LBNetError("the torch backend runs checkpoints or model names, not .onnx files")
         return TorchRunner(spec, threads=threads)
-    graph = model_file(spec, precision=precision)
+    graph = model_file(spec, precision=precision, scale=scale)
     return OnnxRuntimeRunner(graph, providers=providers, threads=threads)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import AnySizeRunner, check_batch
+from lbnet_deploy.metadata import ModelFacts
+
+from .backend import AnySizeRunner, check_batch, describe_facts
 from .onnxrt import bounded_threads
 
 
@@ -32,19 +34,12 @@ class TorchRunner(AnySizeRunner):
         self.model.to(self.device)
         self.scale = self.descriptor.scale
 
+    @property
+    def model_facts(self) -> ModelFacts:
+        return ModelFacts(self.descriptor, "fp32")
+
     def describe(self) -> dict[str, object]:
-        d = self.descriptor
-        return {
-            "backend": "torch",
-            "device": str(self.device),
-            "variant": d.variant,
-            "scale": d.scale,
-            "heads": d.heads,
-            "n_feats": d.n_feats,
-            "precision": "fp32",
-            "input_size": None,
-            "max_batch": None,
-        }
+        return describe_facts(self.model_facts, "torch", device=str(self.device))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = check_batch(batch, None)

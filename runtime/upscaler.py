@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import ModelFacts
 
 from .backend import Runner
 from .tiling import MERGES, Merger, Tile, TileGrid, pad_to
@@ -27,30 +28,16 @@ DEFAULT_MERGE = "feather"
 DEFAULT_BUDGET_MB = 2048
 MIN_TILE = 16  # below this, padding and overlap dominate the work
 
-# Peak memory model, fitted to ORT CPU peak RSS above the loaded session (LBNet-T x4, dynamic
-# graph, batch 1): 1024 tokens +16 MiB, 4096 +100, 9216 +365, 16384 +991, 25600 +2277,
-# 36864 +4451 MiB. Least squares: 2.03 x the banded score matrices (h * N^2/16 floats: all 16
-# runs are one batched MatMul, scores and softmax both live) + 23 x a 9F x N token tensor;
-# within 20 MiB at every point. Rounded up for a margin.
-ATTN_FACTOR = 2.1
-TOKEN_FACTOR = 24
-
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 
 
-def estimate_bytes(tokens: int, heads: int, n_feats: int, batch: int = 1) -> int:
-    """Peak inference memory for `batch` LR tiles of `tokens` pixels each."""
-    scores = heads * tokens * tokens / 16 * 4
-    token_tensor = 9 * n_feats * tokens * 4
-    return int(batch * (ATTN_FACTOR * scores + TOKEN_FACTOR * token_tensor))
-
-
-def largest_square_tile(budget_bytes: int, heads: int, n_feats: int, batch: int = 1) -> int:
-    """The largest t such that a batch of t x t tiles fits the budget (at least 8)."""
+def largest_square_tile(budget_bytes: int, facts: ModelFacts, batch: int = 1) -> int:
+    """The largest t such that a batch of t x t tiles fits the budget (at least 8), by the
+    model's own memory model (`ModelFacts.inference_bytes`)."""
     lo, hi = 8, 16384
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if estimate_bytes(mid * mid, heads, n_feats, batch) <= budget_bytes:
+        if facts.inference_bytes(mid * mid, batch) <= budget_bytes:
             lo = mid
         else:
             hi = mid - 1
@@ -138,18 +125,16 @@ class Upscaler:
             raise LBNetError(f"memory budget must be at least 1 MB, got {memory_budget_mb}")
         self.runner, self.tile, self.overlap, self.merge = runner, tile, overlap, merge
         self.memory_budget_mb = memory_budget_mb
-        facts = runner.describe()
-        self.heads = int(facts.get("heads", 8))  # type: ignore[call-overload]
-        self.n_feats = int(facts.get("n_feats", 32))  # type: ignore[call-overload]
+        self.facts = runner.model_facts
         self.batch = min(batch, runner.max_batch or batch)
         budget_mb = self.budget // 2**20
-        limit = largest_square_tile(self.budget, self.heads, self.n_feats)
+        limit = largest_square_tile(self.budget, self.facts)
         if runner.input_size is None and limit < MIN_TILE:
             raise LBNetError(
                 f"memory budget {budget_mb} MB is too small for even a {MIN_TILE}-pixel tile"
             )
         if tile is not None and runner.input_size is None and tile > limit:
-            need = estimate_bytes(tile * tile, self.heads, self.n_feats) / 2**20
+            need = self.facts.inference_bytes(tile * tile) / 2**20
             raise LBNetError(
                 f"tile {tile} needs ~{need:.0f} MB, over the memory budget of "
                 f"{budget_mb} MB (largest tile that fits: {limit})"
@@ -166,7 +151,7 @@ class Upscaler:
         """The least model memory an image must leave: one smallest tile (dynamic runners)."""
         if self.runner.input_size is not None:
             return 0  # a fixed-size engine's working memory is on the device, fixed at load
-        return estimate_bytes(MIN_TILE * MIN_TILE, self.heads, self.n_feats)
+        return self.facts.inference_bytes(MIN_TILE * MIN_TILE)
 
     def max_input_pixels(self) -> int:
         """The largest LR image (in pixels) the budget holds: checked from a file's header before
@@ -191,16 +176,16 @@ class Upscaler:
             grid_h, grid_w = max(height, th), max(width, tw)
         else:
             grid_h, grid_w = height, width
-            fits = estimate_bytes(height * width, self.heads, self.n_feats) <= model_budget
+            fits = self.facts.inference_bytes(height * width) <= model_budget
             if self.tile is None and fits:
                 th, tw = height, width
             else:
-                limit = largest_square_tile(model_budget, self.heads, self.n_feats)
+                limit = largest_square_tile(model_budget, self.facts)
                 t = min(self.tile or DEFAULT_TILE, limit)
                 th, tw = min(t, height), min(t, width)
         overlap = min(self.overlap, max(min(th, tw) // 2 - 1, 0))  # keep a positive stride
         grid = TileGrid(grid_h, grid_w, th, tw, overlap)
-        per_tile = max(estimate_bytes(th * tw, self.heads, self.n_feats), 1)
+        per_tile = max(self.facts.inference_bytes(th * tw), 1)
         batch = max(1, min(self.batch, len(grid.tiles()), model_budget // per_tile))
         return Plan(grid, batch)
 

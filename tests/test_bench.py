@@ -358,7 +358,8 @@ def test_scaling_skips_whole_sizes_that_exceed_the_memory_cap_without_exporting_
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lbnet_deploy.benchmarks import studies
-    from lbnet_deploy.runtime.upscaler import estimate_bytes
+    from lbnet_deploy.descriptor import describe
+    from lbnet_deploy.metadata import ModelFacts
 
     monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
     opened: list[tuple[int, int]] = []
@@ -369,7 +370,8 @@ def test_scaling_skips_whole_sizes_that_exceed_the_memory_cap_without_exporting_
         return real_open(backend, spec, size, **kw)
 
     monkeypatch.setattr(studies, "open_bench_runner", recording_open)
-    cap_mb = estimate_bytes(24 * 24, 6, 18) / 2**20  # 16 and 24 fit, 32 does not
+    facts = ModelFacts(describe("LBNet-T", 4))
+    cap_mb = facts.inference_bytes(24 * 24) / 2**20  # 16 and 24 fit, 32 does not
     rows = studies.scaling_study(
         "lbnet-t-x4", (16, 24, 32), (32,), tile=16, overlap=4, warmup=0, runs=1, threads=1,
         memory_cap_mb=cap_mb, log=lambda *_: None,

@@ -15,7 +15,7 @@ from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.images import read_image, restore, write_png_atomic
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner, resolve_providers
 from lbnet_deploy.runtime.tiling import Merger, TileGrid, axis_starts
-from lbnet_deploy.runtime.upscaler import Upscaler, estimate_bytes, largest_square_tile
+from lbnet_deploy.runtime.upscaler import Upscaler, image_bytes, largest_square_tile
 
 from .conftest import DATA, set5_lr
 
@@ -158,12 +158,15 @@ def test_tile_grid_covers_and_feather_weights_sum_to_one() -> None:
 
 
 def test_memory_budget_bounds_tile_and_batch(dyn: OnnxRuntimeRunner) -> None:
-    assert estimate_bytes(128 * 128, 6, 18) < estimate_bytes(160 * 160, 6, 18)
-    t = largest_square_tile(512 * 2**20, 6, 18)
-    assert estimate_bytes(t * t, 6, 18) <= 512 * 2**20 < estimate_bytes((t + 1) ** 2, 6, 18)
+    need = dyn.model_facts.inference_bytes
+    assert need(128 * 128) < need(160 * 160)
+    t = largest_square_tile(512 * 2**20, dyn.model_facts)
+    assert need(t * t) <= 512 * 2**20 < need((t + 1) ** 2)
     plan = Upscaler(dyn, tile=None, memory_budget_mb=64, batch=8).plan(300, 200)
     assert plan.grid.tile_h == plan.grid.tile_w < 64
-    assert plan.batch * estimate_bytes(plan.grid.tile_h**2, 6, 18) <= 64 * 2**20
+    # the model's tiles and the image's own buffers together within the budget
+    buffers = image_bytes(300, 200, dyn.scale)
+    assert plan.batch * need(plan.grid.tile_h**2) + buffers <= 64 * 2**20
     assert Upscaler(dyn).plan(70, 70).whole
 
 

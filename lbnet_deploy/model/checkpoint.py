@@ -69,7 +69,13 @@ def load_checkpoint(
     if variant is not None and variant.lower() != desc.variant.lower():
         raise LBNetError(f"{path} is {desc.variant} x{desc.scale}, but variant {variant} was asked")
     model = LBNet(desc)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape: torch lists every one, 27 lines
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), "")
+        raise LBNetError(
+            f"{path} does not match {desc.variant} x{desc.scale}: {detail[:160] or exc}"
+        ) from None
     wrong = result.missing_keys + result.unexpected_keys
     if wrong:
         raise LBNetError(

@@ -177,6 +177,17 @@ def test_animated_gif_in_a_folder_is_picked_and_warned(tmp_path: Path, caplog) -
     assert (out / "anim.png").is_file()
 
 
+def test_icc_profile_is_carried_over(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    src = tmp_path / "wide.jpg"
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(src, icc_profile=profile)
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(src), "-o", str(out)]) == 0
+    assert Image.open(out / "wide.png").info.get("icc_profile") == profile
+
+
 # --- model files that lie ----------------------------------------------------------------
 
 
@@ -297,6 +308,18 @@ def test_counts_out_of_range_are_usage_errors(args: list[str], capsys) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "must be at least 1" in err or "whole number" in err
+
+
+def test_scale_mismatch_is_found_before_a_first_use_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LBNET_WEIGHTS_DIR", str(tmp_path / "no-weights"))  # nothing to load
+    img = corpus.photo(tmp_path / "a.png")
+    args = ["upscale", str(img), "-o", str(tmp_path / "o"), "--model", "lbnet-t-x2"]
+    assert main([*args, "--scale", "4"]) == 2
+    assert "x2 model, but --scale 4" in _errors(capsys)[0]
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()
 
 
 def test_threads_are_bounded_by_the_cpus_available() -> None:
