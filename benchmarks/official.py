@@ -21,10 +21,10 @@ import numpy as np
 import onnx
 import torch
 
-from lbnet_deploy import __version__
+from lbnet_deploy._version import __version__
 from lbnet_deploy.descriptor import ModelDescriptor
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.export.onnx_export import save_atomic
+from lbnet_deploy.export.onnx_io import save_atomic
 from lbnet_deploy.metadata import to_metadata
 from lbnet_deploy.model.checkpoint import load_model
 from lbnet_deploy.weights import cache_root

@@ -15,8 +15,7 @@ from pathlib import Path
 import onnx
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.export.inspect import load_onnx
-from lbnet_deploy.export.onnx_export import save_atomic
+from lbnet_deploy.export.onnx_io import load_onnx, save_atomic
 from lbnet_deploy.metadata import from_metadata
 
 from .data import calibration_crops, holdout_pairs

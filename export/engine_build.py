@@ -18,7 +18,7 @@ runtime/engine.py (type-checked here against tensorrt-stubs, tested against a fa
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,12 +37,14 @@ from lbnet_deploy.runtime.engine import (
 )
 from lbnet_deploy.weights import sha256_file
 
-from .inspect import graph_facts
+from .onnx_io import graph_facts
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 DEFAULT_WORKSPACE_MB = 2048
+
+log = logging.getLogger("lbnet_deploy")
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ def _build(
         if config.add_optimization_profile(profile) < 0:
             raise LBNetError(f"TensorRT rejected the optimization profile {shape}")
     use_timing_cache(config, options.timing_cache)
-    print(f"building a TensorRT {trt.__version__} engine for {shape} ...", file=sys.stderr)
+    log.info("building a TensorRT %s engine for %s ...", trt.__version__, shape)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise LBNetError(f"TensorRT could not build an engine from {onnx_path} (log above)")
@@ -212,8 +214,7 @@ def use_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> None:
     previous = path.read_bytes() if path is not None and path.is_file() else b""
     cache = config.create_timing_cache(previous) if previous else None
     if previous and (cache is None or not config.set_timing_cache(cache, ignore_mismatch=False)):
-        print(f"warning: timing cache {path} does not fit this GPU/TensorRT; starting afresh",
-              file=sys.stderr)  # fmt: skip
+        log.warning("timing cache %s does not fit this GPU/TensorRT; starting afresh", path)
         cache = None
     if cache is None:
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)

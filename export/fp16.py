@@ -331,8 +331,7 @@ def write_fp16(
     """The one way an FP16 file is made (`export --precision fp16`, `--precision fp16` on a
     model name, bench): convert, refuse a graph that gives Inf/NaN on saturated patterns,
     check it is TensorRT-parsable, write it whole."""
-    from .inspect import tensor_dims
-    from .onnx_export import save_atomic
+    from .onnx_io import save_atomic, tensor_dims
     from .trt_ops import check_trt_parsable
 
     graph = to_fp16(onnx.load(str(fp32_path)), keep_fp32=keep_fp32)

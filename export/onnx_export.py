@@ -17,12 +17,12 @@ from pathlib import Path
 import onnx
 import torch
 
-from lbnet_deploy import __version__
+from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import to_metadata
-from lbnet_deploy.model.lbnet import LBNet
-from lbnet_deploy.runtime.atomic import write_bytes_atomic
+from lbnet_deploy.model.lbnet import LBNet, Ops
 
+from .onnx_io import save_atomic
 from .trt_ops import check_trt_parsable, op_histogram
 
 OPSET = 20  # the newest opset TensorRT 10's parser takes
@@ -110,12 +110,6 @@ def finalize(graph: onnx.ModelProto) -> onnx.ModelProto:
     return graph
 
 
-def save_atomic(graph: onnx.ModelProto, path: Path) -> None:
-    """Never a half-written model (runtime.atomic); our graphs are far below protobuf's 2 GB."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, graph.SerializeToString())
-
-
 def export_onnx(model: LBNet, path: str | Path, options: ExportOptions) -> ExportReport:
     """Export `model` to `path` and return what was measured about the result."""
     path = Path(path)
@@ -123,11 +117,10 @@ def export_onnx(model: LBNet, path: str | Path, options: ExportOptions) -> Expor
         raise LBNetError(f"input size must be at least 1x1, got {options.size_label}")
     desc = model.descriptor
     start = time.perf_counter()
-    mode = "reference" if options.reference_ops else (
+    mode: Ops = "reference" if options.reference_ops else (
         "dynamic" if options.input_size is None else "static"
     )  # fmt: skip
-    model.set_ops(mode).eval()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, model.using_ops(mode):
         raw = Path(tmp) / "raw.onnx"
         _torch_export(model, options, raw)
         graph = onnx.load(raw)

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.resolve import ENGINE_SUFFIXES
 from lbnet_deploy.runtime.atomic import default_dir_mode, write_text_atomic
-from lbnet_deploy.runtime.engine import EngineFacts, read_facts
+from lbnet_deploy.runtime.engine import ENGINE_SUFFIXES, EngineFacts, read_facts
 
-from .inspect import graph_facts
+from .onnx_io import graph_facts
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}  # the I/O types we export
 

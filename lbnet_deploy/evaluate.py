@@ -7,7 +7,7 @@ s pixels shaved at every border; mean over images.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +23,8 @@ from lbnet_deploy.runtime.atomic import write_json_atomic
 from lbnet_deploy.runtime.files import IMAGE_SUFFIXES
 from lbnet_deploy.runtime.images import read_image, write_png_atomic
 from lbnet_deploy.runtime.upscaler import Upscaler, to_uint8
+
+log = logging.getLogger("lbnet_deploy")
 
 
 @dataclass(frozen=True)
@@ -202,11 +204,10 @@ def evaluate(
         result.images.append(score)
         if progress:
             extra = f", ensemble {score.ensemble_psnr_y:.3f}" if ensemble else ""
-            print(
-                f"[{i}/{len(samples)}] {sample.name}: {score.psnr_y:.4f} dB / "
-                f"{score.ssim_y:.5f}{extra}",
-                file=sys.stderr,
-            )
+            log.info(
+                "[%d/%d] %s: %.4f dB / %.5f%s",
+                i, len(samples), sample.name, score.psnr_y, score.ssim_y, extra,
+            )  # fmt: skip
     result.seconds = time.perf_counter() - start
     return result
 

@@ -7,14 +7,15 @@ and needs no torch.
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
-from lbnet_deploy import __version__
+from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.runtime.engine import ENGINE_SUFFIXES
 from lbnet_deploy.weights import cache_root, get_named_model, resolve_weights, sha256_file
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+log = logging.getLogger("lbnet_deploy")
 
 
 def checkpoint_path(spec: str, scale: int | None = None) -> Path:
@@ -64,7 +65,7 @@ def model_file(
         from lbnet_deploy.export.fp16 import write_fp16
 
         fp32 = model_file(spec, input_size=input_size, batch=batch, scale=scale)
-        print(f"converting {fp32.name} to FP16 into {cached} (first use) ...", file=sys.stderr)
+        log.info("converting %s to FP16 into %s (first use) ...", fp32.name, cached)
         write_fp16(fp32, cached)
         return cached
     if precision != "fp32":
@@ -73,7 +74,7 @@ def model_file(
     from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
     from lbnet_deploy.model.checkpoint import load_checkpoint
 
-    print(f"exporting {ckpt.name} ({size_label}) to {cached} (first use) ...", file=sys.stderr)
+    log.info("exporting %s (%s) to %s (first use) ...", ckpt.name, size_label, cached)
     model, _ = load_checkpoint(ckpt, scale=scale)  # checked before the export, not after
     export_onnx(model, cached, ExportOptions(input_size=input_size, batch=batch))
     return cached
@@ -89,7 +90,7 @@ def engine_file(
     if path.suffix in ENGINE_SUFFIXES:
         return path
     from lbnet_deploy.export.engine_build import BuildOptions, build_engine, engine_shape
-    from lbnet_deploy.export.inspect import graph_facts
+    from lbnet_deploy.export.onnx_io import graph_facts
     from lbnet_deploy.runtime.engine import gpu_facts, load_cuda, require_tensorrt
 
     trt_version, gpu = require_tensorrt(), gpu_facts(load_cuda())  # before a download or export
@@ -105,8 +106,7 @@ def engine_file(
     key = f"{sha256_file(onnx)[:16]}-{shape}-trt{trt_version}-v{__version__}"
     cached = cache_root() / "engines" / f"{key}-sm{gpu.compute_capability}.plan"
     if not cached.is_file():
-        print(f"building a TensorRT engine for {onnx.name} into {cached} (first use) ...",
-              file=sys.stderr)  # fmt: skip
+        log.info("building a TensorRT engine for %s into %s (first use) ...", onnx.name, cached)
         cached.parent.mkdir(parents=True, exist_ok=True)
         build_engine(onnx, cached, options)
     return cached

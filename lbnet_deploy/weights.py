@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import logging
 import os
 import sys
 import tempfile
@@ -30,12 +31,14 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from lbnet_deploy import __version__
+from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
 
 DEFAULT_WEIGHTS_URL = "https://raw.githubusercontent.com/IVIPLab/LBNet/main"
 DOWNLOAD_TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
+
+log = logging.getLogger("lbnet_deploy")
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,10 @@ def resolve_weights(name: str, *, progress: bool = True) -> Path:
         if actual == model.sha256:
             return cached
         # Our own cache: a bad file (truncated copy, disk error) is simply fetched again.
-        print(
-            f"lbnet-deploy: cached {cached} has SHA-256 {actual}, expected {model.sha256}; "
-            "downloading it again",
-            file=sys.stderr,
-        )
+        log.warning(
+            "cached %s has SHA-256 %s, expected %s; downloading it again",
+            cached, actual, model.sha256,
+        )  # fmt: skip
         cached.unlink()
 
     return _download(model, cache_dir, progress=progress)
@@ -247,9 +249,8 @@ def _download(model: NamedModel, cache_dir: Path, *, progress: bool) -> Path:
         raise
 
     if model.sha256 is None:
-        print(
-            f"lbnet-deploy: warning: the SHA-256 of {model.name} is not known to lbnet-deploy, "
-            f"so {target} cannot be verified; its SHA-256 is {actual} (pin it if you trust it)",
-            file=sys.stderr,
-        )
+        log.warning(
+            "the SHA-256 of %s is not known to lbnet-deploy, so %s cannot be verified; its "
+            "SHA-256 is %s (pin it if you trust it)", model.name, target, actual,
+        )  # fmt: skip
     return target

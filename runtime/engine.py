@@ -35,6 +35,7 @@ from .backend import check_batch, describe_facts, run_fixed_batch
 if TYPE_CHECKING:
     import tensorrt as trt
 
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # what names a TensorRT engine file
 INSTALL_HINT = "install lbnet-deploy[trt] on a machine with an NVIDIA GPU"
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +21,8 @@ from .upscaler import Upscaler
 IMAGE_SUFFIXES = {
     ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".gif",
 }  # fmt: skip
+
+log = logging.getLogger("lbnet_deploy")
 
 
 def expand_inputs(items: Iterable[str]) -> list[Path]:
@@ -148,7 +150,7 @@ def upscale_files(
                 sr = upscaler.upscale(image.rgb, progress=tick)
             write_png_atomic(out, restore(image, sr), image.icc_profile)
         except LBNetError as exc:
-            print(f"lbnet-deploy: error: {exc}", file=sys.stderr)
+            log.error("%s", exc)
             summary.failed += 1
             continue
         summary.images += 1

@@ -256,7 +256,7 @@ def test_cli_build_info_and_upscale_with_an_engine(fake, tmp_path, capsys) -> No
 
 
 def test_onnx_on_tensorrt_backend_builds_once_and_caches(fake, tmp_path, monkeypatch) -> None:
-    from lbnet_deploy.runtime.open import open_runner
+    from lbnet_deploy.loaders import open_runner
 
     monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
     src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
@@ -296,7 +296,7 @@ def test_bench_times_engines_only_where_tensorrt_runs(monkeypatch) -> None:
 
 def test_tensorrt_backend_fails_before_any_download_or_export(no_tensorrt, monkeypatch) -> None:
     from lbnet_deploy import resolve
-    from lbnet_deploy.runtime.open import open_runner
+    from lbnet_deploy.loaders import open_runner
 
     monkeypatch.setattr(resolve, "model_file", lambda *a, **k: pytest.fail("exported first"))
     with pytest.raises(LBNetError, match="TensorRT is not installed"):

@@ -1,4 +1,5 @@
-"""`lbnet-deploy info`: what an exported file is, read from the file alone."""
+"""ONNX files in and out, torch-free: reading (one-line errors), writing whole-or-nothing, the
+facts of an exported graph, and `lbnet-deploy info`'s description of a file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import onnx
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import from_metadata, model_facts
+from lbnet_deploy.runtime.atomic import write_bytes_atomic
 
 from .trt_ops import op_histogram
 
@@ -28,6 +30,12 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     if not graph.graph.input or not graph.graph.output:  # protobuf parses much that is not ONNX
         raise LBNetError(f"{path} is not an ONNX model (a graph with no inputs or outputs)")
     return graph
+
+
+def save_atomic(graph: onnx.ModelProto, path: Path) -> None:
+    """Never a half-written model (runtime.atomic); our graphs are far below protobuf's 2 GB."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, graph.SerializeToString())
 
 
 def lbnet_facts(graph: onnx.ModelProto, path: str | Path) -> dict[str, str]:

@@ -1,0 +1,3 @@
+"""The tool version: recorded in every exported file and cache key."""
+
+__version__ = "0.2.0"

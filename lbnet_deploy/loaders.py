@@ -1,0 +1,174 @@
+"""From what the user named to a running backend: one chain of small loaders, Polygraphy-style.
+
+Each loader is a frozen dataclass with a `key` (what the file it makes depends on: the cache key)
+and a call that produces the file, or the runner at the end of the chain:
+
+    ModelSpec("lbnet-t-x4")                    a name, checkpoint, .onnx or engine file
+      -> OnnxFromSpec(spec, size, batch, precision)   the ONNX graph (exported on first use, cached)
+      -> EngineFromOnnx(onnx, tile, batch)            a fixed-size TensorRT engine (built, cached)
+      -> RunnerFromFile(backend, file, threads)        the backend's runner (`runtime.registry`)
+
+`open_runner` assembles the chain for a backend from the registry's `artifact`: `upscale`,
+`eval`, `parity`, `bench` and the Python API all open runners through it, so there is one
+export cache and one engine cache. The files themselves are made by `resolve` (export, FP16
+conversion, engine build); nothing here imports torch, onnx or TensorRT until a file must be made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.resolve import engine_file, model_file
+from lbnet_deploy.runtime.backend import Runner
+from lbnet_deploy.runtime.engine import ENGINE_SUFFIXES
+from lbnet_deploy.runtime.registry import DEFAULT, Backend, get_backend
+from lbnet_deploy.runtime.upscaler import DEFAULT_TILE
+
+FP_PRECISIONS = (
+    "fp32",
+    "fp16",
+)  # what --precision picks for a name or checkpoint (INT8: calibrate)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user named; `scale` (their --scale) is checked before any download or export."""
+
+    spec: str
+    scale: int | None = None
+
+    @property
+    def is_engine(self) -> bool:
+        return self.spec.endswith(ENGINE_SUFFIXES)
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.spec.endswith(".onnx")
+
+    @property
+    def is_file(self) -> bool:
+        """A model file with its own precision (not a name or checkpoint to export)."""
+        return self.is_engine or self.is_onnx
+
+
+@dataclass(frozen=True)
+class OnnxFromSpec:
+    """The ONNX graph for a spec: an .onnx as given, else the cached export of the checkpoint
+    (input_size/batch None: dynamic), converted to FP16 where asked."""
+
+    model: ModelSpec
+    input_size: tuple[int, int] | None = None
+    batch: int | None = None
+    precision: str = "fp32"
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.model.spec, self.input_size, self.batch, self.precision)
+
+    def __call__(self) -> Path:
+        return model_file(
+            self.model.spec, input_size=self.input_size, batch=self.batch,
+            precision=self.precision, scale=self.model.scale,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EngineFromOnnx:
+    """A fixed tile x tile, batch `batch` TensorRT engine for a spec (an engine file as given)."""
+
+    model: ModelSpec
+    tile: int = DEFAULT_TILE
+    batch: int = 1
+    precision: str = "fp32"
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.model.spec, self.tile, self.batch, self.precision)
+
+    def __call__(self) -> Path:
+        return engine_file(
+            self.model.spec, tile=self.tile, batch=self.batch, precision=self.precision,
+            scale=self.model.scale,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunnerFromFile:
+    """The backend's runner over the file its loader makes."""
+
+    backend: Backend
+    file: OnnxFromSpec | EngineFromOnnx | Path
+    threads: int | None = None
+
+    def __call__(self) -> Runner:
+        path = self.file if isinstance(self.file, Path) else self.file()
+        return self.backend.open(path, self.threads)
+
+
+def chain(
+    spec: str,
+    backend: str = DEFAULT,
+    threads: int | None = None,
+    *,
+    tile: int | None = None,
+    batch: int = 1,
+    precision: str | None = None,
+    scale: int | None = None,
+) -> RunnerFromFile:
+    """The loader chain for `spec` on `backend`, checked before anything is made."""
+    model = ModelSpec(spec, scale)
+    if model.is_engine and backend == DEFAULT:
+        backend = "tensorrt"  # the default backend cannot run an engine; the user meant this
+    entry = get_backend(backend)
+    if precision is not None:
+        if model.is_file:
+            raise LBNetError(f"{spec} has its own precision: --precision is for names and .pt")
+        if precision not in FP_PRECISIONS:
+            raise LBNetError(f"precision must be fp32 or fp16 (INT8: `calibrate`), not {precision}")
+        if precision not in entry.precisions:
+            raise LBNetError(f"the {backend} backend runs {', '.join(entry.precisions)} only")
+    fp = precision or "fp32"
+    if entry.artifact == "engine":
+        if (tile is not None and tile < 1) or batch < 1:
+            raise LBNetError(f"tile and batch must be at least 1, got {tile} and {batch}")
+        return RunnerFromFile(entry, EngineFromOnnx(model, tile or DEFAULT_TILE, batch, fp))
+    if model.is_engine:
+        raise LBNetError(
+            f"{spec}: TensorRT engines run on the tensorrt backend (--backend tensorrt)"
+        )
+    if entry.artifact == "checkpoint":
+        if model.is_onnx:
+            raise LBNetError("the torch backend runs checkpoints or model names, not .onnx files")
+        return RunnerFromFile(entry, Path(spec), threads)  # a name is resolved by the runner
+    return RunnerFromFile(entry, OnnxFromSpec(model, precision=fp), threads)
+
+
+def open_runner(
+    spec: str,
+    backend: str = DEFAULT,
+    threads: int | None = None,
+    *,
+    tile: int | None = None,
+    batch: int = 1,
+    precision: str | None = None,
+    scale: int | None = None,
+) -> Runner:
+    """A runner for a model name, checkpoint, .onnx or engine file on the chosen backend.
+
+    Checkpoints run on ONNX Runtime through a dynamic-size graph exported on first use and
+    cached; the runtime itself never needs torch unless `backend="torch"`. On "tensorrt"
+    (chosen by itself for engine files) names, checkpoints and .onnx files become a fixed
+    `tile` x `tile`, batch `batch` engine, built on first use and cached. `precision` ("fp16")
+    picks the graph made from a name or checkpoint; a file has its own. "bicubic-x4" is the
+    interpolation baseline on any backend.
+    """
+    if spec.startswith("bicubic"):  # "bicubic-x4": the interpolation baseline
+        from lbnet_deploy.runtime.bicubic import BicubicRunner
+
+        factor = spec.rpartition("x")[2]
+        if not factor.isdigit():
+            raise LBNetError(f"name the bicubic baseline's scale, e.g. bicubic-x4, not {spec!r}")
+        return BicubicRunner(int(factor))
+    return chain(spec, backend, threads, tile=tile, batch=batch, precision=precision, scale=scale)()

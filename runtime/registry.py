@@ -1,0 +1,116 @@
+"""The backend registry: every runtime the toolkit can run a model on, in one table.
+
+An entry says what the backend needs installed, whether it needs a GPU, which precisions it
+runs, what kind of file it runs (an ONNX graph, a TensorRT engine, a checkpoint), how to open
+its runner on such a file, and how to tell that the runner really runs where it says. The CLI's
+`--backend` choices, parity's backends and bench's product contenders all come from here;
+`lbnet_deploy.loaders` turns a model name, checkpoint or file into the file an entry needs.
+
+Adding a backend is one entry here and one runner module beside this one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lbnet_deploy.errors import LBNetError
+
+from .backend import Runner
+
+Artifact = Literal["onnx", "engine", "checkpoint"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    summary: str
+    requires: tuple[str, ...]  # importable modules it needs
+    gpu: bool
+    precisions: tuple[str, ...]  # what it runs (a graph's own precision, or --precision)
+    artifact: Artifact  # the file its runner opens
+    open: Callable[[Path, int | None], Runner]  # (file, CPU threads) -> runner
+    where: Callable[[Runner], str]  # where the opened runner really runs, for the summary
+
+    def missing(self) -> list[str]:
+        """The required modules that are not installed (empty: it can be tried)."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def check_installed(self) -> None:
+        missing = self.missing()
+        if missing:
+            raise LBNetError(
+                f"backend {self.name} needs {', '.join(missing)}, which is not installed"
+            )
+
+
+def _ort(providers: tuple[str, ...]) -> Callable[[Path, int | None], Runner]:
+    def open_ort(path: Path, threads: int | None) -> Runner:
+        from .onnxrt import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(path, providers=providers, threads=threads)
+
+    return open_ort
+
+
+def _ort_where(runner: Runner) -> str:
+    # create_session refused the session if a provider asked for did not load
+    providers = runner.describe().get("providers") or []
+    return str(providers[0]) if isinstance(providers, list) and providers else "?"
+
+
+def _tensorrt(path: Path, threads: int | None) -> Runner:
+    from .engine import TensorRTRunner
+
+    return TensorRTRunner(path)
+
+
+def _torch(path: Path, threads: int | None) -> Runner:
+    from .torch_ref import TorchRunner
+
+    return TorchRunner(path, threads=threads)
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend(
+            "ort", "ONNX Runtime, CPU (default)", ("onnxruntime",), False,
+            ("fp32", "fp16", "int8"), "onnx", _ort(("cpu",)), _ort_where,
+        ),
+        Backend(
+            "ort-cuda", "ONNX Runtime's CUDA provider", ("onnxruntime",), True,
+            ("fp32", "fp16", "int8"), "onnx", _ort(("cuda",)), _ort_where,
+        ),
+        Backend(
+            "ort-tensorrt", "ONNX Runtime's TensorRT provider", ("onnxruntime",), True,
+            ("fp32", "fp16", "int8"), "onnx", _ort(("tensorrt", "cuda")), _ort_where,
+        ),
+        Backend(
+            "tensorrt", "native TensorRT engines (fixed size)", ("tensorrt",), True,
+            ("fp32", "fp16", "int8"), "engine", _tensorrt,
+            lambda r: str(r.describe().get("gpu", "GPU")),
+        ),
+        Backend(
+            "torch", "the PyTorch reference (the official code's semantics)", ("torch",), False,
+            ("fp32",), "checkpoint", _torch, lambda r: str(r.describe().get("device", "cpu")),
+        ),
+    )
+}  # fmt: skip
+
+DEFAULT = "ort"
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise LBNetError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}") from None
+
+
+def names(artifact: Artifact | None = None) -> tuple[str, ...]:
+    """Registered backend names, optionally only those that run `artifact` files."""
+    return tuple(n for n, b in BACKENDS.items() if artifact is None or b.artifact == artifact)
