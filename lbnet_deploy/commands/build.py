@@ -1,20 +1,20 @@
-"""The `build` and `triton` sub-commands: an exported graph to a TensorRT engine, and an
-engine or graph to a Triton model folder. Registered by lbnet_deploy.cli, as `bench` is."""
+"""`lbnet-deploy build`: an exported ONNX graph -> a fixed-size TensorRT engine + its sidecar."""
 
 from __future__ import annotations
 
 import argparse
 
-from lbnet_deploy.cli import parse_size
 from lbnet_deploy.errors import LBNetError
 
+from .options import parse_size
 
-def cmd_build(args: argparse.Namespace) -> int:
+
+def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
     from lbnet_deploy.export.engine_build import BuildOptions, build_engine
-    from lbnet_deploy.resolve import ENGINE_SUFFIXES
+    from lbnet_deploy.runtime.engine import ENGINE_SUFFIXES
 
     if not args.output.endswith(ENGINE_SUFFIXES):
         raise LBNetError(f"name the engine file {', '.join(ENGINE_SUFFIXES)}, not {args.output}")
@@ -35,35 +35,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_triton(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from lbnet_deploy.export.triton import model_io, write_repository
-
-    io = model_io(Path(args.model))
-    if args.cpu and io.platform == "tensorrt_plan":  # Triton would refuse to load it
-        raise LBNetError("a TensorRT engine runs on GPUs only: drop --cpu, or serve the .onnx")
-    facts = io.lbnet
-    name = args.name or "{}_x{}_{}".format(
-        facts.get("variant", "lbnet").lower().replace("-", "_"), facts["scale"],
-        facts.get("precision", "fp32"),
-    )  # fmt: skip
-    target = write_repository(
-        args.model, io, args.repository, name, version=args.version, max_batch=args.max_batch,
-        instances=args.instances, kind="KIND_CPU" if args.cpu else "KIND_GPU",
-    )  # fmt: skip
-    print(f"wrote Triton model {target} ({io.platform}, version {args.version})")
-    if io.platform == "tensorrt_plan":
-        engine = io.engine
-        assert engine is not None
-        print(
-            f"  the plan runs only in a Triton container with TensorRT {engine.tensorrt} on GPUs "
-            f"of compute capability {engine.compute_capability} ({engine.gpu})"
-        )
-    return 0
-
-
-def add_serving_parsers(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="TensorRT engine from an exported ONNX graph (needs a GPU)")
     p.add_argument("model", help=".onnx made by `export` (fp32, fp16) or `calibrate` (int8)")
     p.add_argument("-o", "--output", required=True, help="engine file (.plan, .engine or .trt)")
@@ -94,16 +66,4 @@ def add_serving_parsers(sub: argparse._SubParsersAction) -> None:
         help="TensorRT 10.x fallback: precision flags (FP16 / INT8) instead of strong typing; "
         "TensorRT may then run layers in lower precision than the graph says",
     )
-    p.set_defaults(func=cmd_build)
-
-    p = sub.add_parser("triton", help="Triton Inference Server model folder for an engine or .onnx")
-    p.add_argument("model", help="engine (.plan/.engine/.trt, with its sidecar) or .onnx")
-    p.add_argument("--repository", required=True, help="Triton model repository folder")
-    p.add_argument("--name", help="model name (default e.g. lbnet_t_x4_fp16)")
-    p.add_argument("--version", type=int, default=1, help="version folder (default 1)")
-    p.add_argument(
-        "--max-batch", type=int, default=8, help="for dynamic-batch graphs only (default 8)"
-    )
-    p.add_argument("--instances", type=int, default=1, help="instance_group count (default 1)")
-    p.add_argument("--cpu", action="store_true", help="KIND_CPU (ONNX on CPU) instead of GPU")
-    p.set_defaults(func=cmd_triton)
+    p.set_defaults(func=run)

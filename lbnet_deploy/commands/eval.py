@@ -1,0 +1,87 @@
+"""`lbnet-deploy eval`: PSNR/SSIM of any model and backend with the paper's protocol."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lbnet_deploy.errors import LBNetError
+
+from .options import add_runtime_options
+from .upscale import upscaler_for
+
+
+def run(args: argparse.Namespace) -> int:
+
+    from lbnet_deploy.evaluate import evaluate, find_hr_images, load_samples, table, write_json
+    from lbnet_deploy.runtime.files import (
+        check_output_dir,
+        prepare_output_dir,
+        refuse_inputs_as_outputs,
+    )
+
+    dataset = Path(args.dataset)
+    hr_paths = find_hr_images(dataset)
+    # before minutes of work: where the report and the SR images go, and that no SR image
+    # would replace one of the dataset's own files
+    if args.json:
+        check_output_dir(Path(args.json).absolute().parent)
+        refuse_inputs_as_outputs([args.json], hr_paths)
+    if args.save_sr:
+        check_output_dir(args.save_sr)
+        lr_dir = dataset / "LR_bicubic"
+        lr_files = [p for p in lr_dir.rglob("*") if p.is_file()] if lr_dir.is_dir() else []
+        sr_paths = [Path(args.save_sr) / f"{p.stem}.png" for p in hr_paths]
+        refuse_inputs_as_outputs(sr_paths, hr_paths + lr_files)
+
+    model = (
+        f"bicubic-x{args.scale}" if args.model.startswith("bicubic") and args.scale else args.model
+    )
+    # memory budget None: scores are compared with whole-image results (the paper, the official
+    # code), so every image runs whole that this machine can hold (75% of available memory,
+    # re-read per image)
+    upscaler = upscaler_for(args, model, args.precision)
+    baseline = upscaler_for(args, args.baseline) if args.baseline else None  # as it is
+    failed: list[LBNetError] = []
+
+    def skip(exc: LBNetError) -> None:  # one line per bad image; the others are scored
+        print(f"lbnet-deploy: error: {exc}", file=sys.stderr)
+        failed.append(exc)
+
+    samples = load_samples(
+        dataset, upscaler.runner.scale, lr_from_hr=args.lr_from_hr, on_error=skip
+    )
+    if not samples:
+        raise LBNetError(f"no image of {dataset} could be read")
+    save_sr = prepare_output_dir(args.save_sr) if args.save_sr else None
+    variant = str(upscaler.runner.describe().get("variant", "?"))
+    result = evaluate(
+        upscaler, samples, model=model, variant=variant,
+        dataset=dataset.resolve().name, ensemble=args.self_ensemble, baseline=baseline,
+        baseline_name=args.baseline, save_sr=save_sr, progress=not args.quiet,
+    )  # fmt: skip
+    print(table(result))
+    if failed:
+        print(f"scored {len(samples)} of {len(samples) + len(failed)} images", file=sys.stderr)
+    if args.json:
+        write_json(result, args.json)
+    return 1 if failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="PSNR/SSIM on a dataset with the paper's protocol")
+    p.add_argument("--model", required=True, help="name, .pt, .onnx, or bicubic (with --scale)")
+    p.add_argument("--dataset", required=True, help="EDSR layout (HR/ + LR_bicubic/) or HR images")
+    add_runtime_options(p, budget_mb=None)
+    p.add_argument(
+        "--lr-from-hr",
+        action="store_true",
+        help="make LR with our MATLAB bicubic even where LR files exist",
+    )
+    p.add_argument("--self-ensemble", action="store_true", help="also score the x8 ensemble")
+    p.add_argument("--baseline", help="a second model to compare with (e.g. FP32 vs INT8)")
+    p.add_argument("--save-sr", help="folder for the SR images (<HR name>.png)")
+    p.add_argument("--json", help="write per-image and mean scores as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-image progress")
+    p.set_defaults(func=run)

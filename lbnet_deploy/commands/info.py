@@ -1,0 +1,44 @@
+"""`lbnet-deploy info`: what an exported file or engine is, read from the file alone."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    from lbnet_deploy.runtime.engine import ENGINE_SUFFIXES
+
+    if args.file.endswith(ENGINE_SUFFIXES):  # the sidecar: readable without TensorRT
+        from lbnet_deploy.runtime.engine import engine_info
+
+        print(engine_info(args.file))
+        return 0
+    from lbnet_deploy.export.onnx_io import describe_file
+
+    print(describe_file(args.file))
+    if args.ranges:
+        from lbnet_deploy.export.fp16 import activation_ranges, range_table
+        from lbnet_deploy.export.onnx_io import lbnet_facts, load_onnx
+        from lbnet_deploy.parity import image_list, lr_crops
+        from lbnet_deploy.runtime.images import read_image
+
+        graph = load_onnx(args.file)
+        scale = int(lbnet_facts(graph, args.file)["scale"])  # checked: a foreign graph is 1 line
+        sizes = [(32, 32), (48, 40), (64, 64)]
+        images = [
+            c for p in image_list(args.images) for c in lr_crops(read_image(p).rgb, scale, sizes)
+        ]
+        print(range_table(activation_ranges(graph, images)))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print an exported file's facts and operator histogram")
+    p.add_argument("file", help=".onnx file or TensorRT engine (.plan, .engine, .trt)")
+    p.add_argument(
+        "--ranges",
+        action="store_true",
+        help="also measure activation ranges (FP16 safety) on real images",
+    )
+    p.add_argument("--images", help="photos for --ranges (default as for parity)")
+    p.set_defaults(func=run)

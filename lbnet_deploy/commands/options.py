@@ -1,0 +1,72 @@
+"""Options that several commands share, and their parsing: one place for each."""
+
+from __future__ import annotations
+
+import argparse
+
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.runtime.registry import BACKENDS, DEFAULT
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'128x96' -> (128, 96): height x width."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 128x128, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"size must be at least 1x1, got {text!r}")
+    return h, w
+
+
+def positive_int(text: str) -> int:
+    """An option that counts something (batch, tile, threads): a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_runtime_options(p: argparse.ArgumentParser, budget_mb: int | None = 2048) -> None:
+    """Options every command that runs a model shares (budget None: decided by the command)."""
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
+    p.add_argument(
+        "--backend",
+        choices=tuple(BACKENDS),
+        default=DEFAULT,
+        help="default: ort (CPU); tensorrt builds a --tile x --tile engine on first use "
+        "(engine files choose it by themselves)",
+    )
+    p.add_argument(
+        "--tile",
+        type=positive_int,
+        help="LR tile size (default: whole image if it fits the budget, else 96)",
+    )
+    p.add_argument("--overlap", type=int, default=16, help="tile overlap in LR pixels (16)")
+    p.add_argument("--merge", choices=("feather", "crop"), default="feather")
+    p.add_argument(
+        "--memory-budget",
+        type=int,
+        default=budget_mb,
+        metavar="MB",
+        help="peak inference memory to plan tiles for (default: "
+        + (f"{budget_mb} MB)" if budget_mb else "75%% of available memory)"),
+    )
+    p.add_argument("--batch", type=positive_int, default=1, help="tiles per inference call")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        help="for a model name or .pt: the FP32 (default) or FP16 graph, converted once and "
+        "cached (fp16 is the fast path on GPUs: tensorrt, ort-cuda)",
+    )
+    p.add_argument(
+        "--threads", type=positive_int, help="CPU threads (default and most: CPUs available)"
+    )
+
+
+def check_scale(actual: int, asked: int | None, model: str) -> None:
+    if asked is not None and asked != actual:
+        raise LBNetError(f"{model} is a x{actual} model, but --scale {asked} was given")

@@ -1,0 +1,65 @@
+"""`lbnet-deploy parity`: a model file on its backend vs the PyTorch reference, pass or fail."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lbnet_deploy.runtime.registry import DEFAULT, names
+
+from .options import parse_size, positive_int
+
+
+def run(args: argparse.Namespace) -> int:
+
+    from lbnet_deploy.loaders import open_runner
+    from lbnet_deploy.parity import image_list, run_parity
+    from lbnet_deploy.runtime.files import check_output_dir
+
+    if args.json:
+        check_output_dir(Path(args.json).absolute().parent)
+
+    runner = open_runner(args.model_file, args.backend, args.threads, tile=args.tile)
+    precision = str(runner.describe().get("precision", "fp32"))
+    reference = open_runner(args.reference, "torch", args.threads)
+    print(f"parity: {args.model_file} ({precision}, {args.backend}) vs PyTorch {args.reference}")
+    report = run_parity(
+        runner, reference, model_name=args.model_file, reference_name=args.reference,
+        images=image_list(args.images), sizes=args.sizes, precision=precision,
+        max_abs=args.max_abs, min_psnr=args.min_psnr,
+    )  # fmt: skip
+    verdict = "PASS" if report.passed else "FAIL"
+    print(
+        f"{verdict}: max abs {report.max_abs:.5f} (tolerance {report.max_abs_tolerance}), "
+        f"min PSNR {report.min_psnr:.1f} dB (tolerance {report.min_psnr_tolerance}) "
+        f"over {len(report.cases)} case(s)"
+    )
+    if args.json:
+        from lbnet_deploy.runtime.atomic import write_json_atomic
+
+        write_json_atomic(args.json, report.to_dict())
+    return 0 if report.passed else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("parity", help="compare a model file's output with the PyTorch reference")
+    p.add_argument("model_file", help=".onnx file (or a model name / .pt for a self-check)")
+    p.add_argument("--reference", required=True, help="checkpoint or model name")
+    p.add_argument(
+        "--images",
+        help="folder of photos (default: Set5 under $LBNET_DATA_DIR, "
+        "else matplotlib's sample photo)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=lambda t: [parse_size(v) for v in t.split(",")],
+        help="LR sizes, e.g. 48x48,37x29 (dynamic models only)",
+    )
+    # the model file's backends; the reference is the torch backend
+    p.add_argument("--backend", choices=names("onnx") + names("engine"), default=DEFAULT)
+    p.add_argument("--tile", type=int, help="engine size for --backend tensorrt (default 96)")
+    p.add_argument("--max-abs", type=float, help="override the precision's max abs tolerance")
+    p.add_argument("--min-psnr", type=float, help="override the precision's PSNR tolerance")
+    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--json", help="write the report as JSON")
+    p.set_defaults(func=run)

@@ -1,0 +1,56 @@
+"""`lbnet-deploy upscale`: image files, folders and globs -> PNGs, tiled within a memory budget."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .options import add_runtime_options, check_scale
+
+if TYPE_CHECKING:
+    from lbnet_deploy.runtime.upscaler import Upscaler
+
+
+def run(args: argparse.Namespace) -> int:
+
+    from lbnet_deploy.runtime.files import (
+        check_output_dir,
+        expand_inputs,
+        output_paths,
+        upscale_files,
+    )
+
+    inputs = expand_inputs(args.inputs)
+    out_dir = Path(args.output)
+    output_paths(inputs, out_dir)  # an output that is an input: refused before any export
+    check_output_dir(out_dir)
+    upscaler = upscaler_for(args, args.model, args.precision)
+    summary = upscale_files(upscaler, inputs, out_dir, progress=not args.quiet)
+    print(summary.line())
+    return 1 if summary.failed else 0
+
+
+def upscaler_for(args: argparse.Namespace, model: str, precision: str | None = None) -> Upscaler:
+    from lbnet_deploy.loaders import open_runner
+    from lbnet_deploy.runtime.upscaler import Upscaler
+
+    runner = open_runner(
+        model, args.backend, args.threads, tile=args.tile, batch=args.batch,
+        precision=precision, scale=args.scale,
+    )  # fmt: skip
+    check_scale(runner.scale, args.scale, model)
+    return Upscaler(
+        runner, tile=args.tile, overlap=args.overlap, memory_budget_mb=args.memory_budget,
+        batch=args.batch, merge=args.merge,
+    )  # fmt: skip
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upscale", help="super-resolve image files, folders or globs to PNG")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("-o", "--output", required=True, help="output folder (PNG, same base names)")
+    p.add_argument("--model", default="lbnet-t-x4", help="name, .pt or .onnx (default lbnet-t-x4)")
+    add_runtime_options(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
