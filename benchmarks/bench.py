@@ -13,18 +13,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import studies
+from . import measure
 from .machine import machine_info
 from .models import (
     SCALING_TILED,
     SCALING_WHOLE,
-    SHARED_DATA,
     TRAINED_RECURSIONS,
+    data_dir,
     threads_default,
 )
 
 SCHEMA = "lbnet-deploy/bench/1"
-DEFAULT_DATA = SHARED_DATA / "Set5"
+
+
+def default_set5() -> str:
+    """Set5 for --paper and --dataset: $LBNET_SET5_DIR, else Set5 in `data_dir()`."""
+    return os.environ.get("LBNET_SET5_DIR", str(data_dir() / "Set5"))
 
 
 @dataclass
@@ -52,9 +56,7 @@ class BenchOptions:
     scaling_max_seconds: float = 60.0
     scaling_tile: int = 96
     paper_image: str = "baby"
-    paper_data: str = field(
-        default_factory=lambda: os.environ.get("LBNET_SET5_DIR", str(DEFAULT_DATA))
-    )
+    paper_data: str = field(default_factory=default_set5)
 
 
 def _log(message: str) -> None:
@@ -82,7 +84,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         f"forward pass: {', '.join(opts.backends)} at "
         f"{', '.join(f'{h}x{w}' for h, w in opts.sizes)}"
     )
-    result["forward"], result["skipped"] = studies.forward_study(
+    result["forward"], result["skipped"] = measure.forward_study(
         opts.model,
         opts.backends,
         opts.precisions,
@@ -97,7 +99,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         log=_log,
     )
     if opts.compare:
-        result["comparison"] = studies.compare_study(
+        result["comparison"] = measure.compare_study(
             opts.model,
             opts.compare_size,
             warmup=opts.warmup,
@@ -109,8 +111,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             log=_log,
         )
     if opts.paper:
-        image = studies.set5_image(opts.paper_data, opts.paper_image)
-        result["paper"] = studies.paper_study(
+        image = measure.set5_image(opts.paper_data, opts.paper_image)
+        result["paper"] = measure.paper_study(
             opts.model,
             image,
             warmup=opts.warmup,
@@ -122,7 +124,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         )
     if opts.scaling:
         _log("scaling curve (ORT, ours): whole image, then tiled")
-        result["scaling"] = studies.scaling_study(
+        result["scaling"] = measure.scaling_study(
             opts.model,
             opts.scaling_whole,
             opts.scaling_tiled,
@@ -135,7 +137,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         )
     if opts.dataset:
         _log(f"end-to-end upscale of {opts.dataset}")
-        result["end_to_end"] = studies.end_to_end_study(
+        result["end_to_end"] = measure.end_to_end_study(
             opts.model,
             opts.dataset,
             warmup=opts.warmup,

@@ -137,10 +137,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .allocator import pin_malloc_thresholds
-    from .bench import DEFAULT_DATA, BenchOptions, run_bench
-    from .models import use_shared_weights
+    from .bench import BenchOptions, default_set5, run_bench
 
-    use_shared_weights()
     pin_malloc_thresholds()  # before any contender allocates: the same for all of them
 
     opts = BenchOptions(
@@ -170,7 +168,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.paper_data:
         opts.paper_data = args.paper_data
     if args.all and not opts.dataset:
-        opts.dataset = os.environ.get("LBNET_SET5_DIR", str(DEFAULT_DATA))
+        opts.dataset = default_set5()
     _check_before_timing(opts, args.plot)
     result = run_bench(opts)
     if args.note:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-REGENERATE = "LBNET_WEIGHTS_DIR=../shared/weights python -m lbnet_deploy.benchmarks.report"
+REGENERATE = (
+    "LBNET_WEIGHTS_DIR=../shared/weights LBNET_DATA_DIR=../shared/data "
+    "python -m lbnet_deploy.benchmarks.report"
+)
 
 
 def _ms(seconds: float | None) -> str:
@@ -172,7 +175,7 @@ ISSUE_FIGURES_128 = {"official eager": 1.862, "plain export": 0.569}  # the issu
 
 def _issue_figures(c: dict[str, Any], gmacs: float, peak: float) -> str:
     """Set the issue's 128x128 anchors (taken on its author's machine) beside this machine."""
-    from .studies import OFFICIAL_EAGER, OFFICIAL_PLAIN
+    from .measure import OFFICIAL_EAGER, OFFICIAL_PLAIN
 
     text = (
         "The issue's anchors at 128x128 (official eager 1862 ms, its plain export 569 ms) were "
@@ -203,7 +206,7 @@ def _core_bound(
 ) -> list[str]:
     """Split each profile into the attention core and the rest, and say how fast the rest
     would have to run for the speed goal against the plain export."""
-    from .studies import OURS, judged_against
+    from .measure import OURS, judged_against
 
     prof = c.get("profile", {})
     plain_name, _ = judged_against(prof)
@@ -254,7 +257,7 @@ def _floor(c: dict[str, Any], roofline: dict[str, Any] | None) -> list[str]:
             f"attention products); at the measured peak of {peak} GMAC/s no backend can take "
             f"less than {c['floor_s'] * 1e3:.0f} ms here. Fraction of that peak: {fractions}."
         )
-        from .studies import judged_against
+        from .measure import judged_against
 
         eager = c["stats"].get(judged_against(c["stats"])[1])
         if eager:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lbnet_deploy import __version__
+from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 from lbnet_deploy.runtime.backend import check_batch, describe_facts
@@ -39,16 +39,12 @@ TRAINED_RECURSIONS = 3
 # LR sizes of the scaling curve; whole-image 384 and 512 show where memory (and time) runs out
 SCALING_WHOLE = (32, 48, 64, 96, 128, 160, 192, 256, 384, 512)
 SCALING_TILED = (128, 192, 256, 384, 512)
-# the workplace's shared/data beside the repository (Set5, Set14, SunHays80): study defaults
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHARED_WEIGHTS = SHARED_DATA.parent / "weights"
 
 
-def use_shared_weights() -> None:
-    """Named models come from the workplace's shared checkpoints when the user named no folder:
-    benchmarks run from a checkout, often offline, and must not fall back to a download."""
-    if not os.environ.get("LBNET_WEIGHTS_DIR") and SHARED_WEIGHTS.is_dir():
-        os.environ["LBNET_WEIGHTS_DIR"] = str(SHARED_WEIGHTS)
+def data_dir() -> Path:
+    """Where bench finds its default images (Set5) and calibration photos (SunHays80):
+    $LBNET_DATA_DIR, else ./data. Installed code never assumes a checkout's layout."""
+    return Path(os.environ.get("LBNET_DATA_DIR", "data"))
 
 
 def cuda_available() -> bool:
@@ -90,9 +86,9 @@ def skip_reason(backend: str, precision: str) -> str | None:
 
 
 def calibration_images() -> Path:
-    """Photos `calibrate` uses for bench's INT8 graphs: $LBNET_CALIB_DIR, else SunHays80 in the
-    shared data (never an evaluation set)."""
-    return Path(os.environ.get("LBNET_CALIB_DIR", SHARED_DATA / "SunHays80"))
+    """Photos `calibrate` uses for bench's INT8 graphs: $LBNET_CALIB_DIR, else SunHays80 in
+    `data_dir()` (never an evaluation set)."""
+    return Path(os.environ.get("LBNET_CALIB_DIR", data_dir() / "SunHays80"))
 
 
 def build_model(spec: str, recursions: int | None = None, random_weights: bool = False) -> Any:

@@ -32,11 +32,25 @@ needs_data = pytest.mark.skipif(
 )
 
 
+def load_study(name: str):
+    """A research script of benchmarks/studies/ (not installed: run from the checkout)."""
+    import importlib
+    import sys
+
+    folder = str(REPO / "benchmarks" / "studies")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # as `python benchmarks/studies/NAME.py` would have it
+    return importlib.import_module(name)
+
+
 @pytest.fixture(autouse=True)
 def _weights_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Named models resolve to ../shared/weights unless a test says otherwise."""
+    """Named models resolve to ../shared/weights and data to ../shared/data unless a test says
+    otherwise."""
     if "LBNET_WEIGHTS_DIR" not in os.environ:
         monkeypatch.setenv("LBNET_WEIGHTS_DIR", str(WEIGHTS))
+    if "LBNET_DATA_DIR" not in os.environ:  # bench's Set5 and calibration photos
+        monkeypatch.setenv("LBNET_DATA_DIR", str(DATA))
 
 
 def set5_lr(scale: int, name: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from lbnet_deploy.benchmarks.memory import PeakMemory
 from lbnet_deploy.benchmarks.profile import attention_core_nodes, summarize_profile
 from lbnet_deploy.benchmarks.stats import output_megapixels, summarize, throughput
 
-from .conftest import needs_weights
+from .conftest import load_study, needs_weights
 
 
 def test_summarize_known_data() -> None:
@@ -132,7 +132,7 @@ def test_attention_core_is_softmax_and_the_products_around_it() -> None:
 
 
 def test_paper_rows_cover_the_paper_table() -> None:
-    from lbnet_deploy.benchmarks.studies import PAPER_ROWS
+    from lbnet_deploy.benchmarks.measure import PAPER_ROWS
     from lbnet_deploy.paper import RUNNING_TIME_X4
 
     assert [label for label, _ in PAPER_ROWS] == list(RUNNING_TIME_X4)
@@ -228,7 +228,7 @@ def test_bench_compare_splits_each_profile_into_attention_core_and_rest(
 
 
 def test_fused_attention_kernels_agree_with_the_exported_form() -> None:
-    from lbnet_deploy.benchmarks.attention_kernels import compare
+    compare = load_study("attention_kernels").compare
 
     result = compare(size=16, heads=2, dim=5, runs=1)
     assert len(result) == 3
@@ -284,7 +284,7 @@ def test_official_repo_must_be_a_checkout(tmp_path) -> None:
 
 
 def test_precision_study_counts_nonfinite_outputs() -> None:
-    from lbnet_deploy.benchmarks.precision_study import FiniteCheck
+    FiniteCheck = load_study("precision_study").FiniteCheck
 
     class Fake:
         scale = 2
@@ -303,7 +303,7 @@ def test_which_qdq_patterns_ort_runs_as_integer_kernels() -> None:
     """The placement rule `calibrate`'s notes rely on: ORT CPU turns DQ->MatMul (float out)
     into MatMulIntegerToFloat, but a Conv needs its output quantized (DQ->Conv->Q) to become
     QLinearConv; DQ->Conv alone runs the float Conv."""
-    from lbnet_deploy.benchmarks.int8_kernels import compare
+    compare = load_study("int8_kernels").compare
 
     result = compare(size=8, runs=1)
     assert "QLinearConv" in result["Conv 3x3 40->24 [dq-q]"]["kernels"]
@@ -312,21 +312,31 @@ def test_which_qdq_patterns_ort_runs_as_integer_kernels() -> None:
     assert "MatMulIntegerToFloat" in result["MatMul 162->486 [dq]"]["kernels"]
 
 
-def test_benchmarks_default_to_the_shared_checkpoints_but_respect_the_user(
+def test_studies_default_to_the_shared_checkpoints_but_respect_the_user(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from lbnet_deploy.benchmarks import models
-
-    shared = tmp_path / "weights"
-    shared.mkdir()
-    monkeypatch.setattr(models, "SHARED_WEIGHTS", shared)
+    checkout = load_study("checkout")
+    shared = tmp_path / "shared"
+    (shared / "weights").mkdir(parents=True)
+    monkeypatch.setattr(checkout, "SHARED", shared)
     monkeypatch.delenv("LBNET_WEIGHTS_DIR", raising=False)
-    models.use_shared_weights()
-    assert os.environ["LBNET_WEIGHTS_DIR"] == str(shared)
+    checkout.use_shared_weights()
+    assert os.environ["LBNET_WEIGHTS_DIR"] == str(shared / "weights")
 
     monkeypatch.setenv("LBNET_WEIGHTS_DIR", "/mine")
-    models.use_shared_weights()
+    checkout.use_shared_weights()
     assert os.environ["LBNET_WEIGHTS_DIR"] == "/mine"
+
+
+def test_installed_bench_finds_data_where_the_user_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lbnet_deploy.benchmarks.bench import default_set5
+    from lbnet_deploy.benchmarks.models import calibration_images
+
+    monkeypatch.delenv("LBNET_SET5_DIR", raising=False)
+    monkeypatch.delenv("LBNET_CALIB_DIR", raising=False)
+    monkeypatch.setenv("LBNET_DATA_DIR", "/data/here")
+    assert default_set5() == "/data/here/Set5"
+    assert str(calibration_images()) == "/data/here/SunHays80"
 
 
 @pytest.mark.parametrize(
@@ -357,7 +367,7 @@ def test_bad_bench_options_fail_before_any_timing(
 def test_scaling_skips_whole_sizes_that_exceed_the_memory_cap_without_exporting_them(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lbnet_deploy.benchmarks import studies
+    from lbnet_deploy.benchmarks import measure as studies
     from lbnet_deploy.descriptor import describe
     from lbnet_deploy.metadata import ModelFacts
 

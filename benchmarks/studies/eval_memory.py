@@ -5,7 +5,7 @@ runs `lbnet-deploy eval` on the whole folder and on its largest image alone, eac
 process under `/usr/bin/time -v`, and compares their peak RSS: the folder's must stay within the
 largest single image's plus 10% (ONNX Runtime's arena used to add up every shape it saw).
 
-    python -m lbnet_deploy.benchmarks.eval_memory --model lbnet-t-x4 [--images 20]
+    python benchmarks/studies/eval_memory.py --model lbnet-t-x4 [--images 20]
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from checkout import SHARED_DATA, use_shared_weights
 from PIL import Image
 
-from .machine import machine_info
-from .models import SHARED_DATA
+from lbnet_deploy.benchmarks.machine import machine_info
 
 
 def make_dataset(photos: Path, out: Path, count: int, scale: int) -> list[tuple[str, int, int]]:
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--photos", type=Path, default=SHARED_DATA / "SunHays80")
     args = parser.parse_args(argv)
+    use_shared_weights()
     scale = int(args.model.rpartition("x")[2])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"

@@ -2,7 +2,7 @@
 the same calibration crops: Set5 PSNR drop, Q/DQ placement, zero points, ORT CPU latency.
 
     pip install "nvidia-modelopt[onnx]"   # optional; pulls its own onnx/onnxruntime pins
-    LBNET_WEIGHTS_DIR=../shared/weights python -m lbnet_deploy.benchmarks.modelopt_study \
+    LBNET_WEIGHTS_DIR=../shared/weights python benchmarks/studies/modelopt_study.py \
         --fp32 F32.onnx --ours I8.onnx --images ../shared/data/SunHays80 \
         --dataset ../shared/data/Set5 --out-dir /tmp/modelopt
 
@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from lbnet_deploy.benchmarks.timing import interleaved
 from lbnet_deploy.calibration.data import calibration_crops
 from lbnet_deploy.evaluate import evaluate, load_samples
-from lbnet_deploy.export.onnx_export import save_atomic
+from lbnet_deploy.export.onnx_io import save_atomic
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
 from lbnet_deploy.runtime.upscaler import Upscaler
-
-from .timing import interleaved
 
 
 def qdq_summary(path: Path) -> dict[str, object]:

@@ -4,7 +4,7 @@ MatMul -> Softmax -> MatMul (what we export), ORT's fused com.microsoft.MultiHea
 would beat the exported form on this CPU (it is not TensorRT-parsable on TensorRT 10, so it
 would be a CPU-only variant).
 
-    python -m lbnet_deploy.benchmarks.attention_kernels [--runs 7] [--size 128]
+    python benchmarks/studies/attention_kernels.py [--runs 7] [--size 128]
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .machine import cpus_available
-from .stats import summarize
-from .timing import interleaved
+from lbnet_deploy.benchmarks.machine import cpus_available
+from lbnet_deploy.benchmarks.stats import summarize
+from lbnet_deploy.benchmarks.timing import interleaved
 
 
 def _model(nodes: list[onnx.NodeProto], shape: list[int], opsets: dict[str, int]) -> bytes:

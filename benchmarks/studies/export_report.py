@@ -1,7 +1,7 @@
 """Export time, file size and operator histogram: our export vs a plain torch.onnx.export of
 the straightforward port (nn.Unfold / nn.Fold, a Python loop over attention runs).
 
-    python -m lbnet_deploy.benchmarks.export_report --model lbnet-t-x4 --input-size 128x128
+    python benchmarks/studies/export_report.py --model lbnet-t-x4 --input-size 128x128
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from lbnet_deploy.cli import parse_size
+from lbnet_deploy.commands.options import parse_size
 from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
 from lbnet_deploy.export.trt_ops import BANNED_OPS, TRT10_SUPPORTED_OPS
 from lbnet_deploy.model.checkpoint import load_model

@@ -400,8 +400,8 @@ def end_to_end_study(
 ) -> dict[str, Any]:
     """`upscale` of every LR image in a folder (decode, plan/tile, infer, merge, PNG encode),
     with the runtime's defaults (dynamic graph, whole image within the 2 GiB budget)."""
+    from lbnet_deploy.loaders import open_runner
     from lbnet_deploy.runtime.files import expand_inputs, upscale_files
-    from lbnet_deploy.runtime.open import open_runner
     from lbnet_deploy.runtime.upscaler import Upscaler
 
     folder = Path(dataset)

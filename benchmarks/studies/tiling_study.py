@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+from checkout import SHARED_DATA
 from PIL import Image
 
 from lbnet_deploy.quality.metrics import psnr_y
@@ -23,7 +23,7 @@ from lbnet_deploy.runtime.images import read_image, restore
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
 from lbnet_deploy.runtime.upscaler import DEFAULT_MERGE, DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
 
-DATA = Path(os.environ.get("LBNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data"))
+DATA = SHARED_DATA
 SCALE = 4
 
 

@@ -2,7 +2,7 @@
 buys on this CPU: one LBNet-sized Conv and one linear-layer MatMul, in FP32 and in three Q/DQ
 placements, timed interleaved, with the kernels ORT actually ran (from its profiler).
 
-    python -m lbnet_deploy.benchmarks.int8_kernels [--size 128] [--runs 7]
+    python benchmarks/studies/int8_kernels.py [--size 128] [--runs 7]
 
 Placements: 'DQ->op' (inputs quantized, float output: what `calibrate` writes for TensorRT,
 which fuses it); 'DQ->op->Q->DQ' (the output quantized too: the pattern ORT needs for
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from .machine import cpus_available
-from .profile import kernel_events
-from .stats import summarize
-from .timing import interleaved
+from lbnet_deploy.benchmarks.machine import cpus_available
+from lbnet_deploy.benchmarks.profile import kernel_events
+from lbnet_deploy.benchmarks.stats import summarize
+from lbnet_deploy.benchmarks.timing import interleaved
 
 
 def _graph(op: str, x_shape: list[int], w: np.ndarray, y_shape: list[int], mode: str) -> bytes:

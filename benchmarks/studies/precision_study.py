@@ -1,6 +1,6 @@
 """FP16 and INT8 graphs of each checkpoint scored beside their FP32 graph on Set5/Set14.
 
-    LBNET_WEIGHTS_DIR=../shared/weights python -m lbnet_deploy.benchmarks.precision_study \
+    LBNET_WEIGHTS_DIR=../shared/weights python benchmarks/studies/precision_study.py \
         --models lbnet-t-x4,lbnet-x3 --datasets ../shared/data/Set5,../shared/data/Set14 \
         --images ../shared/data/SunHays80 --out-dir benchmarks
 
@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from checkout import SHARED_DATA
 
 from lbnet_deploy.evaluate import evaluate, load_samples
 from lbnet_deploy.export.fp16 import write_fp16
 from lbnet_deploy.resolve import model_file
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
 from lbnet_deploy.runtime.upscaler import Upscaler, available_memory_mb
-
-from .models import SHARED_DATA
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FP16_LIMIT_DB, INT8_LIMIT_DB = 0.01, 0.10  # issue 5's acceptance bounds
@@ -117,8 +116,8 @@ def markdown(results: list[dict[str, Any]], machine: str) -> str:
     lines = [
         "# FP16 and INT8 accuracy beside FP32 (ONNX Runtime CPU)",
         "",
-        "Regenerate: `LBNET_WEIGHTS_DIR=../shared/weights python -m "
-        "lbnet_deploy.benchmarks.precision_study --out-dir benchmarks` (hours on 2 cores).",
+        "Regenerate: `LBNET_WEIGHTS_DIR=../shared/weights python "
+        "benchmarks/studies/precision_study.py --out-dir benchmarks` (hours on 2 cores).",
         "",
         f"Machine: {machine}. PSNR/SSIM on Y, paper protocol; INT8 calibrated on SunHays80 only "
         "(`calibrate` defaults); drop = FP32 - other, mean over the set; worst = the largest "
