@@ -1,0 +1,156 @@
+"""The Python API: the few calls an export or serving script needs, re-exported by the package
+root (`import lbnet_deploy as lb`). Each is a thin, typed call into the library the commands use;
+heavy imports happen inside the calls, so `import lbnet_deploy` stays cheap and a serving script
+needs neither torch nor onnx.
+
+    import lbnet_deploy as lb
+
+    model, facts = lb.load_checkpoint("lbnet-t-x4")               # torch
+    lb.export_onnx(model, "t4.onnx", input_size=(96, 96))               # ONNX, fixed 96x96
+    lb.build_engine("t4.onnx", "t4.plan")                          # on the GPU machine
+    runner = lb.open_runner("t4.onnx")                             # any backend of the registry
+    sr = lb.upscale(lr_rgb_uint8, runner)                          # HxWx3 -> sHxsWx3 uint8
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lbnet_deploy.calibration.run import CalibrationReport
+    from lbnet_deploy.descriptor import ModelDescriptor
+    from lbnet_deploy.evaluate import EvalResult
+    from lbnet_deploy.model.lbnet import LBNet
+    from lbnet_deploy.runtime.backend import Runner
+    from lbnet_deploy.runtime.engine import EngineFacts
+
+
+def load_checkpoint(spec: str | Path) -> tuple[LBNet, ModelDescriptor]:
+    """A model name (`lbnet-t-x4`, resolved through $LBNET_WEIGHTS_DIR, the cache or a
+    verified download) or a checkpoint file -> the eval-mode PyTorch model and its descriptor."""
+    from lbnet_deploy.model.checkpoint import load_model
+
+    return load_model(spec)
+
+
+def export_onnx(
+    model: LBNet | str | Path,
+    path: str | Path,
+    *,
+    input_size: tuple[int, int] | None = (128, 128),
+    batch: int | None = 1,
+    precision: str = "fp32",
+) -> Path:
+    """Export to ONNX as `lbnet-deploy export` does: input_size/batch None = dynamic;
+    precision "fp16" converts with the measured FP32 islands. Returns the written path."""
+    import tempfile
+
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.export.fp16 import write_fp16
+    from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
+
+    if precision not in ("fp32", "fp16"):
+        raise LBNetError(f"precision must be fp32 or fp16 (INT8: `calibrate`), not {precision!r}")
+    if not hasattr(model, "state_dict"):
+        model, _ = load_checkpoint(model)  # type: ignore[arg-type]
+    options = ExportOptions(input_size=input_size, batch=batch)
+    if precision == "fp32":
+        return export_onnx(model, path, options).path  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", options).path  # type: ignore[arg-type]
+        write_fp16(fp32, path)
+    return Path(path)
+
+
+def calibrate(
+    fp32_onnx: str | Path, images: str | Path, output: str | Path, **options: Any
+) -> CalibrationReport:
+    """INT8 Q/DQ graph from an FP32 export and a folder of photos (never an evaluation set);
+    `options` as `calibration.run.calibrate_file` (method, samples, max_psnr_drop, trt_cache)."""
+    from lbnet_deploy.calibration.run import calibrate_file
+
+    return calibrate_file(fp32_onnx, images, output, **options)
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    *,
+    input_size: tuple[int, int] | None = None,
+    batch: int | None = None,
+    **options: Any,
+) -> EngineFacts:
+    """A fixed-size TensorRT engine and its sidecar (needs TensorRT and a GPU); `options` as
+    `export.engine_build.BuildOptions` (workspace_mb, timing_cache, tf32, ...)."""
+    from lbnet_deploy.export.engine_build import BuildOptions
+    from lbnet_deploy.export.engine_build import build_engine as build
+
+    return build(onnx_path, engine_path, BuildOptions(input_size, batch, **options))
+
+
+def open_runner(spec: str | Path, backend: str = "ort", **options: Any) -> Runner:
+    """A runner for a name, checkpoint, .onnx or engine on a backend of `runtime.registry`
+    (`options`: threads, tile, batch, precision, scale); close it with `close()` where it has
+    one (TensorRT)."""
+    from lbnet_deploy.loaders import open_runner as open_chain
+
+    return open_chain(str(spec), backend, **options)
+
+
+def upscale(
+    image: np.ndarray, model: Runner | str | Path, *, memory_budget_mb: int = 2048, **tiling: Any
+) -> np.ndarray:
+    """uint8 H x W x 3 RGB -> uint8 sH x sW x 3 through `model` (a runner, or anything
+    `open_runner` takes), tiled within the budget; `tiling`: tile, overlap, batch, merge."""
+    from lbnet_deploy.runtime.upscaler import Upscaler
+
+    runner = open_runner(model) if isinstance(model, str | Path) else model
+    return Upscaler(runner, memory_budget_mb=memory_budget_mb, **tiling).upscale(image)
+
+
+def upscale_file(
+    inputs: Sequence[str | Path], output_dir: str | Path, model: Runner | str | Path, **tiling: Any
+) -> int:
+    """`lbnet-deploy upscale` as a call: image files or folders -> PNGs in `output_dir`;
+    returns how many failed (each reported on stderr)."""
+    from lbnet_deploy.runtime.files import expand_inputs, upscale_files
+    from lbnet_deploy.runtime.upscaler import Upscaler
+
+    runner = open_runner(model) if isinstance(model, str | Path) else model
+    paths = expand_inputs([str(i) for i in inputs])
+    summary = upscale_files(Upscaler(runner, **tiling), paths, Path(output_dir), progress=False)
+    return summary.failed
+
+
+def evaluate_dataset(
+    model: Runner | str | Path, dataset: str | Path, *, memory_budget_mb: int | None = None
+) -> EvalResult:
+    """PSNR/SSIM on an EDSR-layout dataset with the paper's protocol (`lbnet-deploy eval`);
+    the budget None: 75% of available memory, re-read per image."""
+    from lbnet_deploy.evaluate import evaluate as run_eval
+    from lbnet_deploy.evaluate import load_samples
+    from lbnet_deploy.runtime.upscaler import Upscaler
+
+    runner = open_runner(model) if isinstance(model, str | Path) else model
+    upscaler = Upscaler(runner, memory_budget_mb=memory_budget_mb)
+    samples = load_samples(Path(dataset), runner.scale)
+    return run_eval(
+        upscaler, samples, model=str(model), variant=runner.model_facts.variant,
+        dataset=Path(dataset).resolve().name, progress=False,
+    )  # fmt: skip
+
+
+__all__ = [
+    "build_engine",
+    "calibrate",
+    "evaluate_dataset",
+    "export_onnx",
+    "load_checkpoint",
+    "open_runner",
+    "upscale",
+    "upscale_file",
+]
