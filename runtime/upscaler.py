@@ -14,7 +14,7 @@ from lbnet_deploy.metadata import ModelFacts
 from .backend import Runner
 from .tiling import MERGES, Merger, Tile, TileGrid, pad_to
 
-# Chosen by benchmarks/tiling_study.py (LBNet-T x4, dynamic ONNX, ORT CPU, 2 cores), mean
+# Chosen by benchmarks/studies/tiling_study.py (LBNet-T x4, dynamic ONNX, ORT CPU, 2 cores), mean
 # PSNR-Y vs HR, delta to full image (Set5 32.075 / Set14 28.442 dB, bridge scored as gray):
 #   96/16 feather  Set5 -0.003  Set14 +0.039   (96/16 crop -0.004 / +0.035; 96/8 feather
 #   -0.003 / +0.036; 96/24 feather -0.003 / +0.040 for 1.5x the overlap cost)

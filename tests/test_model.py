@@ -104,3 +104,16 @@ def test_reduce_folded_into_qkv_only_where_it_saves_macs(ckpt: str, folded: bool
     u = x if folded else atten.reduce(x)
     q_ref = atten.qkv(atten.reduce(x)).chunk(3, dim=-1)[0] * atten.scale
     assert torch.allclose(u @ wq.T, q_ref, atol=1e-4)
+
+
+def test_using_ops_restores_the_callers_model() -> None:
+    """Exporting (which traces with other ops, in eval mode) never changes the model given."""
+    from lbnet_deploy.descriptor import describe
+    from lbnet_deploy.model.lbnet import LBNet
+
+    model = LBNet(describe("LBNet-T", 2), ops="reference").train()
+    with model.using_ops("dynamic") as inside:
+        assert inside.ops == "dynamic" and not inside.training
+    assert model.ops == "reference" and model.training
+    with pytest.raises(ValueError, match="unknown ops"):
+        model.set_ops("fast")  # type: ignore[arg-type]

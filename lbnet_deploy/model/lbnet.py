@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal, cast, get_args
+
 import torch
 from torch import Tensor, nn
 
@@ -9,15 +13,22 @@ from lbnet_deploy.descriptor import ModelDescriptor
 
 from .blocks import LFFM, ChannelAttention, PatchTokens, TransBlock, conv
 
+# "static": all runs batched, N known when traced (fixed-size export); "dynamic": padded and
+# masked runs (any size); "reference": the straightforward port, one run at a time (parity's
+# oracle, light on memory)
+Ops = Literal["static", "dynamic", "reference"]
+
 
 class LBNet(nn.Module):
     """LBNet / LBNet-T on 0..255 RGB input (NCHW float), output s times larger.
 
+    The descriptor holds the hyper-parameters (variant, scale, F, heads, attention width);
     `descriptor.recursions` sets how often each TransBlock is applied (3 as trained; other
-    values only serve timing the paper's TM-k rows).
+    values only serve timing the paper's TM-k rows). `ops` picks the attention implementation
+    (`Ops`); `using_ops` switches it for a block of code and restores it.
     """
 
-    def __init__(self, descriptor: ModelDescriptor) -> None:
+    def __init__(self, descriptor: ModelDescriptor, ops: Ops = "static") -> None:
         super().__init__()
         self.descriptor = descriptor
         f, s = descriptor.n_feats, descriptor.scale
@@ -34,15 +45,34 @@ class LBNet(nn.Module):
         self.tail = nn.Sequential(conv(f, 3 * s * s, 3), nn.PixelShuffle(s))
         self.add_mean = conv(3, 3, 1)
         self.tokens = PatchTokens(f)
+        self.set_ops(ops)
 
-    def set_ops(self, mode: str) -> LBNet:
-        """Pick the attention/patch implementation: "static", "dynamic" or "reference"."""
-        if mode not in ("static", "dynamic", "reference"):
+    @property
+    def ops(self) -> Ops:
+        return cast(Ops, self.attention.atten.mode)
+
+    def set_ops(self, mode: Ops) -> LBNet:
+        """Pick the attention/patch implementation (`Ops`) for this model from now on."""
+        if mode not in get_args(Ops):
             raise ValueError(f"unknown ops mode {mode!r}")
         self.tokens.reference = mode == "reference"
         for block in (self.attention, self.attention2):
             block.atten.mode = mode
         return self
+
+    @contextmanager
+    def using_ops(self, mode: Ops, *, eval_mode: bool = True) -> Iterator[LBNet]:
+        """`mode` (and eval mode) inside the block, the caller's settings restored after it: an
+        export never changes the model it was given."""
+        previous, training = self.ops, self.training
+        self.set_ops(mode)
+        if eval_mode:
+            self.eval()
+        try:
+            yield self
+        finally:
+            self.set_ops(previous)
+            self.train(training)
 
     def transformer(self, block: TransBlock, x: Tensor) -> Tensor:
         """One recursive stage: unfold to 3x3-patch tokens, apply `block` k times, fold back."""
