@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.atomic import write_bytes_atomic, write_files_atomic
-from lbnet_deploy.runtime.engine import (
+from lbnet_deploy.runtime.trt_common import (
     EngineFacts,
     GpuFacts,
     dims,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.atomic import default_dir_mode, write_text_atomic
-from lbnet_deploy.runtime.engine import ENGINE_SUFFIXES, EngineFacts, read_facts
+from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES, EngineFacts, read_facts
 
 from .onnx_io import graph_facts
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from lbnet_deploy.evaluate import EvalResult
     from lbnet_deploy.model.lbnet import LBNet
     from lbnet_deploy.runtime.backend import Runner
-    from lbnet_deploy.runtime.engine import EngineFacts
+    from lbnet_deploy.runtime.trt_common import EngineFacts
 
 
 def load_checkpoint(spec: str | Path) -> tuple[LBNet, ModelDescriptor]:

@@ -22,8 +22,8 @@ from pathlib import Path
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.resolve import engine_file, model_file
 from lbnet_deploy.runtime.backend import Runner
-from lbnet_deploy.runtime.engine import ENGINE_SUFFIXES
 from lbnet_deploy.runtime.registry import DEFAULT, Backend, get_backend
+from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
 from lbnet_deploy.runtime.upscaler import DEFAULT_TILE
 
 FP_PRECISIONS = (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.runtime.engine import ENGINE_SUFFIXES
+from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
 from lbnet_deploy.weights import cache_root, get_named_model, resolve_weights, sha256_file
 
 log = logging.getLogger("lbnet_deploy")
@@ -91,7 +91,7 @@ def engine_file(
         return path
     from lbnet_deploy.export.engine_build import BuildOptions, build_engine, engine_shape
     from lbnet_deploy.export.onnx_io import graph_facts
-    from lbnet_deploy.runtime.engine import gpu_facts, load_cuda, require_tensorrt
+    from lbnet_deploy.runtime.trt_common import gpu_facts, load_cuda, require_tensorrt
 
     trt_version, gpu = require_tensorrt(), gpu_facts(load_cuda())  # before a download or export
     onnx = model_file(spec, input_size=(tile, tile), batch=batch, precision=precision, scale=scale)

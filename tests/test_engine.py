@@ -17,7 +17,8 @@ from onnx import TensorProto, helper
 from lbnet_deploy.cli import main
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.export.engine_build import BuildOptions, build_engine
-from lbnet_deploy.runtime.engine import EngineFacts, TensorRTRunner, sidecar_path
+from lbnet_deploy.runtime.engine import TensorRTRunner
+from lbnet_deploy.runtime.trt_common import EngineFacts, sidecar_path
 from lbnet_deploy.runtime.upscaler import Upscaler
 
 from .fake_tensorrt import FakeTensorRT
@@ -136,12 +137,12 @@ def test_timing_cache_is_read_and_written_back(fake, tmp_path) -> None:
     assert cache.read_bytes() == b"old+tuned"
 
 
-def test_foreign_timing_cache_is_replaced_with_a_warning(fake, tmp_path, capsys) -> None:
+def test_foreign_timing_cache_is_replaced_with_a_warning(fake, tmp_path, caplog) -> None:
     src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"foreign")  # the fake refuses caches starting with "foreign"
     build_engine(src, tmp_path / "g.plan", BuildOptions(timing_cache=cache))
-    assert "does not fit this GPU/TensorRT" in capsys.readouterr().err
+    assert "does not fit this GPU/TensorRT" in caplog.text  # a warning of the library's log
     assert cache.read_bytes() == b"+tuned"
 
 

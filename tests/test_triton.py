@@ -11,7 +11,7 @@ from google.protobuf import text_format
 
 from lbnet_deploy.cli import main
 from lbnet_deploy.export.engine_build import BuildOptions, build_engine
-from lbnet_deploy.runtime.engine import EngineFacts
+from lbnet_deploy.runtime.trt_common import EngineFacts
 
 from .fake_tensorrt import FakeTensorRT
 from .test_engine import graph

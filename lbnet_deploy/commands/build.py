@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lbnet_deploy.export.engine_build import BuildOptions, build_engine
-    from lbnet_deploy.runtime.engine import ENGINE_SUFFIXES
+    from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
 
     if not args.output.endswith(ENGINE_SUFFIXES):
         raise LBNetError(f"name the engine file {', '.join(ENGINE_SUFFIXES)}, not {args.output}")

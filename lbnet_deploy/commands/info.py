@@ -6,10 +6,10 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from lbnet_deploy.runtime.engine import ENGINE_SUFFIXES
+    from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
 
     if args.file.endswith(ENGINE_SUFFIXES):  # the sidecar: readable without TensorRT
-        from lbnet_deploy.runtime.engine import engine_info
+        from lbnet_deploy.runtime.trt_common import engine_info
 
         print(engine_info(args.file))
         return 0
