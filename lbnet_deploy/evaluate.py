@@ -252,3 +252,16 @@ def table(result: EvalResult) -> str:
 
 def write_json(result: EvalResult, path: str | Path) -> None:
     write_json_atomic(path, result.to_dict())
+
+
+def compare_with_float(int8: str | Path, fp32: str | Path, dataset: str | Path) -> EvalResult:
+    """`calibrate --eval-dataset`: the INT8 graph's scores beside its FP32 graph's, per image,
+    both on ONNX Runtime CPU with the same plan."""
+    from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
+
+    q, f = Upscaler(OnnxRuntimeRunner(int8)), Upscaler(OnnxRuntimeRunner(fp32))
+    samples = load_samples(Path(dataset), q.runner.scale)
+    return evaluate(
+        q, samples, model=str(int8), variant="int8", dataset=str(dataset), baseline=f,
+        baseline_name=str(fp32),
+    )  # fmt: skip

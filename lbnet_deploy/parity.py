@@ -153,3 +153,18 @@ def run_parity(
 
 def image_list(folder: str | None) -> list[Path]:
     return expand_inputs([folder]) if folder else default_images()
+
+
+RANGE_SIZES = [(32, 32), (48, 40), (64, 64)]  # several sizes: softmax and pooling see more tokens
+
+
+def range_report(path: str | Path, images: str | None) -> str:
+    """`info --ranges`: per-kind activation ranges of an FP32 graph (FP16 safety) on LR crops
+    of real photos (`image_list(images)`), as a table."""
+    from lbnet_deploy.export.fp16 import activation_ranges, range_table
+    from lbnet_deploy.export.onnx_io import lbnet_facts, load_onnx
+
+    graph = load_onnx(path)
+    scale = int(lbnet_facts(graph, path)["scale"])  # checked: a foreign graph is one line
+    crops = [c for p in image_list(images) for c in lr_crops(read_image(p).rgb, scale, RANGE_SIZES)]
+    return range_table(activation_ranges(graph, crops))

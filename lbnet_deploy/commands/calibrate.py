@@ -9,7 +9,6 @@ METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percent
 
 
 def run(args: argparse.Namespace) -> int:
-
     from lbnet_deploy.calibration.run import calibrate_file
     from lbnet_deploy.runtime.files import check_output_dir, refuse_inputs_as_outputs
 
@@ -36,17 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if report.trt_cache:
         print(f"wrote TensorRT calibration cache {report.trt_cache}")
     if args.eval_dataset:
-        from lbnet_deploy.evaluate import evaluate, load_samples, table
-        from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
-        from lbnet_deploy.runtime.upscaler import Upscaler
+        from lbnet_deploy.evaluate import compare_with_float, table
 
-        q, f = Upscaler(OnnxRuntimeRunner(report.path)), Upscaler(OnnxRuntimeRunner(args.model))
-        samples = load_samples(Path(args.eval_dataset), q.runner.scale)
-        res = evaluate(
-            q, samples, model=str(report.path), variant="int8", dataset=args.eval_dataset,
-            baseline=f, baseline_name=str(args.model),
-        )  # fmt: skip
-        print(table(res))
+        print(table(compare_with_float(report.path, args.model, args.eval_dataset)))
     return 0
 
 

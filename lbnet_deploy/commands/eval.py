@@ -13,7 +13,6 @@ from .upscale import upscaler_for
 
 
 def run(args: argparse.Namespace) -> int:
-
     from lbnet_deploy.evaluate import evaluate, find_hr_images, load_samples, table, write_json
     from lbnet_deploy.runtime.files import (
         check_output_dir,

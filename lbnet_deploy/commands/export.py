@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
     from lbnet_deploy.model.checkpoint import load_model
     from lbnet_deploy.runtime.files import check_output_dir, refuse_inputs_as_outputs

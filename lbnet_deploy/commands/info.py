@@ -17,18 +17,9 @@ def run(args: argparse.Namespace) -> int:
 
     print(describe_file(args.file))
     if args.ranges:
-        from lbnet_deploy.export.fp16 import activation_ranges, range_table
-        from lbnet_deploy.export.onnx_io import lbnet_facts, load_onnx
-        from lbnet_deploy.parity import image_list, lr_crops
-        from lbnet_deploy.runtime.images import read_image
+        from lbnet_deploy.parity import range_report
 
-        graph = load_onnx(args.file)
-        scale = int(lbnet_facts(graph, args.file)["scale"])  # checked: a foreign graph is 1 line
-        sizes = [(32, 32), (48, 40), (64, 64)]
-        images = [
-            c for p in image_list(args.images) for c in lr_crops(read_image(p).rgb, scale, sizes)
-        ]
-        print(range_table(activation_ranges(graph, images)))
+        print(range_report(args.file, args.images))
     return 0
 
 

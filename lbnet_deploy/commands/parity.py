@@ -11,7 +11,6 @@ from .options import parse_size, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
-
     from lbnet_deploy.loaders import open_runner
     from lbnet_deploy.parity import image_list, run_parity
     from lbnet_deploy.runtime.files import check_output_dir

@@ -13,7 +13,6 @@ if TYPE_CHECKING:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from lbnet_deploy.runtime.files import (
         check_output_dir,
         expand_inputs,
