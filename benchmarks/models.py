@@ -248,23 +248,27 @@ def open_bench_runner(
     threads: int | None = None,
     random_weights: bool = False,
 ) -> tuple[Any, Path | None]:
-    """(runner, the ONNX file it runs or None for torch) for one configuration."""
-    from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
+    """(runner, the ONNX file it runs or None for torch) for one configuration.
+
+    The product's backends (`runtime.registry`: ort, ort-cuda, tensorrt) are opened by their
+    registry entry, as `upscale` opens them, on the graph of this configuration (an engine built
+    from it for tensorrt); the plain export and eager PyTorch are comparison points of bench."""
+    from lbnet_deploy.runtime.registry import BACKENDS as PRODUCT
 
     reason = skip_reason(backend, precision)
     if reason:
         raise LBNetError(f"{backend} {precision}: {reason}")
-    if backend == "tensorrt":
-        from lbnet_deploy.resolve import engine_file
-        from lbnet_deploy.runtime.engine import TensorRTRunner
-
+    if backend in PRODUCT and PRODUCT[backend].artifact != "checkpoint":
+        entry = PRODUCT[backend]
         path = bench_onnx(spec, size, batch, recursions, False, precision, random_weights)
-        return TensorRTRunner(engine_file(str(path), tile=size[0], batch=batch)), path
-    if backend.startswith("ort"):
-        plain = backend == "ort-plain"
-        path = bench_onnx(spec, size, batch, recursions, plain, precision, random_weights)
-        providers = ("cuda",) if backend == "ort-cuda" else ("cpu",)
-        return OnnxRuntimeRunner(path, providers=providers, threads=threads), path
+        if entry.artifact == "engine":
+            from lbnet_deploy.resolve import engine_file
+
+            return entry.open(engine_file(str(path), tile=size[0], batch=batch), threads), path
+        return entry.open(path, threads), path
+    if backend == "ort-plain":
+        path = bench_onnx(spec, size, batch, recursions, True, precision, random_weights)
+        return PRODUCT["ort"].open(path, threads), path
     model = build_model(spec, recursions, random_weights)
     ops = "static" if backend == "torch" else "reference"
     device = "cuda" if backend == "torch-cuda" else "cpu"
