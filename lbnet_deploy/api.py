@@ -142,15 +142,3 @@ def evaluate_dataset(
         upscaler, samples, model=str(model), variant=runner.model_facts.variant,
         dataset=Path(dataset).resolve().name, progress=False,
     )  # fmt: skip
-
-
-__all__ = [
-    "build_engine",
-    "calibrate",
-    "evaluate_dataset",
-    "export_onnx",
-    "load_checkpoint",
-    "open_runner",
-    "upscale",
-    "upscale_file",
-]

@@ -8,7 +8,7 @@ and a call that produces the file, or the runner at the end of the chain:
       -> EngineFromOnnx(onnx, tile, batch)            a fixed-size TensorRT engine (built, cached)
       -> RunnerFromFile(backend, file, threads)        the backend's runner (`runtime.registry`)
 
-`open_runner` assembles the chain for a backend from the registry's `artifact`: `upscale`,
+`open_runner` assembles and calls the chain for a backend from the registry's `artifact`: `upscale`,
 `eval`, `parity`, `bench` and the Python API all open runners through it, so there is one
 export cache and one engine cache. The files themselves are made by `resolve` (export, FP16
 conversion, engine build); nothing here imports torch, onnx or TensorRT until a file must be made.
@@ -107,44 +107,6 @@ class RunnerFromFile:
         return self.backend.open(path, self.threads)
 
 
-def chain(
-    spec: str,
-    backend: str = DEFAULT,
-    threads: int | None = None,
-    *,
-    tile: int | None = None,
-    batch: int = 1,
-    precision: str | None = None,
-    scale: int | None = None,
-) -> RunnerFromFile:
-    """The loader chain for `spec` on `backend`, checked before anything is made."""
-    model = ModelSpec(spec, scale)
-    if model.is_engine and backend == DEFAULT:
-        backend = "tensorrt"  # the default backend cannot run an engine; the user meant this
-    entry = get_backend(backend)
-    if precision is not None:
-        if model.is_file:
-            raise LBNetError(f"{spec} has its own precision: --precision is for names and .pt")
-        if precision not in FP_PRECISIONS:
-            raise LBNetError(f"precision must be fp32 or fp16 (INT8: `calibrate`), not {precision}")
-        if precision not in entry.precisions:
-            raise LBNetError(f"the {backend} backend runs {', '.join(entry.precisions)} only")
-    fp = precision or "fp32"
-    if entry.artifact == "engine":
-        if (tile is not None and tile < 1) or batch < 1:
-            raise LBNetError(f"tile and batch must be at least 1, got {tile} and {batch}")
-        return RunnerFromFile(entry, EngineFromOnnx(model, tile or DEFAULT_TILE, batch, fp))
-    if model.is_engine:
-        raise LBNetError(
-            f"{spec}: TensorRT engines run on the tensorrt backend (--backend tensorrt)"
-        )
-    if entry.artifact == "checkpoint":
-        if model.is_onnx:
-            raise LBNetError("the torch backend runs checkpoints or model names, not .onnx files")
-        return RunnerFromFile(entry, Path(spec), threads)  # a name is resolved by the runner
-    return RunnerFromFile(entry, OnnxFromSpec(model, precision=fp), threads)
-
-
 def open_runner(
     spec: str,
     backend: str = DEFAULT,
@@ -171,4 +133,28 @@ def open_runner(
         if not factor.isdigit():
             raise LBNetError(f"name the bicubic baseline's scale, e.g. bicubic-x4, not {spec!r}")
         return BicubicRunner(int(factor))
-    return chain(spec, backend, threads, tile=tile, batch=batch, precision=precision, scale=scale)()
+    model = ModelSpec(spec, scale)
+    if model.is_engine and backend == DEFAULT:
+        backend = "tensorrt"  # the default backend cannot run an engine; the user meant this
+    entry = get_backend(backend)
+    if precision is not None:
+        if model.is_file:
+            raise LBNetError(f"{spec} has its own precision: --precision is for names and .pt")
+        if precision not in FP_PRECISIONS:
+            raise LBNetError(f"precision must be fp32 or fp16 (INT8: `calibrate`), not {precision}")
+        if precision not in entry.precisions:
+            raise LBNetError(f"the {backend} backend runs {', '.join(entry.precisions)} only")
+    fp = precision or "fp32"
+    if entry.artifact == "engine":
+        if (tile is not None and tile < 1) or batch < 1:
+            raise LBNetError(f"tile and batch must be at least 1, got {tile} and {batch}")
+        return RunnerFromFile(entry, EngineFromOnnx(model, tile or DEFAULT_TILE, batch, fp))()
+    if model.is_engine:
+        raise LBNetError(
+            f"{spec}: TensorRT engines run on the tensorrt backend (--backend tensorrt)"
+        )
+    if entry.artifact == "checkpoint":
+        if model.is_onnx:
+            raise LBNetError("the torch backend runs checkpoints or model names, not .onnx files")
+        return RunnerFromFile(entry, Path(spec), threads)()  # a name: resolved by the runner
+    return RunnerFromFile(entry, OnnxFromSpec(model, precision=fp), threads)()
