@@ -137,7 +137,7 @@ def upscale_files(
     prepare_output_dir(out_dir)
     for i, (path, out) in enumerate(zip(inputs, outputs, strict=True), 1):
         try:
-            image = read_image(path, max_pixels=upscaler.max_input_pixels())
+            image = read_image(path, upscaler.max_input_pixels(), upscaler.limit_text())
             h, w = image.rgb.shape[:2]
             label = f"[{i}/{len(inputs)}] {path.name} {w}x{h}"
             with tqdm(total=1, desc=label, unit="tile", disable=not progress, leave=True) as bar:

@@ -79,12 +79,14 @@ def from_pil(img: Image.Image) -> LoadedImage:
     return LoadedImage(np.asarray(img.convert("RGB")), None, False, mode)
 
 
-def read_image(path: str | Path, max_pixels: int | None = None) -> LoadedImage:
+def read_image(
+    path: str | Path, max_pixels: int | None = None, limit: str = "the limit"
+) -> LoadedImage:
     """Decode `path`; any problem is one LBNetError line naming the file.
 
     `max_pixels`: refuse larger images from their header, before any pixel is decoded (a
-    20000x20000 PNG of a few KB is a decompression bomb). Pillow's own bomb limit (about 179
-    MP) applies as well and is reported the same way."""
+    20000x20000 PNG of a few KB is a decompression bomb); `limit` names where it comes from in
+    the message. Pillow's own bomb limit (about 179 MP) applies as well, reported the same way."""
     path = Path(path)
     if not path.is_file():
         raise LBNetError(f"image not found: {path}")
@@ -100,7 +102,7 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> LoadedImage:
             if max_pixels is not None and width * height > max_pixels:
                 raise LBNetError(
                     f"{path} is {width}x{height} ({width * height / 1e6:.1f} MP), over the "
-                    f"{max_pixels / 1e6:.1f} MP limit (--max-megapixels)"
+                    f"{max_pixels / 1e6:.1f} MP of {limit}"
                 )
             frames = getattr(img, "n_frames", 1)
             if frames > 1:

@@ -159,6 +159,11 @@ class Upscaler:
         per_pixel = image_bytes(1, 1, self.runner.scale)
         return max((self.budget - self._model_floor()) // per_pixel, 1)
 
+    def limit_text(self) -> str:
+        """Where `max_input_pixels` comes from, for messages."""
+        budget, scale = self.budget // 2**20, self.runner.scale
+        return f"input that the memory budget ({budget} MB, --memory-budget) holds at x{scale}"
+
     def plan(self, height: int, width: int) -> Plan:
         """Tile size and batch for an image (padded size for fixed-size runners)."""
         fixed = self.runner.input_size
