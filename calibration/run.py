@@ -16,7 +16,7 @@ import onnx
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.export.onnx_io import load_onnx, save_atomic
-from lbnet_deploy.metadata import from_metadata
+from lbnet_deploy.metadata import from_metadata, model_facts
 
 from .data import calibration_crops, holdout_pairs
 from .quantize import MixedResult, Quantizer, quantize_mixed
@@ -45,21 +45,21 @@ def calibrate_file(
     trt_version: str = "10.3.0",
 ) -> CalibrationReport:
     graph = load_onnx(model)
-    facts = from_metadata({p.key: p.value for p in graph.metadata_props})
-    if facts.get("precision") != "fp32":
-        precision = facts.get("precision", "unknown")
-        raise LBNetError(f"{model} is not an lbnet-deploy FP32 graph ({precision}): calibrate that")
-    scale = int(facts["scale"])
-    size = facts.get("input_size", "dynamic")
-    crop = DEFAULT_CROP if size == "dynamic" else tuple(int(v) for v in size.split("x"))
-    crops = calibration_crops(images, scale, size=crop, count=samples, seed=seed)  # type: ignore[arg-type]
+    facts = model_facts(from_metadata({p.key: p.value for p in graph.metadata_props}), str(model))
+    if facts.precision != "fp32":
+        raise LBNetError(
+            f"{model} is not an lbnet-deploy FP32 graph ({facts.precision}): calibrate that"
+        )
+    scale = facts.scale
+    crop = facts.input_size or DEFAULT_CROP
+    crops = calibration_crops(images, scale, size=crop, count=samples, seed=seed)
     quantizer = Quantizer(graph, crops, method)
     # onnxruntime.quantization logs "consider pre-processing" through the root logger on every
     # call; our graphs are already shape-inferred and folded, so the advice does not apply
     root = logging.getLogger()
     level, root.level = root.level, logging.ERROR
     try:
-        held_out = holdout_pairs(images, scale, size=crop, count=16, seed=seed + 1)  # type: ignore[arg-type]
+        held_out = holdout_pairs(images, scale, size=crop, count=16, seed=seed + 1)
         result = quantize_mixed(quantizer, held_out, scale, max_psnr_drop)
     finally:
         root.setLevel(level)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.atomic import write_bytes_atomic, write_files_atomic
+from lbnet_deploy.runtime.files import refuse_inputs_as_outputs
 from lbnet_deploy.runtime.trt_common import (
     EngineFacts,
     GpuFacts,
@@ -95,7 +96,12 @@ def precision_flags(precision: str, strong: bool, implicit_int8: bool) -> list[s
     return {"fp16": ["FP16"], "int8": ["INT8"]}.get(precision, [])
 
 
-def check_paths(engine_path: Path, options: BuildOptions) -> None:
+def check_paths(engine_path: Path, options: BuildOptions, onnx_path: Path | None = None) -> None:
+    """Before a build that takes minutes: folders exist, and no file written (engine, sidecar,
+    timing cache) is one read (the graph, the calibration cache) or another written."""
+    written = [engine_path, sidecar_path(engine_path), *filter(None, [options.timing_cache])]
+    read = [p for p in (onnx_path, options.calibration_cache) if p is not None]
+    refuse_inputs_as_outputs(written, read)
     if not engine_path.parent.is_dir():
         raise LBNetError(f"output folder does not exist: {engine_path.parent}")
     timing, calibration = options.timing_cache, options.calibration_cache
@@ -118,7 +124,7 @@ def build_engine(
     precision = lbnet.get("precision", "fp32")
     if options.calibration_cache is not None and precision != "fp32":
         raise LBNetError(f"a calibration cache goes with an FP32 graph, {onnx_path} is {precision}")
-    check_paths(engine_path, options)  # before a build that takes minutes
+    check_paths(engine_path, options, onnx_path)  # before a build that takes minutes
     tensorrt = require_tensorrt()
     gpu = gpu_facts(load_cuda())
     serialized, flags, strong, cache = _build(onnx_path, shape, precision, options)

@@ -51,15 +51,17 @@ def load_samples(
     scale: int,
     lr_from_hr: bool = False,
     on_error: Callable[[LBNetError], None] | None = None,
+    max_pixels: int | None = None,
 ) -> list[Sample]:
     """HR/LR pairs; LR files are taken from `LR_bicubic/X{s}/<name>x{s}.png` when present.
 
     `on_error`: called with each image's problem (unreadable, a bomb, LR not matching HR) and
-    that image left out; None: the first problem is raised."""
+    that image left out; None: the first problem is raised. `max_pixels`: the largest LR image
+    (the Upscaler's `max_input_pixels`), checked from the file headers (HR: s^2 times it)."""
     samples = []
     for hr_path in find_hr_images(dataset):
         try:
-            samples.append(_sample(dataset, hr_path, scale, lr_from_hr))
+            samples.append(_sample(dataset, hr_path, scale, lr_from_hr, max_pixels))
         except LBNetError as exc:
             if on_error is None:
                 raise
@@ -67,16 +69,19 @@ def load_samples(
     return samples
 
 
-def _sample(dataset: Path, hr_path: Path, scale: int, lr_from_hr: bool) -> Sample:
+def _sample(
+    dataset: Path, hr_path: Path, scale: int, lr_from_hr: bool, max_pixels: int | None
+) -> Sample:
     """One HR/LR pair (see `load_samples`)."""
-    hr = read_image(hr_path).rgb  # grayscale as R = G = B, as the paper's pipeline reads it
+    hr_max = max_pixels * scale * scale if max_pixels is not None else None
+    hr = read_image(hr_path, hr_max, "the memory budget").rgb  # gray as R = G = B, as the paper
     lr_path = dataset / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
     if min(hr.shape[:2]) < scale:
         raise LBNetError(f"{hr_path} is smaller than the scale {scale}")
     hr_crop, lr = make_lr(hr, scale)
     source = "bicubic"
     if lr_path.is_file() and not lr_from_hr:
-        lr, source = read_image(lr_path).rgb, "given"
+        lr, source = read_image(lr_path, max_pixels, "the memory budget").rgb, "given"
         if lr.shape[0] * scale != hr_crop.shape[0] or lr.shape[1] * scale != hr_crop.shape[1]:
             raise LBNetError(f"{lr_path} is not {hr_path.name} downscaled by {scale}")
     return Sample(hr_path.stem, hr_crop, lr, source)
@@ -134,6 +139,7 @@ class EvalResult:
     images: list[ImageScore] = field(default_factory=list)
     seconds: float = 0.0
     baseline: str | None = None
+    failed: list[str] = field(default_factory=list)  # images that could not be scored
 
     def mean(self, key: str) -> float | None:
         values = [getattr(i, key) for i in self.images]
@@ -156,6 +162,7 @@ class EvalResult:
             "psnr_y_minus_paper": mean_psnr - paper[0] if paper and mean_psnr else None,
             "seconds": self.seconds,
             "images": [vars(i) for i in self.images],
+            "failed": list(self.failed),  # left out of the means above
         }
         if self.mean("ensemble_psnr_y") is not None:
             out["mean_ensemble_psnr_y"] = self.mean("ensemble_psnr_y")
@@ -181,26 +188,23 @@ def evaluate(
     baseline_name: str | None = None,
     save_sr: Path | None = None,
     progress: bool = True,
+    on_error: Callable[[LBNetError], None] | None = None,
 ) -> EvalResult:
+    """Score every sample; `on_error`: called with an image's problem (it does not fit the
+    memory budget, the model's output is broken), which is then left out and named in the
+    result's `failed`; None: the first problem is raised."""
     s = upscaler.runner.scale
     result = EvalResult(model, variant, dataset, s, baseline=baseline_name)
     start = time.perf_counter()
     for i, sample in enumerate(samples, 1):
-        sr = upscaler.upscale(sample.lr)
-        score = ImageScore(
-            sample.name, psnr_y(sr, sample.hr, s), ssim_y(sr, sample.hr, s), sample.lr_source,
-            tiled=not upscaler.plan(*sample.lr.shape[:2]).whole,
-        )  # fmt: skip
-        if ensemble:
-            sr_ens = self_ensemble(upscaler, sample.lr)
-            score.ensemble_psnr_y = psnr_y(sr_ens, sample.hr, s)
-            score.ensemble_ssim_y = ssim_y(sr_ens, sample.hr, s)
-        if baseline is not None:
-            sr_base = baseline.upscale(sample.lr)
-            score.baseline_psnr_y = psnr_y(sr_base, sample.hr, s)
-            score.max_abs_vs_baseline = int(np.abs(sr.astype(int) - sr_base.astype(int)).max())
-        if save_sr is not None:
-            write_png_atomic(save_sr / f"{sample.name}.png", sr)
+        try:
+            score = _score(upscaler, sample, ensemble, baseline, save_sr)
+        except LBNetError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+            result.failed.append(sample.name)
+            continue
         result.images.append(score)
         if progress:
             extra = f", ensemble {score.ensemble_psnr_y:.3f}" if ensemble else ""
@@ -210,6 +214,29 @@ def evaluate(
             )  # fmt: skip
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _score(
+    upscaler: Upscaler, sample: Sample, ensemble: bool, baseline: Upscaler | None,
+    save_sr: Path | None,
+) -> ImageScore:  # fmt: skip
+    s = upscaler.runner.scale
+    sr = upscaler.upscale(sample.lr)
+    score = ImageScore(
+        sample.name, psnr_y(sr, sample.hr, s), ssim_y(sr, sample.hr, s), sample.lr_source,
+        tiled=not upscaler.plan(*sample.lr.shape[:2]).whole,
+    )  # fmt: skip
+    if ensemble:
+        sr_ens = self_ensemble(upscaler, sample.lr)
+        score.ensemble_psnr_y = psnr_y(sr_ens, sample.hr, s)
+        score.ensemble_ssim_y = ssim_y(sr_ens, sample.hr, s)
+    if baseline is not None:
+        sr_base = baseline.upscale(sample.lr)
+        score.baseline_psnr_y = psnr_y(sr_base, sample.hr, s)
+        score.max_abs_vs_baseline = int(np.abs(sr.astype(int) - sr_base.astype(int)).max())
+    if save_sr is not None:
+        write_png_atomic(save_sr / f"{sample.name}.png", sr)
+    return score
 
 
 def table(result: EvalResult) -> str:

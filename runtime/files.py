@@ -29,7 +29,7 @@ def expand_inputs(items: Iterable[str]) -> list[Path]:
     """Files as given, folders as their image files (sorted), globs expanded; missing -> error."""
     paths: list[Path] = []
     for item in items:
-        if glob.has_magic(item):
+        if glob.has_magic(item) and not Path(item).exists():  # a file named img[1].png is a file
             matches = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
             if not matches:
                 raise LBNetError(f"no files match {item!r}")
@@ -78,25 +78,38 @@ def check_output_dir(folder: str | Path) -> None:
         raise LBNetError(f"{what} {existing} is not writable")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """a and b name one file: equal once resolved (symlinks followed), or one inode (hard links,
-    bind mounts)."""
-    if a.resolve() == b.resolve():
-        return True
+def _identities(path: Path) -> set[object]:
+    """What names one file: its resolved path (symlinks followed) and, where it exists, its
+    inode (hard links, bind mounts). A symlink loop resolves to nothing."""
+    ids: set[object] = set()
     try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist yet
-        return False
+        ids.add(path.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        ids.add(path.absolute())
+    try:
+        st = path.stat()
+        ids.add((st.st_dev, st.st_ino))
+    except OSError:  # does not exist yet (or a loop)
+        pass
+    return ids
 
 
 def refuse_inputs_as_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path]) -> None:
     """One line, before any work, where an output would replace one of the inputs (`upscale
-    DIR -o DIR`, `export x.pt -o x.pt`): written atomically, it would be gone for good."""
-    ins = [Path(i) for i in inputs]
+    DIR -o DIR`, `export x.pt -o x.pt`) or another output: written atomically, the file it
+    replaced would be gone for good. Each path is resolved and stat'ed once."""
+    seen: dict[object, tuple[str, Path]] = {}
+    for inp in map(Path, inputs):
+        for key in _identities(inp):
+            seen.setdefault(key, ("the input", inp))
     for out in map(Path, outputs):
-        for inp in ins:
-            if _same_file(out, inp):
-                raise LBNetError(f"output {out} would overwrite the input {inp}; choose another")
+        ids = _identities(out)
+        for key in ids:
+            if key in seen:
+                what, other = seen[key]
+                raise LBNetError(f"output {out} would overwrite {what} {other}; choose another")
+        for key in ids:
+            seen[key] = ("the output", out)
 
 
 def output_paths(inputs: list[Path], out_dir: Path) -> list[Path]:

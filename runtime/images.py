@@ -94,34 +94,63 @@ def read_image(
         raise LBNetError(f"{path} is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
-            if max_pixels is not None:  # our limit decides; Pillow's warning would be a 2nd line
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-        with img:
-            width, height = img.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise LBNetError(
-                    f"{path} is {width}x{height} ({width * height / 1e6:.1f} MP), over the "
-                    f"{max_pixels / 1e6:.1f} MP of {limit}"
-                )
-            frames = getattr(img, "n_frames", 1)
-            if frames > 1:
-                log.warning("%s has %d frames; only the first is upscaled", path, frames)
-            img.load()  # decode now: truncated data fails here, inside the try
-            ImageOps.exif_transpose(img, in_place=True)  # EXIF orientation, in place: no copy
-            loaded = from_pil(img)
-            icc = img.info.get("icc_profile")
-            if isinstance(icc, bytes) and icc:  # the pixels stay in it: so must the output
-                loaded = replace(loaded, icc_profile=icc)
+            # one line per file: Pillow's warnings (corrupt EXIF, sizes near its bomb limit,
+            # which still applies as an error) would add more
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            loaded = _decode(path, max_pixels, limit)
+    except LBNetError:
+        raise
     except UnidentifiedImageError:
         raise LBNetError(f"{path} is not an image PIL can read") from None
     except Image.DecompressionBombError as exc:  # not an OSError
         raise LBNetError(f"{path} refused as a decompression bomb ({exc})") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
-        raise LBNetError(f"{path} cannot be decoded ({str(exc).strip()[:100]})") from None
+    except Exception as exc:  # corrupt data: OSError, but also KeyError, struct.error, ...
+        detail = str(exc).strip()[:100] or type(exc).__name__
+        raise LBNetError(f"{path} cannot be decoded ({detail})") from None
     if loaded.rgb.size == 0:
         raise LBNetError(f"{path} has zero size ({loaded.rgb.shape[1]}x{loaded.rgb.shape[0]})")
     return loaded
+
+
+def _frames(img: Image.Image) -> int:
+    try:
+        return int(getattr(img, "n_frames", 1))
+    except Exception:  # a corrupt frame table: the first frame may still decode
+        return 1
+
+
+def _decode(path: Path, max_pixels: int | None, limit: str) -> LoadedImage:
+    """`read_image`'s decoding; its errors are turned into one line there."""
+    with Image.open(path) as img:
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise LBNetError(
+                f"{path} is {width}x{height} ({width * height / 1e6:.1f} MP), over the "
+                f"{max_pixels / 1e6:.1f} MP of {limit}"
+            )
+        frames = _frames(img)
+        if frames > 1:
+            log.warning("%s has %d frames; only the first is upscaled", path, frames)
+        img.load()  # decode now: truncated data fails here, inside the try
+        ImageOps.exif_transpose(img, in_place=True)  # EXIF orientation, in place: no copy
+        loaded = from_pil(img)
+        icc = img.info.get("icc_profile")
+        if isinstance(icc, bytes) and icc and _profile_fits(icc, loaded.grayscale):
+            loaded = replace(loaded, icc_profile=icc)  # the pixels stay in it: so must the PNG
+    return loaded
+
+
+def _profile_fits(icc: bytes, grayscale: bool) -> bool:
+    """Keep a colour profile only where the output's pixels are still in its colour space
+    (a CMYK or Lab profile does not describe the RGB pixels we write)."""
+    from PIL import ImageCms
+
+    try:
+        space = ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile.xcolor_space.strip()
+    except Exception:  # an unreadable profile: not carried over
+        return False
+    return space == ("GRAY" if grayscale else "RGB")
 
 
 def restore(loaded: LoadedImage, sr_rgb: np.ndarray) -> np.ndarray:

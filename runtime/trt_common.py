@@ -120,6 +120,11 @@ class EngineFacts:
                      "input_name", "output_name"):  # fmt: skip
             if not isinstance(getattr(facts, name), str):
                 raise ValueError(f"{name} is not a string")
+        for name in ("strongly_typed", "tf32"):
+            if not isinstance(getattr(facts, name), bool):
+                raise ValueError(f"{name} is not true or false")
+        if not all(isinstance(flag, str) for flag in facts.builder_flags):
+            raise ValueError("builder_flags are not names")
         shape = facts.input_shape
         if len(shape) != 4 or shape[1] != 3 or not all(type(d) is int and d > 0 for d in shape):
             raise ValueError(f"input_shape {list(shape)} is not (batch, 3, height, width)")
@@ -145,6 +150,8 @@ def read_facts(engine: str | Path) -> EngineFacts:
     engine, side = Path(engine), sidecar_path(engine)
     if not engine.is_file():
         raise LBNetError(f"engine file not found: {engine}")
+    if engine.stat().st_size == 0:
+        raise LBNetError(f"{engine} is empty (0 bytes)")
     if not side.is_file():
         raise LBNetError(
             f"{engine} has no {side.name} beside it: build engines with `lbnet-deploy build`, "
@@ -152,7 +159,7 @@ def read_facts(engine: str | Path) -> EngineFacts:
         )
     try:
         return EngineFacts.from_json(side.read_text(), str(side))
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError) as exc:
         raise LBNetError(f"{side} is not an lbnet-deploy engine description ({exc})") from None
 
 

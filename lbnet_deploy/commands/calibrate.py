@@ -13,7 +13,9 @@ def run(args: argparse.Namespace) -> int:
     from lbnet_deploy.runtime.files import check_output_dir, refuse_inputs_as_outputs
 
     outputs = [args.output, *([args.trt_cache] if args.trt_cache else [])]
-    refuse_inputs_as_outputs(outputs, [args.model])
+    photos = Path(args.images)
+    inputs = [Path(args.model), *(photos.iterdir() if photos.is_dir() else [])]
+    refuse_inputs_as_outputs(outputs, inputs)  # nor each other: -o x --trt-cache x
     for out in outputs:  # before a 10-minute calibration
         check_output_dir(Path(out).absolute().parent)
 

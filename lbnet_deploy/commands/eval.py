@@ -24,15 +24,18 @@ def run(args: argparse.Namespace) -> int:
     hr_paths = find_hr_images(dataset)
     # before minutes of work: where the report and the SR images go, and that no SR image
     # would replace one of the dataset's own files
-    if args.json:
-        check_output_dir(Path(args.json).absolute().parent)
-        refuse_inputs_as_outputs([args.json], hr_paths)
-    if args.save_sr:
-        check_output_dir(args.save_sr)
-        lr_dir = dataset / "LR_bicubic"
-        lr_files = [p for p in lr_dir.rglob("*") if p.is_file()] if lr_dir.is_dir() else []
-        sr_paths = [Path(args.save_sr) / f"{p.stem}.png" for p in hr_paths]
-        refuse_inputs_as_outputs(sr_paths, hr_paths + lr_files)
+    stems: dict[str, Path] = {}
+    for path in hr_paths:  # HR/a.png and HR/a.bmp: one name for scores, LR files, SR images
+        if stems.setdefault(path.stem, path) != path:
+            raise LBNetError(f"{path} and {stems[path.stem]} share the name {path.stem!r}")
+    lr_dir = dataset / "LR_bicubic"
+    lr_files = [p for p in lr_dir.rglob("*") if p.is_file()] if lr_dir.is_dir() else []
+    models = [Path(m) for m in (args.model, args.baseline) if m and Path(m).exists()]
+    sr_paths = [Path(args.save_sr) / f"{p.stem}.png" for p in hr_paths] if args.save_sr else []
+    json_path = [Path(args.json)] if args.json else []
+    for out in json_path + ([Path(args.save_sr) / "x"] if args.save_sr else []):
+        check_output_dir(out.absolute().parent)
+    refuse_inputs_as_outputs(json_path + sr_paths, hr_paths + lr_files + models)
 
     model = (
         f"bicubic-x{args.scale}" if args.model.startswith("bicubic") and args.scale else args.model
@@ -49,20 +52,26 @@ def run(args: argparse.Namespace) -> int:
         failed.append(exc)
 
     samples = load_samples(
-        dataset, upscaler.runner.scale, lr_from_hr=args.lr_from_hr, on_error=skip
-    )
+        dataset, upscaler.runner.scale, lr_from_hr=args.lr_from_hr, on_error=skip,
+        max_pixels=upscaler.max_input_pixels(),
+    )  # fmt: skip
     if not samples:
         raise LBNetError(f"no image of {dataset} could be read")
+    unread = [p.stem for p in hr_paths if p.stem not in {s.name for s in samples}]
     save_sr = prepare_output_dir(args.save_sr) if args.save_sr else None
     variant = str(upscaler.runner.describe().get("variant", "?"))
     result = evaluate(
         upscaler, samples, model=model, variant=variant,
         dataset=dataset.resolve().name, ensemble=args.self_ensemble, baseline=baseline,
-        baseline_name=args.baseline, save_sr=save_sr, progress=not args.quiet,
+        baseline_name=args.baseline, save_sr=save_sr, progress=not args.quiet, on_error=skip,
     )  # fmt: skip
+    result.failed[:0] = unread  # the report names every image its means leave out
+    if not result.images:
+        raise LBNetError(f"no image of {dataset} could be scored")
     print(table(result))
     if failed:
-        print(f"scored {len(samples)} of {len(samples) + len(failed)} images", file=sys.stderr)
+        total = len(result.images) + len(failed)
+        print(f"scored {len(result.images)} of {total} images", file=sys.stderr)
     if args.json:
         write_json(result, args.json)
     return 1 if failed else 0

@@ -15,12 +15,14 @@ if TYPE_CHECKING:
 
 def run(args: argparse.Namespace) -> int:
     from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
-    from lbnet_deploy.model.checkpoint import load_model
+    from lbnet_deploy.model.checkpoint import load_checkpoint
+    from lbnet_deploy.resolve import checkpoint_path
     from lbnet_deploy.runtime.files import check_output_dir, refuse_inputs_as_outputs
 
-    refuse_inputs_as_outputs([args.output], [args.model])
+    checkpoint = checkpoint_path(args.model, args.scale)  # a name: the file it resolves to
+    refuse_inputs_as_outputs([args.output], [checkpoint])
     check_output_dir(Path(args.output).absolute().parent)  # fail before a 30 s export, not after
-    model, desc = load_model(args.model, scale=args.scale, variant=args.variant)
+    model, desc = load_checkpoint(checkpoint, scale=args.scale, variant=args.variant)
     options = ExportOptions(
         input_size=None if args.dynamic else args.input_size,
         batch=None if args.dynamic_batch else args.batch,

@@ -13,10 +13,12 @@ from .options import parse_size, positive_int
 def run(args: argparse.Namespace) -> int:
     from lbnet_deploy.loaders import open_runner
     from lbnet_deploy.parity import image_list, run_parity
-    from lbnet_deploy.runtime.files import check_output_dir
+    from lbnet_deploy.runtime.files import check_output_dir, refuse_inputs_as_outputs
 
     if args.json:
         check_output_dir(Path(args.json).absolute().parent)
+        models = [Path(m) for m in (args.model_file, args.reference) if Path(m).exists()]
+        refuse_inputs_as_outputs([args.json], models)
 
     runner = open_runner(args.model_file, args.backend, args.threads, tile=args.tile)
     precision = str(runner.describe().get("precision", "fp32"))

@@ -112,3 +112,25 @@ def test_session_factory_refuses_a_silent_cpu_fallback(
     monkeypatch.setattr(ort, "InferenceSession", cpu_only)
     with pytest.raises(LBNetError, match="could not load its cuda provider"):
         create_session(graph, providers=("cuda",))
+
+
+def test_the_runner_runs_through_its_arena_guard(tmp_path) -> None:
+    """The guard is wired in: each new input shape runs with the shrink options, a repeat not."""
+    import numpy as np
+
+    from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
+
+    from .corpus import lying_graph
+
+    runner = OnnxRuntimeRunner(lying_graph(tmp_path / "g.onnx", real_scale=2))
+    seen: list[object] = []
+    real_run = runner.session.run
+
+    def spy(outputs, feeds, options=None):
+        seen.append(options)
+        return real_run(outputs, feeds, options)
+
+    runner.session.run = spy  # type: ignore[method-assign]
+    for shape in ((1, 3, 4, 4), (1, 3, 4, 4), (1, 3, 5, 4)):
+        runner.infer(np.zeros(shape, np.float32))
+    assert seen[0] is not None and seen[1] is None and seen[2] is seen[0]

@@ -111,16 +111,29 @@ GOOD_SIDECAR = {
         lambda d: {**d, "dtypes": ["int8", "int8"]},
         lambda d: {**d, "tensorrt": 10},
         lambda d: {**d, "lbnet": {**d["lbnet"], "precision": "fp8"}},
+        lambda d: {**d, "strongly_typed": "no"},
+        lambda d: {**d, "builder_flags": [1, {}]},
+        lambda d: "NESTED",  # JSON nested deeper than the parser's stack (written raw below)
     ],
 )
 def test_sidecar_that_lies_is_one_line(change, tmp_path: Path, capsys) -> None:
     engine = tmp_path / "e.plan"
     engine.write_bytes(b"engine bytes")
-    (tmp_path / "e.plan.json").write_text(json.dumps(change(dict(GOOD_SIDECAR))))
+    changed = change(dict(GOOD_SIDECAR))
+    text = "[" * 100000 + "]" * 100000 if changed == "NESTED" else json.dumps(changed)
+    (tmp_path / "e.plan.json").write_text(text)
     assert main(["info", str(engine)]) == 2
     _one_error(capsys)
     assert main(["triton", str(engine), "--repository", str(tmp_path)]) == 2
     _one_error(capsys)
+
+
+def test_empty_engine_with_a_good_sidecar(tmp_path: Path, capsys) -> None:
+    engine = tmp_path / "e.plan"
+    engine.write_bytes(b"")
+    (tmp_path / "e.plan.json").write_text(json.dumps(GOOD_SIDECAR))
+    assert main(["info", str(engine)]) == 2
+    assert "empty" in _one_error(capsys)
 
 
 def test_sidecar_control_case_is_accepted(tmp_path: Path, capsys) -> None:
