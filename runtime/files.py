@@ -113,9 +113,19 @@ def refuse_inputs_as_outputs(outputs: Iterable[str | Path], inputs: Iterable[str
 
 
 def output_paths(inputs: list[Path], out_dir: Path) -> list[Path]:
-    """`out_dir/<stem>.png` per input, refused before any work if one of them is an input."""
+    """`out_dir/<stem>.png` per input, refused before any work if one of them is an input, or,
+    where the output folder holds inputs too, if it would replace a file already there
+    (`upscale photos/a.jpg -o photos` must not replace an original photos/a.png)."""
     outputs = [out_dir / f"{path.stem}.png" for path in inputs]
     refuse_inputs_as_outputs(outputs, inputs)
+    if out_dir.is_dir():
+        folder = out_dir.resolve()
+        if any(path.resolve().parent == folder for path in inputs):
+            for out in outputs:
+                if out.exists():
+                    raise LBNetError(
+                        f"output {out} would replace a file beside the inputs; choose another -o"
+                    )
     return outputs
 
 

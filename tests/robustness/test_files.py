@@ -61,6 +61,18 @@ def test_output_that_is_an_input_is_refused_before_any_work(
     assert _digest(src) == before  # not one input replaced
 
 
+def test_output_beside_the_inputs_does_not_replace_an_original(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = corpus.photo(tmp_path / "a.jpg")
+    original = corpus.photo(tmp_path / "a.png", 50, 50, seed=4)
+    before = original.read_bytes()
+    assert main([*UPSCALE, str(src), "-o", str(tmp_path)]) == 2
+    assert "beside the inputs" in _errors(capsys)[0]
+    assert original.read_bytes() == before
+    assert main([*UPSCALE, str(corpus.photo(tmp_path / "b.jpg")), "-o", str(tmp_path)]) == 0
+
+
 def test_output_file_symlinked_to_an_input_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
