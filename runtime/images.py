@@ -7,10 +7,11 @@ Mode handling (the model only knows RGB):
 - alpha (RGBA, LA, PA, palettes with transparency): colour is upscaled by the model, the alpha
   channel with PIL's bicubic filter (the model was never trained on alpha), then re-attached.
 - palette (P) is expanded to RGB(A); CMYK, YCbCr, LAB, HSV are converted to RGB.
-- 16-bit grayscale (I;16*, and I, which PIL uses for 16-bit PNG/PGM/TIFF) is scaled to 8 bits
+- 16-bit grayscale (I;16*, and I, which PIL uses for 16-bit PNG/PGM) is scaled to 8 bits
   by /257, whatever values the file happens to hold (a dark 16-bit image stays dark); float
   grayscale (F) in 0..1 is taken as 0..1, other float data as 0..255. PIL itself opens 16-bit
-  RGB PNGs as 8-bit RGB. Output is always 8 bits per channel.
+  RGB PNGs as 8-bit RGB; 32-bit integer TIFFs are refused (no agreed range). Output is always
+  8 bits per channel.
 - EXIF orientation is applied on read (Pillow's ImageOps.exif_transpose), so a phone photo
   comes out the way it is shown, not the way its sensor stored it.
 - Animated and multi-page files: the first frame, with a warning.
@@ -132,6 +133,11 @@ def _decode(path: Path, max_pixels: int | None, limit: str) -> LoadedImage:
         frames = _frames(img)
         if frames > 1:
             log.warning("%s has %d frames; only the first is upscaled", path, frames)
+        tags = getattr(img, "tag_v2", None)
+        if img.mode == "I" and tags is not None and tuple(tags.get(258, ())) == (32,):
+            # 32-bit integer samples have no agreed range (16-bit ones end at 65535): refuse
+            # rather than guess a black or a saturated image
+            raise LBNetError(f"{path} has 32-bit integer samples; convert it to 8 or 16 bits")
         img.load()  # decode now: truncated data fails here, inside the try
         ImageOps.exif_transpose(img, in_place=True)  # EXIF orientation, in place: no copy
         loaded = from_pil(img)

@@ -203,6 +203,23 @@ def test_float_tiff_in_unit_range_is_not_black(tmp_path: Path) -> None:
     assert abs(float(sr.mean()) - 127.5) <= 1
 
 
+def test_thirty_two_bit_integer_tiff_is_refused_not_guessed(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "deep.tif"
+    Image.fromarray(np.full((4, 4), 128, np.int32), mode="I").save(path)
+    assert main([*UPSCALE, str(path), "-o", str(tmp_path / "out")]) == 1
+    assert "32-bit integer" in _errors(capsys)[0]
+
+
+def test_export_to_a_place_that_cannot_be_written_fails_before_loading(
+    tmp_path: Path, capsys
+) -> None:
+    junk = tmp_path / "x.pt"
+    junk.write_bytes(b"not a checkpoint: never read")
+    (tmp_path / "file").write_text("a file")
+    assert main(["export", str(junk), "-o", str(tmp_path / "file" / "x.onnx")]) == 2
+    assert "not a folder" in _errors(capsys)[0]  # not the checkpoint's error: checked first
+
+
 def test_animated_gif_in_a_folder_is_picked_and_warned(tmp_path: Path, caplog) -> None:
     src = tmp_path / "in"
     src.mkdir()
