@@ -32,6 +32,9 @@ TRT10_SUPPORTED_OPS = frozenset(
     Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
     """.split()  # noqa: SIM905 (kept in the source document's wrapped form)
 )
+# The parser's restriction "`axes` must be an initializer" (docs/operators.md), by the input
+# that holds the axes (Pad, Slice: 4th; ReduceMax/ReduceMean from opset 18, Squeeze: 2nd)
+CONSTANT_AXES_INPUT = {"Pad": 3, "Slice": 3, "ReduceMax": 1, "ReduceMean": 1, "Squeeze": 1}
 # Parsable, but control flow defeats engine optimisation and fixed-shape builds: we never emit it.
 BANNED_OPS = frozenset({"Loop", "If", "Scan", "Col2Im"})
 
@@ -51,8 +54,11 @@ def check_trt_parsable(model: onnx.ModelProto) -> None:
     if not TRT10_OPSET_RANGE[0] <= opset <= TRT10_OPSET_RANGE[1]:
         raise LBNetError(f"graph uses opset {opset}; TensorRT 10 parses {TRT10_OPSET_RANGE}")
     consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     for node in model.graph.node:
-        # the parser's restriction on Pad: "`axes` must be an initializer"
-        axes = node.input[3] if node.op_type == "Pad" and len(node.input) > 3 else ""
+        index = CONSTANT_AXES_INPUT.get(node.op_type)
+        axes = node.input[index] if index is not None and len(node.input) > index else ""
         if axes and axes not in consts:
-            raise LBNetError(f"Pad node {node.name!r} has non-constant axes (TensorRT rejects)")
+            raise LBNetError(
+                f"{node.op_type} node {node.name!r} has non-constant axes (TensorRT rejects)"
+            )

@@ -96,6 +96,33 @@ def test_trt_check_rejects_unparsable_graphs() -> None:
         check_trt_parsable(model)
 
 
+@pytest.mark.parametrize(
+    ("op", "index"), [("ReduceMean", 1), ("ReduceMax", 1), ("Squeeze", 1), ("Slice", 3)]
+)
+def test_trt_check_rejects_axes_that_are_not_constant(op: str, index: int) -> None:
+    """The parser requires `axes` as an initializer for these ops (docs/operators.md)."""
+    f, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    x = helper.make_tensor_value_info("x", f, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", f, None)
+    fixed = [helper.make_tensor(n, i64, [1], [0]) for n in ("start", "end")]
+
+    def graph_with(axes_is_input: bool) -> onnx.ModelProto:
+        inputs = ["x", *(["start", "end"] if op == "Slice" else [])]
+        inputs += ["axes"]
+        axes_info = helper.make_tensor_value_info("axes", i64, [1])
+        inits = [*fixed, *([] if axes_is_input else [helper.make_tensor("axes", i64, [1], [3])])]
+        node = helper.make_node(op, inputs, ["y"])
+        assert list(node.input).index("axes") == index
+        graph = helper.make_graph(
+            [node], "g", [x, *([axes_info] if axes_is_input else [])], [y], inits
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+    check_trt_parsable(graph_with(axes_is_input=False))  # constant axes: fine
+    with pytest.raises(LBNetError, match=f"{op} node .* non-constant axes"):
+        check_trt_parsable(graph_with(axes_is_input=True))
+
+
 def test_cli_export_and_info(tmp_path, capsys) -> None:
     out = tmp_path / "t4.onnx"
     assert main(["export", "lbnet-t-x4", "-o", str(out), "--input-size", "32x32"]) == 0
