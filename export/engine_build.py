@@ -172,6 +172,11 @@ def _build(
             f"TensorRT {trt.__version__} has no calibrators (removed in 11): build the Q/DQ "
             "graph from `lbnet-deploy calibrate` instead of an FP32 graph with a cache"
         )
+    if options.weakly_typed and int(trt.__version__.split(".")[0]) >= 11:
+        # 11.x networks are always strongly typed: a weakly typed record would be false
+        raise LBNetError(
+            f"TensorRT {trt.__version__} builds strongly typed only: drop --weakly-typed"
+        )
     strong = not (implicit or options.weakly_typed)  # calibrators need weak typing
     names = precision_flags(precision, strong, implicit)
     missing = [n for n in names if not hasattr(trt.BuilderFlag, n)]
@@ -193,7 +198,7 @@ def _build(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * 2**20)
     for name in names:
         config.set_flag(getattr(trt.BuilderFlag, name))
-    if not options.tf32:
+    if not options.tf32 and hasattr(trt.BuilderFlag, "TF32"):  # guarded as Polygraphy does
         config.clear_flag(trt.BuilderFlag.TF32)
     if implicit:
         assert options.calibration_cache is not None

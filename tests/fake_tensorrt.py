@@ -51,6 +51,7 @@ class FakeTensorRT:
     compute_capability: tuple[int, int] = (8, 9)
     gpu_name: str = "Fake GPU"
     calibrators: bool = True
+    tf32_flag: bool = True  # a TensorRT without BuilderFlag.TF32 (Polygraphy guards its use)
     reject_ops: frozenset[str] = frozenset({"Col2Im"})  # the parser "rejects" these op types
     fail_build: bool = False
     calls: list[tuple[str, Any]] = field(default_factory=list)
@@ -73,7 +74,7 @@ class FakeTensorRT:
         ns["NetworkDefinitionCreationFlag"] = _enum(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
         ns["MemoryPoolType"] = _enum(WORKSPACE=0)
         flags = {"FP16": 0, "INT8": 1} if self.calibrators else {}  # 11.x removed them
-        ns["BuilderFlag"] = _enum(**flags, TF32=7)
+        ns["BuilderFlag"] = _enum(**flags, **({"TF32": 7} if self.tf32_flag else {}))
         ns["TensorIOMode"] = _enum(NONE=0, INPUT=1, OUTPUT=2)
         ns["DataType"] = _enum(FLOAT=0, HALF=1, INT8=2)
         ns["nptype"] = lambda t: {0: np.float32, 1: np.float16, 2: np.int8}[int(t)]

@@ -84,12 +84,21 @@ def test_weakly_typed_fallback_sets_only_the_graphs_flag(
     assert not facts.strongly_typed and list(facts.builder_flags) == flag and not facts.tf32
 
 
-def test_weakly_typed_refused_where_the_flags_are_gone(monkeypatch, tmp_path) -> None:
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_weakly_typed_refused_on_tensorrt_11(monkeypatch, tmp_path, precision: str) -> None:
+    """11.x is always strongly typed: an fp32 build must not be recorded as weakly typed."""
     FakeTensorRT(version="11.4.0", calibrators=False).install(monkeypatch)
-    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], precision="fp16")
-    with pytest.raises(LBNetError, match="has no FP16 flag"):
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], precision=precision)
+    with pytest.raises(LBNetError, match="builds strongly typed only"):
         build_engine(src, tmp_path / "g.plan", BuildOptions(weakly_typed=True))
     assert list(tmp_path.iterdir()) == [src]
+
+
+def test_tf32_flag_cleared_only_where_it_exists(monkeypatch, tmp_path) -> None:
+    fake = FakeTensorRT(version="11.4.0", calibrators=False, tf32_flag=False).install(monkeypatch)
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    facts = build_engine(src, tmp_path / "g.plan", BuildOptions())
+    assert facts.strongly_typed and fake.called("clear_flag") == []
 
 
 def test_dynamic_graph_gets_one_fixed_profile(fake, tmp_path) -> None:
