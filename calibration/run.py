@@ -69,5 +69,10 @@ def calibrate_file(
     cache = None
     if trt_cache is not None:
         cache = Path(trt_cache)
-        write_cache(activation_scales(result.graph), cache, trt_version)
+        # TensorRT matches the cache to the FP32 graph's tensors: names the Q/DQ rewrite made up
+        # (e.g. `sr_QuantizeLinear_Input`) would be ignored there
+        fp32_names = {t for n in graph.graph.node for t in (*n.input, *n.output)}
+        fp32_names |= {i.name for i in graph.graph.input}
+        scales = activation_scales(result.graph)
+        write_cache({k: v for k, v in scales.items() if k in fp32_names}, cache, trt_version)
     return CalibrationReport(Path(output), result, cache)

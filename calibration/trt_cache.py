@@ -49,12 +49,18 @@ def activation_scales(qdq_graph: onnx.ModelProto) -> dict[str, float]:
 
 def write_cache(scales: dict[str, float], path: str | Path, trt_version: str = "10.3.0") -> None:
     """Write `scales` (tensor -> scale) as a TensorRT calibration cache."""
+    Path(path).write_text(cache_text(scales, trt_version), encoding="ascii")
+
+
+def cache_text(scales: dict[str, float], trt_version: str) -> str:
+    """The cache's text for `trt_version`: TensorRT skips a cache whose header names another
+    version (NVIDIA/TensorRT#1378, #3612), so an engine build restamps ours with its own."""
     lines = [f"TRT-{trt_version_number(trt_version)}-{ALGORITHM}"]
     for name, scale in scales.items():
         if not np.isfinite(scale) or scale <= 0:
             raise LBNetError(f"calibration scale of {name!r} is {scale}: must be positive")
         lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
-    Path(path).write_text("\n".join(lines) + "\n", encoding="ascii")
+    return "\n".join(lines) + "\n"
 
 
 def read_cache(path: str | Path) -> tuple[int, dict[str, float]]:

@@ -38,7 +38,7 @@ from lbnet_deploy.runtime.trt_common import (
 )
 from lbnet_deploy.weights import sha256_file
 
-from .onnx_io import graph_facts
+from .onnx_io import graph_facts, load_onnx
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -202,7 +202,7 @@ def _build(
         config.clear_flag(trt.BuilderFlag.TF32)
     if implicit:
         assert options.calibration_cache is not None
-        config.int8_calibrator = cache_calibrator(options.calibration_cache)
+        config.int8_calibrator = cache_calibrator(options.calibration_cache, onnx_path)
     network_input = network.get_input(0)
     if any(d < 0 for d in dims(network_input.shape)):
         profile = builder.create_optimization_profile()
@@ -210,6 +210,9 @@ def _build(
         profile.set_shape(network_input.name, fixed, fixed, fixed)
         if config.add_optimization_profile(profile) < 0:
             raise LBNetError(f"TensorRT rejected the optimization profile {shape}")
+        # NvInfer.h: "must be set if int8 calibration is used" with a dynamic input
+        if implicit and not config.set_calibration_profile(profile):
+            raise LBNetError(f"TensorRT rejected the calibration profile {shape}")
     use_timing_cache(config, options.timing_cache)
     log.info("building a TensorRT %s engine for %s ...", trt.__version__, shape)
     serialized = builder.build_serialized_network(network, config)
@@ -231,12 +234,25 @@ def use_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> None:
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
 
-def cache_calibrator(path: Path) -> trt.IInt8Calibrator:
+def cache_calibrator(path: Path, onnx_path: Path) -> trt.IInt8Calibrator:
     """An IInt8EntropyCalibrator2 that only replays a calibration cache (`calibrate --trt-cache`):
-    TensorRT reads the cache first and never asks for a batch when it covers the network."""
+    TensorRT reads the cache first and never asks for a batch when it covers the network. The
+    cache is restamped with this TensorRT's version (TensorRT skips a cache made for another),
+    and how many of the graph's tensors it covers is reported."""
     import tensorrt as trt
 
-    data = path.read_bytes()  # its existence is checked before the build (check_paths)
+    from lbnet_deploy.calibration.trt_cache import cache_text, read_cache
+
+    _, scales = read_cache(path)  # its existence is checked before the build (check_paths)
+    data = cache_text(scales, trt.__version__).encode("ascii")
+    graph = load_onnx(onnx_path).graph
+    tensors = {t for n in graph.node for t in n.output}
+    unknown = sorted(set(scales) - tensors - {i.name for i in graph.input})
+    log.info(
+        "calibration cache %s: scales for %d of the graph's %d tensors%s",
+        path, len(set(scales) & tensors), len(tensors),
+        f"; {len(unknown)} name no tensor of it (e.g. {unknown[0]!r})" if unknown else "",
+    )  # fmt: skip
 
     class CacheCalibrator(trt.IInt8EntropyCalibrator2):
         def get_batch_size(self) -> int:

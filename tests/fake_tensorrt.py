@@ -277,6 +277,10 @@ class _Config:
     def clear_flag(self, flag: Any) -> None:
         self.fake.record("clear_flag", repr(flag))
 
+    def set_calibration_profile(self, profile: _Profile) -> bool:
+        self.fake.record("set_calibration_profile", profile)
+        return True
+
     def add_optimization_profile(self, profile: _Profile) -> int:
         self.profiles.append(profile)
         return len(self.profiles) - 1

@@ -166,6 +166,24 @@ def test_calibration_cache_builds_implicit_int8_weakly_typed(fake, tmp_path) -> 
     assert facts.precision == "int8" and facts.lbnet["precision"] == "int8"
 
 
+def test_calibration_cache_is_restamped_profiled_and_its_coverage_reported(
+    fake, tmp_path, caplog
+) -> None:
+    """TensorRT skips a cache stamped for another version; a dynamic graph needs a calibration
+    profile (NvInfer.h); names that are no tensor of the graph are reported."""
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
+    cache = tmp_path / "calib.cache"
+    cache.write_text("TRT-100300-EntropyCalibration2\ninput: 3c010a14\nmade_up: 3c010a14\n")
+    options = BuildOptions(calibration_cache=cache, input_size=(16, 16), batch=1)
+    with caplog.at_level("INFO", logger="lbnet_deploy"):
+        build_engine(src, tmp_path / "d.plan", options)
+    (replayed,) = fake.called("read_calibration_cache")
+    assert replayed[0].decode().splitlines()[0] == "TRT-101300-EntropyCalibration2"  # 10.13
+    assert "input: 3c010a14" in replayed[0].decode()
+    assert len(fake.called("set_calibration_profile")) == 1
+    assert "1 name no tensor of it (e.g. 'made_up')" in caplog.text
+
+
 def test_calibration_cache_refused_where_it_cannot_work(monkeypatch, tmp_path) -> None:
     cache = tmp_path / "calib.cache"
     cache.write_text("TRT-101300-EntropyCalibration2\n")
