@@ -10,6 +10,7 @@ Engines are fixed-shape (vs-mlrt's default): the Upscaler pads and tiles.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,7 +48,8 @@ class _DeviceState:
         self.engine: Any = None
         self.execution: Any = None
         self.stream: Any = None
-        self.buffers: list[Any] = []
+        self.buffers: list[Any] = []  # device allocations
+        self.host: list[Any] = []  # page-locked host arrays (input, output)
 
     def release(self) -> None:
         self.context.push()
@@ -57,7 +59,11 @@ class _DeviceState:
             self.stream = None
             for buffer in self.buffers:
                 buffer.free()
-            self.buffers = []
+            for array in self.host:  # pycuda's page-locked memory is freed by its allocation
+                free = getattr(getattr(array, "base", None), "free", None)
+                if free is not None:
+                    free()
+            self.buffers, self.host = [], []
         finally:
             self.cuda.Context.pop()
 
@@ -75,6 +81,7 @@ class TensorRTRunner:
         # the primary context: the one TensorRT (CUDA runtime API) uses on this device
         self._context = self._cuda.Device(device).retain_primary_context()
         self._state = _DeviceState(self._cuda, self._context)
+        self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, self._state.release)
         with self.active():
             free_before = self._cuda.mem_get_info()[0]
@@ -124,6 +131,8 @@ class TensorRTRunner:
             )
         self._shape = shape
         context = engine.create_execution_context()
+        if context is None:  # TensorRT returns None when it cannot (device memory)
+            raise LBNetError(f"TensorRT could not create an execution context for {self.path}")
         self._state.execution = context
         if not context.set_input_shape(self._in, self._shape):
             raise LBNetError(f"{self.path} rejects input shape {self._shape}")
@@ -131,14 +140,11 @@ class TensorRTRunner:
         cuda = self._cuda
         self._state.stream = cuda.Stream()
         # page-locked host buffers: asynchronous copies need them, and they copy fastest
-        self._host_in = cuda.pagelocked_empty(
-            self._shape, trt.nptype(engine.get_tensor_dtype(self._in))
-        )
-        self._host_out = cuda.pagelocked_empty(
-            out_shape, trt.nptype(engine.get_tensor_dtype(self._out))
-        )
-        self._dev_in = cuda.mem_alloc(self._host_in.nbytes)
-        self._dev_out = cuda.mem_alloc(self._host_out.nbytes)
+        host_in = cuda.pagelocked_empty(self._shape, trt.nptype(engine.get_tensor_dtype(self._in)))
+        host_out = cuda.pagelocked_empty(out_shape, trt.nptype(engine.get_tensor_dtype(self._out)))
+        self._state.host = [host_in, host_out]  # held by the state only: freed with it
+        self._dev_in = cuda.mem_alloc(host_in.nbytes)
+        self._dev_out = cuda.mem_alloc(host_out.nbytes)
         self._state.buffers = [self._dev_in, self._dev_out]
         for name, buffer in ((self._in, self._dev_in), (self._out, self._dev_out)):
             if not context.set_tensor_address(name, int(buffer)):
@@ -172,16 +178,19 @@ class TensorRTRunner:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         cuda, state = self._cuda, self._state
-        if state.execution is None:
-            raise LBNetError(f"the runner of {self.path} was closed")
-        with self.active():
-            self._host_in[...] = batch  # casts to the engine's input type
-            cuda.memcpy_htod_async(self._dev_in, self._host_in, state.stream)
-            if not state.execution.execute_async_v3(state.stream.handle):
-                raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
-            cuda.memcpy_dtoh_async(self._host_out, self._dev_out, state.stream)
-            state.stream.synchronize()
-        return np.array(self._host_out, dtype=np.float32)  # a copy: the buffer is reused
+        # one execution context, stream and buffer set: one batch at a time across threads
+        with self._lock:
+            if state.execution is None:
+                raise LBNetError(f"the runner of {self.path} was closed")
+            host_in, host_out = state.host
+            with self.active():
+                host_in[...] = batch  # casts to the engine's input type
+                cuda.memcpy_htod_async(self._dev_in, host_in, state.stream)
+                if not state.execution.execute_async_v3(state.stream.handle):
+                    raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
+                cuda.memcpy_dtoh_async(host_out, self._dev_out, state.stream)
+                state.stream.synchronize()
+            return np.array(host_out, dtype=np.float32)  # a copy: the buffer is reused
 
     def device_peak_mb(self) -> float:
         """Device memory this runner took when loading (`bench` reports it)."""

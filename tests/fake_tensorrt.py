@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.machinery
 import json
 import sys
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,17 @@ class FakeTensorRT:
         return [args for n, args in self.calls if n == name]
 
     # --- modules -------------------------------------------------------------------------
+
+    def _pagelocked_empty(self, shape: Any, dtype: Any) -> np.ndarray:
+        """Like pycuda's: an array whose `.base` is the host allocation, freed with `free()`."""
+        fake = self
+
+        class HostAllocation(bytearray):
+            def free(self) -> None:
+                fake.record("host_free", len(self))
+
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        return np.ndarray(shape, dtype, buffer=HostAllocation(size))
 
     def tensorrt_module(self) -> types.ModuleType:
         fake = self
@@ -145,7 +157,7 @@ class FakeTensorRT:
                 16 * 2**30 - sum(m.size for m in fake.memory.values()),
                 16 * 2**30,
             ),
-            pagelocked_empty=lambda shape, dtype: np.empty(shape, dtype),
+            pagelocked_empty=self._pagelocked_empty,
             memcpy_htod_async=self._htod,
             memcpy_dtoh_async=self._dtoh,
         )
@@ -396,6 +408,7 @@ class _Execution:
     def execute_async_v3(self, stream_handle: int) -> bool:
         fake, spec = self.engine.fake, self.engine.spec
         fake.record("execute_async_v3", stream_handle)
+        time.sleep(0.002)  # a GPU takes time: lets unsynchronised threads interleave here
         dtype = np.float16 if spec["half"] else np.float32
         x = np.frombuffer(fake.memory[self.addresses[spec["input"]]].tobytes(), dtype)
         x = x.reshape(self.input_shape)

@@ -405,3 +405,40 @@ def test_engines_get_the_usual_file_permissions(fake, tmp_path) -> None:
         os.umask(mask)
     for path in (tmp_path / "g.plan", tmp_path / "g.plan.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
+
+
+def _fixed_runner(tmp_path: Path) -> TensorRTRunner:
+    build_engine(graph(tmp_path / "g.onnx", [1, 3, 16, 16]), tmp_path / "g.plan", BuildOptions())
+    return TensorRTRunner(tmp_path / "g.plan")
+
+
+def test_close_frees_the_page_locked_host_buffers_too(fake, tmp_path) -> None:
+    """Page-locked memory is freed with the device buffers, inside the context (left on the
+    runner, it was freed later on whatever thread collected it)."""
+    runner = _fixed_runner(tmp_path)
+    runner.infer(np.zeros((1, 3, 16, 16), np.float32))
+    runner.close()
+    assert len(fake.called("host_free")) == 2  # input and output buffers
+    assert runner._state.host == []
+    with pytest.raises(LBNetError, match="was closed"):
+        runner.infer(np.zeros((1, 3, 16, 16), np.float32))
+
+
+def test_runner_is_safe_across_threads(fake, tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner = _fixed_runner(tmp_path)
+    batches = [np.full((1, 3, 16, 16), v, np.float32) for v in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(runner.infer, batches))
+    for value, out in enumerate(outs):  # the fake upsamples: every output is its own input's
+        assert out.shape == (1, 3, 64, 64) and np.all(out == value)
+
+
+def test_an_execution_context_that_cannot_be_made_is_one_line(fake, tmp_path, monkeypatch) -> None:
+    from tests import fake_tensorrt
+
+    build_engine(graph(tmp_path / "g.onnx", [1, 3, 16, 16]), tmp_path / "g.plan", BuildOptions())
+    monkeypatch.setattr(fake_tensorrt._Engine, "create_execution_context", lambda self: None)
+    with pytest.raises(LBNetError, match="could not create an execution context"):
+        TensorRTRunner(tmp_path / "g.plan")
