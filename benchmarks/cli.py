@@ -249,7 +249,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
 
 def main(argv: Sequence[str] | None = None) -> int:
     from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.logs import configure_logging
 
+    configure_logging()  # run alone, the library's messages reach stderr as under lbnet-deploy
     parser = argparse.ArgumentParser(prog="lbnet-deploy bench")
     add_bench_arguments(parser)
     try:

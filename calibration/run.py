@@ -32,6 +32,9 @@ class CalibrationReport:
     trt_cache: Path | None
 
 
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
 def calibrate_file(
     model: str | Path,
     images: str | Path,

@@ -29,9 +29,11 @@ from lbnet_deploy.runtime.files import refuse_inputs_as_outputs
 from lbnet_deploy.runtime.trt_common import (
     EngineFacts,
     GpuFacts,
+    cache_text,
     dims,
     gpu_facts,
     load_cuda,
+    read_cache,
     require_tensorrt,
     sidecar_path,
     trt_logger,
@@ -240,8 +242,6 @@ def cache_calibrator(path: Path, onnx_path: Path) -> trt.IInt8Calibrator:
     cache is restamped with this TensorRT's version (TensorRT skips a cache made for another),
     and how many of the graph's tensors it covers is reported."""
     import tensorrt as trt
-
-    from lbnet_deploy.calibration.trt_cache import cache_text, read_cache
 
     _, scales = read_cache(path)  # its existence is checked before the build (check_paths)
     data = cache_text(scales, trt.__version__).encode("ascii")

@@ -70,9 +70,12 @@ def calibrate(
     fp32_onnx: str | Path, images: str | Path, output: str | Path, **options: Any
 ) -> CalibrationReport:
     """INT8 Q/DQ graph from an FP32 export and a folder of photos (never an evaluation set);
-    `options` as `calibration.run.calibrate_file` (method, samples, max_psnr_drop, trt_cache)."""
-    from lbnet_deploy.calibration.run import calibrate_file
+    `options` as `calibration.run.calibrate_file` (method: minmax, entropy or percentile as on
+    the command line; samples, max_psnr_drop, trt_cache)."""
+    from lbnet_deploy.calibration.run import METHODS, calibrate_file
 
+    if "method" in options:
+        options["method"] = METHODS.get(str(options["method"]).lower(), options["method"])
     return calibrate_file(fp32_onnx, images, output, **options)
 
 
@@ -89,6 +92,9 @@ def build_engine(
     from lbnet_deploy.export.engine_build import BuildOptions
     from lbnet_deploy.export.engine_build import build_engine as build
 
+    for key in ("timing_cache", "calibration_cache"):  # paths, as the CLI passes them
+        if options.get(key) is not None:
+            options[key] = Path(options[key])
     return build(onnx_path, engine_path, BuildOptions(input_size, batch, **options))
 
 
@@ -138,7 +144,12 @@ def evaluate_dataset(
     runner = open_runner(model) if isinstance(model, str | Path) else model
     upscaler = Upscaler(runner, memory_budget_mb=memory_budget_mb)
     samples = load_samples(Path(dataset), runner.scale)
+    name = (
+        str(model)
+        if isinstance(model, str | Path)
+        else str(runner.describe().get("path", "runner"))
+    )
     return run_eval(
-        upscaler, samples, model=str(model), variant=runner.model_facts.variant,
+        upscaler, samples, model=name, variant=runner.model_facts.variant,
         dataset=Path(dataset).resolve().name, progress=False,
     )  # fmt: skip

@@ -7,7 +7,6 @@ logging and signals, and turns the tool's errors into one line and an exit code.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,39 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_all(sub)
     return parser
-
-
-class _CliFormat(logging.Formatter):
-    """Library messages as the tool has always printed them: progress as is, problems as
-    `lbnet-deploy: warning: ...` / `lbnet-deploy: error: ...` (one line each)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            return f"lbnet-deploy: {record.levelname.lower()}: {text}"
-        return text
-
-
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is at the time (redirected by tests, wrappers)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> object:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: object) -> None:
-        pass
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """The `lbnet_deploy` logger's one stderr handler (library modules only log)."""
-    log = logging.getLogger("lbnet_deploy")
-    if not any(isinstance(h, _Stderr) for h in log.handlers):
-        handler = _Stderr()
-        handler.setFormatter(_CliFormat())
-        log.addHandler(handler)
-    log.setLevel(level)
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,17 +1,20 @@
-"""From what the user named to a running backend: one chain of small loaders, Polygraphy-style.
+"""From what the user named to a running backend: a chain of small loaders, Polygraphy-style.
 
-Each loader is a frozen dataclass with a `key` (what the file it makes depends on: the cache key)
-and a call that produces the file, or the runner at the end of the chain:
+Each loader is a frozen dataclass that describes the file it makes; calling it makes (or finds
+in the cache) that file, and the last one opens the runner:
 
-    ModelSpec("lbnet-t-x4")                    a name, checkpoint, .onnx or engine file
-      -> OnnxFromSpec(spec, size, batch, precision)   the ONNX graph (exported on first use, cached)
-      -> EngineFromOnnx(onnx, tile, batch)            a fixed-size TensorRT engine (built, cached)
-      -> RunnerFromFile(backend, file, threads)        the backend's runner (`runtime.registry`)
+    ModelSpec("lbnet-t-x4")                          a name, checkpoint, .onnx or engine file
+      -> OnnxFromSpec(spec, size, batch, precision)   its ONNX graph (exported once, cached)
+      -> EngineFromOnnx(spec, tile, batch, precision) or a fixed-size TensorRT engine made from
+                                                      that graph (built once, cached)
+      -> RunnerFromFile(backend, file, threads)       the registry entry's runner on the file
 
-`open_runner` assembles and calls the chain for a backend from the registry's `artifact`: `upscale`,
-`eval`, `parity`, `bench` and the Python API all open runners through it, so there is one
-export cache and one engine cache. The files themselves are made by `resolve` (export, FP16
-conversion, engine build); nothing here imports torch, onnx or TensorRT until a file must be made.
+`open_runner` assembles and calls the chain for the backend's kind of file (`runtime.registry`):
+`upscale`, `eval`, `parity` and the Python API open runners through it. The files are made by
+`resolve` (export, FP16 conversion, engine build; cache keys from file hashes, sizes and
+versions), so these commands share one export cache and one engine cache. bench opens the same
+registry entries on graphs of its own configurations (benchmarks/models.py); nothing here
+imports torch, onnx or TensorRT until a file must be made.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.resolve import engine_file, model_file
+from lbnet_deploy.resolve import checkpoint_path, engine_file, model_file
 from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.registry import DEFAULT, Backend, get_backend
 from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
@@ -63,10 +66,6 @@ class OnnxFromSpec:
     batch: int | None = None
     precision: str = "fp32"
 
-    @property
-    def key(self) -> tuple[object, ...]:
-        return (self.model.spec, self.input_size, self.batch, self.precision)
-
     def __call__(self) -> Path:
         return model_file(
             self.model.spec, input_size=self.input_size, batch=self.batch,
@@ -82,10 +81,6 @@ class EngineFromOnnx:
     tile: int = DEFAULT_TILE
     batch: int = 1
     precision: str = "fp32"
-
-    @property
-    def key(self) -> tuple[object, ...]:
-        return (self.model.spec, self.tile, self.batch, self.precision)
 
     def __call__(self) -> Path:
         return engine_file(
@@ -137,6 +132,7 @@ def open_runner(
     if model.is_engine and backend == DEFAULT:
         backend = "tensorrt"  # the default backend cannot run an engine; the user meant this
     entry = get_backend(backend)
+    entry.check_installed()  # one line naming the missing library, before any export
     if precision is not None:
         if model.is_file:
             raise LBNetError(f"{spec} has its own precision: --precision is for names and .pt")
@@ -156,5 +152,7 @@ def open_runner(
     if entry.artifact == "checkpoint":
         if model.is_onnx:
             raise LBNetError("the torch backend runs checkpoints or model names, not .onnx files")
-        return RunnerFromFile(entry, Path(spec), threads)()  # a name: resolved by the runner
+        # a name is resolved by the runner; --scale is checked before anything is downloaded
+        checked = checkpoint_path(spec, scale) if scale is not None else Path(spec)
+        return RunnerFromFile(entry, checked, threads)()
     return RunnerFromFile(entry, OnnxFromSpec(model, precision=fp), threads)()

@@ -43,7 +43,8 @@ class ModelFacts:
     precision: str = "fp32"
     input_size: tuple[int, int] | None = None  # fixed (height, width) of LR input, None: any
     batch: int | None = None  # fixed batch, None: any
-    extra: Mapping[str, str] = field(default_factory=dict)  # other lbnet.* keys, as written
+    # other lbnet.* keys, as written (not part of the hash: a dict is not hashable)
+    extra: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def scale(self) -> int:

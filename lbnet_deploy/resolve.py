@@ -8,6 +8,7 @@ and needs no torch.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from lbnet_deploy._version import __version__
@@ -22,7 +23,7 @@ def checkpoint_path(spec: str, scale: int | None = None) -> Path:
     """A checkpoint file for a model name or path (names resolve through the weights lookup).
     `scale`, where given, is checked against a name before anything is downloaded."""
     path = Path(spec)
-    if path.suffix in (".pt", ".pth") or path.exists():
+    if path.suffix or path.exists() or os.sep in spec:  # a path, not a name like lbnet-t-x4
         if not path.is_file():
             raise LBNetError(f"checkpoint not found: {path}")
         return path

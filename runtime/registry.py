@@ -90,7 +90,8 @@ BACKENDS: dict[str, Backend] = {
             ("fp32", "fp16", "int8"), "onnx", _ort(("tensorrt", "cuda")), _ort_where,
         ),
         Backend(
-            "tensorrt", "native TensorRT engines (fixed size)", ("tensorrt",), True,
+            # TensorRT and CUDA are probed by trt_common (stubs are not TensorRT; install hint)
+            "tensorrt", "native TensorRT engines (fixed size)", (), True,
             ("fp32", "fp16", "int8"), "engine", _tensorrt,
             lambda r: str(r.describe().get("gpu", "GPU")),
         ),
@@ -109,6 +110,11 @@ def get_backend(name: str) -> Backend:
         return BACKENDS[name]
     except KeyError:
         raise LBNetError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}") from None
+
+
+def help_text() -> str:
+    """The backends for --help: name, what it is, GPU or not."""
+    return "; ".join(f"{n}: {b.summary}{' (GPU)' if b.gpu else ''}" for n, b in BACKENDS.items())
 
 
 def names(artifact: Artifact | None = None) -> tuple[str, ...]:

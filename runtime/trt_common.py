@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import functools
 import json
+import struct
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts, model_facts
@@ -195,3 +198,45 @@ def engine_info(path: str | Path) -> str:
         if key != "lbnet":
             lines.append(f"  {key}: {value}")
     return "\n".join(lines)
+
+
+# --- the TensorRT calibration cache format (`calibrate --trt-cache` writes it, builds replay it)
+# `TRT-<NV_TENSORRT_VERSION>-EntropyCalibration2`, then `<tensor name>: <8 hex digits: the
+# float32 scale, big-endian>`; NV_TENSORRT_VERSION is major*1000+minor*100+patch before 10 and
+# major*10000+minor*100+patch from 10 on. Written by hand: no package writes it without TensorRT.
+ALGORITHM = "EntropyCalibration2"
+
+
+def trt_version_number(version: str) -> int:
+    """'10.3.0' -> 100300, '8.6.1' -> 8601 (TensorRT's NV_TENSORRT_VERSION)."""
+    try:
+        major, minor, patch = (int(p) for p in ([*version.split("."), "0", "0"])[:3])
+    except ValueError:
+        raise LBNetError(f"TensorRT version must look like 10.3.0, got {version!r}") from None
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def cache_text(scales: dict[str, float], trt_version: str) -> str:
+    """The cache's text for `trt_version`: TensorRT skips a cache whose header names another
+    version (NVIDIA/TensorRT#1378, #3612), so an engine build restamps ours with its own."""
+    lines = [f"TRT-{trt_version_number(trt_version)}-{ALGORITHM}"]
+    for name, scale in scales.items():
+        if not np.isfinite(scale) or scale <= 0:
+            raise LBNetError(f"calibration scale of {name!r} is {scale}: must be positive")
+        lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
+    return "\n".join(lines) + "\n"
+
+
+def read_cache(path: str | Path) -> tuple[int, dict[str, float]]:
+    """(TensorRT version number, tensor -> scale) from a calibration cache."""
+    lines = Path(path).read_text(encoding="ascii").splitlines()
+    head = lines[0].split("-") if lines else []
+    if len(head) != 3 or head[0] != "TRT" or not head[1].isdigit():
+        raise LBNetError(f"{path} is not a TensorRT calibration cache (header {lines[:1]})")
+    scales = {}
+    for line in lines[1:]:
+        name, _, value = line.rpartition(": ")
+        if not name or len(value) != 8:
+            raise LBNetError(f"{path}: malformed cache line {line!r}")
+        scales[name] = struct.unpack(">f", bytes.fromhex(value))[0]
+    return int(head[1]), scales

@@ -13,18 +13,25 @@ import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def layers_of_architecture_md() -> list[tuple[str, tuple[str, ...]]]:
+    """The layer table of ARCHITECTURE.md, bottom to top, as (layer, module prefixes): the test
+    enforces the document itself, so the two cannot drift apart."""
+    text = (REPO / "ARCHITECTURE.md").read_text()
+    table = text[text.index("| layer | parts |") :].split("\n\n", 1)[0].splitlines()[2:]
+    layers = []
+    for row in table:
+        name, parts = (c.strip() for c in row.strip("|").split("|")[:2])
+        names = [p.rstrip("/") for p in re.findall(r"`([^`]+)`", parts)]
+        layers.append(
+            (name, tuple(n if n == "lbnet_deploy" else f"lbnet_deploy.{n}" for n in names))
+        )
+    return layers
+
+
 # bottom to top: a module may import from its own layer and the layers below it, never above
-LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("lbnet_deploy._version", "lbnet_deploy.errors", "lbnet_deploy.descriptor",
-              "lbnet_deploy.metadata", "lbnet_deploy.paper", "lbnet_deploy.quality")),
-    ("model", ("lbnet_deploy.model", "lbnet_deploy.weights")),
-    ("runtime", ("lbnet_deploy.runtime",)),
-    ("producers", ("lbnet_deploy.export", "lbnet_deploy.calibration")),
-    ("resolution", ("lbnet_deploy.resolve", "lbnet_deploy.loaders")),
-    ("services", ("lbnet_deploy.evaluate", "lbnet_deploy.parity", "lbnet_deploy.benchmarks")),
-    ("api", ("lbnet_deploy", "lbnet_deploy.api")),  # the package root: the Python API
-    ("commands", ("lbnet_deploy.cli", "lbnet_deploy.commands")),
-]  # fmt: skip
+LAYERS = layers_of_architecture_md()
+CHECKOUT_NAMES = ("runtime", "export", "calibration", "benchmarks")  # folders, not packages
 
 
 def unit(module: str) -> tuple[int, str]:
@@ -55,6 +62,8 @@ def imports(module: str, path: Path) -> Iterator[tuple[str, int]]:
     """Every lbnet_deploy module `path` imports, anywhere in the file, with its line."""
     is_package = path.name == "__init__.py"
     for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and _dynamic_import(node):  # importlib.import_module("x")
+            yield node.args[0].value, node.lineno  # type: ignore[attr-defined]
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno
@@ -70,6 +79,13 @@ def imports(module: str, path: Path) -> Iterator[tuple[str, int]]:
                 yield f"{target}.{alias.name}", node.lineno
 
 
+def _dynamic_import(call: ast.Call) -> bool:
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    literal = bool(call.args) and isinstance(call.args[0], ast.Constant)
+    return name in ("import_module", "__import__") and literal
+
+
 def edges() -> list[tuple[str, str, str]]:
     """(importing module, imported module, where) for imports of our own modules."""
     known = dict(package_files())
@@ -82,14 +98,40 @@ def edges() -> list[tuple[str, str, str]]:
                 target = target.rpartition(".")[0]
             if target in known:
                 found.append((module, target, f"{path.relative_to(REPO)}:{line}"))
-    return found
+    return sorted(set(found))
 
 
 def test_every_installed_module_has_a_layer() -> None:
-    modules = [m for m, _ in package_files()]
-    assert len(modules) > 40
-    for module in modules:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {m.rpartition(".")[0] if not p.name.startswith("__init__") else m
+             for m, p in package_files()}  # fmt: skip
+    missing = [pkg for pkg in config["packages"] if pkg not in found]
+    assert not missing, f"pyproject packages with no files where package-dir says: {missing}"
+    assert [name for name, _ in LAYERS][:3] == ["base", "model", "runtime"]
+    for module, _ in package_files():
         unit(module)
+
+
+def test_nothing_imports_the_checkout_folders_by_name() -> None:
+    """`from export.x import y` works from a checkout only and bypasses the layer names."""
+    wrong = [
+        f"{path.relative_to(REPO)}:{line}: {target}"
+        for module, path in package_files()
+        for target, line in imports(module, path)
+        if target.split(".")[0] in CHECKOUT_NAMES
+    ]
+    assert not wrong, wrong
+
+
+def test_runtime_needs_torch_only_in_the_pytorch_runner() -> None:
+    wrong = [
+        f"{path.relative_to(REPO)}:{line}"
+        for module, path in package_files()
+        if module.startswith("lbnet_deploy.runtime") and module != "lbnet_deploy.runtime.torch_ref"
+        for target, line in imports(module, path)
+        if target.split(".")[0] == "torch"
+    ]
+    assert not wrong, f"torch imported in the runtime outside torch_ref: {wrong}"
 
 
 def test_imports_point_down_only() -> None:
@@ -127,9 +169,14 @@ def test_no_import_cycle_between_parts_of_the_package() -> None:
 def test_the_scan_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
     """The checker itself: an import inside a function and a relative one are both found."""
     src = tmp_path / "mod.py"
-    src.write_text("def f():\n    from ..cli import main\n    import lbnet_deploy.loaders\n")
+    src.write_text(
+        "import importlib\n"
+        "def f():\n    from ..cli import main\n    import lbnet_deploy.loaders\n"
+        "    importlib.import_module('lbnet_deploy.commands')\n    __import__('export.x')\n"
+    )
     found = {t for t, _ in imports("lbnet_deploy.runtime.mod", src)}
-    assert "lbnet_deploy.cli" in found and "lbnet_deploy.loaders" in found
+    assert {"lbnet_deploy.cli", "lbnet_deploy.loaders", "lbnet_deploy.commands"} <= found
+    assert "export.x" in found
 
 
 def test_studies_are_not_installed() -> None:

@@ -1,7 +1,7 @@
 """Tiling study: full image vs tile size x overlap x merge for LBNet-T x4 (dynamic ONNX, ONNX
 Runtime CPU) on Set5 and Set14, scored with the paper's protocol. Chooses runtime defaults.
 
-    python benchmarks/tiling_study.py --onnx lbnet-t-x4_dyn.onnx --out tiling.md
+    python benchmarks/studies/tiling_study.py --onnx lbnet-t-x4_dyn.onnx --out tiling.md
 
 Each tile configuration runs the model once; both merges reuse the same tile outputs (a caching
 runner that also replays the measured seconds, so times are as if uncached).

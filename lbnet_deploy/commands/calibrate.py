@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-
 
 def run(args: argparse.Namespace) -> int:
-    from lbnet_deploy.calibration.run import calibrate_file
+    from lbnet_deploy.calibration.run import METHODS, calibrate_file
     from lbnet_deploy.runtime.files import check_output_dir, refuse_inputs_as_outputs
 
     outputs = [args.output, *([args.trt_cache] if args.trt_cache else [])]
@@ -20,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(Path(out).absolute().parent)
 
     report = calibrate_file(
-        args.model, args.images, args.output, method=METHOD_NAMES[args.method],
+        args.model, args.images, args.output, method=METHODS[args.method],
         samples=args.samples, max_psnr_drop=args.max_psnr_drop, seed=args.seed,
         trt_cache=args.trt_cache,
     )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.runtime.registry import BACKENDS, DEFAULT
+from lbnet_deploy.runtime.registry import BACKENDS, DEFAULT, help_text
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -37,8 +37,8 @@ def add_runtime_options(p: argparse.ArgumentParser, budget_mb: int | None = 2048
         "--backend",
         choices=tuple(BACKENDS),
         default=DEFAULT,
-        help="default: ort (CPU); tensorrt builds a --tile x --tile engine on first use "
-        "(engine files choose it by themselves)",
+        help=f"{help_text()}. tensorrt builds a --tile x --tile engine on first use (engine "
+        "files choose it by themselves)",
     )
     p.add_argument(
         "--tile",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .options import add_runtime_options, check_scale
 
 if TYPE_CHECKING:
+    from lbnet_deploy.runtime.backend import Runner
     from lbnet_deploy.runtime.upscaler import Upscaler
 
 
@@ -26,8 +27,19 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(out_dir)
     upscaler = upscaler_for(args, args.model, args.precision)
     summary = upscale_files(upscaler, inputs, out_dir, progress=not args.quiet)
-    print(summary.line())
+    print(f"{summary.line()} on {where(upscaler.runner, args.backend, args.model)}")
     return 1 if summary.failed else 0
+
+
+def where(runner: Runner, backend: str, model: str) -> str:
+    """Which backend really ran, as its registry entry reports it (bicubic: numpy)."""
+    from lbnet_deploy.runtime.registry import BACKENDS
+    from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
+
+    if model.startswith("bicubic"):
+        return "numpy (bicubic)"
+    name = "tensorrt" if model.endswith(ENGINE_SUFFIXES) else backend
+    return f"{name} ({BACKENDS[name].where(runner)})"
 
 
 def upscaler_for(args: argparse.Namespace, model: str, precision: str | None = None) -> Upscaler:
