@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from importlib import metadata
 
+from lbnet_deploy.runtime.onnxrt import default_threads
+
 from .allocator import allocator_setting
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -15,9 +17,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS
 
 def cpus_available() -> int:
     """CPUs this process may run on (taskset/cgroup-aware, unlike os.cpu_count())."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(len(os.sched_getaffinity(0)), 1)
-    return os.cpu_count() or 1
+    return default_threads()  # the runtime's count: bench times with the threads upscale uses
 
 
 def _cpu_model() -> str:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from lbnet_deploy.runtime.upscaler import available_memory_mb
+
 from .macs import count_macs
 from .memory import PeakMemory
 from .models import TRAINED_RECURSIONS, bench_onnx, open_bench_runner, skip_reason
@@ -302,7 +304,7 @@ def scaling_study(
     from lbnet_deploy.runtime.upscaler import Upscaler
 
     # eval's whole-image budget: the 256x256 whole graph (~14 GB for LBNet-T) fits 24 GB
-    cap = memory_cap_mb if memory_cap_mb is not None else 0.75 * _available_mb()
+    cap = memory_cap_mb if memory_cap_mb is not None else 0.75 * available_memory_mb()
     rows: list[dict[str, Any]] = []
     prev: tuple[int, float] | None = None
     facts: ModelFacts | None = None  # the model's, from the first graph opened
@@ -375,17 +377,6 @@ def scaling_study(
         rows.append(row)
         log(f"  tiled {n}x{n} ({tiles} tiles): {row['stats']['median_s']:.3f} s")
     return rows
-
-
-def _available_mb() -> float:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 4096.0
 
 
 def end_to_end_study(

@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.export.onnx_io import load_onnx, save_atomic
+from lbnet_deploy.export.onnx_io import load_onnx, save_atomic, tensor_names
 from lbnet_deploy.metadata import from_metadata, model_facts
 
 from .data import calibration_crops, holdout_pairs
@@ -74,8 +74,7 @@ def calibrate_file(
         cache = Path(trt_cache)
         # TensorRT matches the cache to the FP32 graph's tensors: names the Q/DQ rewrite made up
         # (e.g. `sr_QuantizeLinear_Input`) would be ignored there
-        fp32_names = {t for n in graph.graph.node for t in (*n.input, *n.output)}
-        fp32_names |= {i.name for i in graph.graph.input}
+        fp32_names = tensor_names(graph)
         scales = activation_scales(result.graph)
         write_cache({k: v for k, v in scales.items() if k in fp32_names}, cache, trt_version)
     return CalibrationReport(Path(output), result, cache)

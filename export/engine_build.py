@@ -40,7 +40,7 @@ from lbnet_deploy.runtime.trt_common import (
 )
 from lbnet_deploy.weights import sha256_file
 
-from .onnx_io import graph_facts, load_onnx
+from .onnx_io import graph_facts, load_onnx, tensor_names
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -245,9 +245,8 @@ def cache_calibrator(path: Path, onnx_path: Path) -> trt.IInt8Calibrator:
 
     _, scales = read_cache(path)  # its existence is checked before the build (check_paths)
     data = cache_text(scales, trt.__version__).encode("ascii")
-    graph = load_onnx(onnx_path).graph
-    tensors = {t for n in graph.node for t in n.output}
-    unknown = sorted(set(scales) - tensors - {i.name for i in graph.input})
+    tensors = tensor_names(load_onnx(onnx_path))
+    unknown = sorted(set(scales) - tensors)
     log.info(
         "calibration cache %s: scales for %d of the graph's %d tensors%s",
         path, len(set(scales) & tensors), len(tensors),

@@ -38,6 +38,13 @@ def save_atomic(graph: onnx.ModelProto, path: Path) -> None:
     write_bytes_atomic(path, graph.SerializeToString())
 
 
+def tensor_names(graph: onnx.ModelProto) -> set[str]:
+    """Every tensor name of a graph (node inputs and outputs, graph inputs): what a TensorRT
+    calibration cache may name."""
+    names = {t for n in graph.graph.node for t in (*n.input, *n.output)}
+    return names | {i.name for i in graph.graph.input}
+
+
 def lbnet_facts(graph: onnx.ModelProto, path: str | Path) -> dict[str, str]:
     """The graph's lbnet.* metadata, checked (`metadata.model_facts`): a one-line error if it
     was not exported by us or its facts are not LBNet's."""

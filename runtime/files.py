@@ -43,14 +43,19 @@ def expand_inputs(items: Iterable[str]) -> list[Path]:
             paths.append(Path(item))
         else:
             raise LBNetError(f"input not found: {item}")
+    refuse_shared_stems(paths)
+    return paths
+
+
+def refuse_shared_stems(paths: Iterable[Path]) -> None:
+    """One line where two inputs share a base name (a.png, a.jpg): their results (and eval's
+    LR files and scores) would have one name."""
     stems: dict[str, Path] = {}
     for path in paths:
-        if path.stem in stems:
+        if stems.setdefault(path.stem, path) != path:
             raise LBNetError(
                 f"{path} and {stems[path.stem]} would both be written as {path.stem}.png"
             )
-        stems[path.stem] = path
-    return paths
 
 
 def prepare_output_dir(folder: str | Path) -> Path:
@@ -146,17 +151,22 @@ class Summary:
 
 
 def upscale_files(
-    upscaler: Upscaler, inputs: list[Path], out_dir: Path, progress: bool = True
+    upscaler: Upscaler,
+    inputs: list[Path],
+    out_dir: Path,
+    progress: bool = True,
+    outputs: list[Path] | None = None,
 ) -> Summary:
     """Upscale each input to `out_dir/<stem>.png`; report and skip the ones that fail.
 
     Each file's header is checked against what the memory budget can hold before it is decoded
     (`Upscaler.max_input_pixels`). An output folder this call created and left empty (every
-    file failed) is removed again."""
+    file failed) is removed again. `outputs`: `output_paths(inputs, out_dir)` where the caller
+    checked them already (before a first-use export)."""
     summary = Summary()
     start = time.perf_counter()
     created = not out_dir.exists()
-    outputs = output_paths(inputs, out_dir)
+    outputs = outputs if outputs is not None else output_paths(inputs, out_dir)
     prepare_output_dir(out_dir)
     for i, (path, out) in enumerate(zip(inputs, outputs, strict=True), 1):
         try:

@@ -18,16 +18,14 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir,
         prepare_output_dir,
         refuse_inputs_as_outputs,
+        refuse_shared_stems,
     )
 
     dataset = Path(args.dataset)
     hr_paths = find_hr_images(dataset)
     # before minutes of work: where the report and the SR images go, and that no SR image
     # would replace one of the dataset's own files
-    stems: dict[str, Path] = {}
-    for path in hr_paths:  # HR/a.png and HR/a.bmp: one name for scores, LR files, SR images
-        if stems.setdefault(path.stem, path) != path:
-            raise LBNetError(f"{path} and {stems[path.stem]} share the name {path.stem!r}")
+    refuse_shared_stems(hr_paths)  # HR/a.png and HR/a.bmp: one name for scores, LR, SR
     lr_dir = dataset / "LR_bicubic"
     lr_files = [p for p in lr_dir.rglob("*") if p.is_file()] if lr_dir.is_dir() else []
     models = [Path(m) for m in (args.model, args.baseline) if m and Path(m).exists()]

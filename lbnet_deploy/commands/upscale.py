@@ -23,10 +23,10 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = expand_inputs(args.inputs)
     out_dir = Path(args.output)
-    output_paths(inputs, out_dir)  # an output that is an input: refused before any export
+    outputs = output_paths(inputs, out_dir)  # an output that is an input: before any export
     check_output_dir(out_dir)
     upscaler = upscaler_for(args, args.model, args.precision)
-    summary = upscale_files(upscaler, inputs, out_dir, progress=not args.quiet)
+    summary = upscale_files(upscaler, inputs, out_dir, progress=not args.quiet, outputs=outputs)
     print(f"{summary.line()} on {where(upscaler.runner, args.backend, args.model)}")
     return 1 if summary.failed else 0
 
