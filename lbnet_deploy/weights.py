@@ -203,6 +203,19 @@ def _stream(request: urllib.request.Request, out: BinaryIO, label: str, progress
     return digest.hexdigest()
 
 
+def _where_to_put(model: NamedModel) -> str:
+    """The offline hint; names the folder LBNET_WEIGHTS_DIR points at, resolved, since a relative
+    setting is read against the current folder and silently misses after a `cd`."""
+    user_dir = _env("LBNET_WEIGHTS_DIR")
+    if user_dir:
+        folder = Path(user_dir).expanduser().resolve()
+        return (
+            f"{model.filename} is not in LBNET_WEIGHTS_DIR={user_dir} ({folder}); "
+            "put it there or pass a .pt path"
+        )
+    return f"put {model.filename} in a folder named by LBNET_WEIGHTS_DIR, or pass a .pt path"
+
+
 def _download(model: NamedModel, cache_dir: Path, *, progress: bool) -> Path:
     url = weights_url(model)
     try:
@@ -226,9 +239,9 @@ def _download(model: NamedModel, cache_dir: Path, *, progress: bool) -> Path:
                 reason = f"HTTP {exc.code} {_one_line(exc.reason)}"
                 raise LBNetError(f"cannot download {url}: {reason}") from exc
             except urllib.error.URLError as exc:  # no network, DNS, refused
+                hint = _where_to_put(model)
                 raise LBNetError(
-                    f"cannot download {url}: {_one_line(exc.reason)} (offline? put "
-                    f"{model.filename} in a folder named by LBNET_WEIGHTS_DIR, or pass a .pt path)"
+                    f"cannot download {url}: {_one_line(exc.reason)} (offline? {hint})"
                 ) from exc
             except (OSError, http.client.HTTPException) as exc:
                 # Timeouts, resets, short reads, a full disk.

@@ -13,7 +13,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LBNET_SHARED_DIR", REPO.parent / "shared"))
 WEIGHTS = SHARED / "weights"
-DATA = Path(os.environ.get("LBNET_DATA_DIR", SHARED / "data"))
+DATA = Path(os.environ.get("LBNET_DATA_DIR", SHARED / "data")).resolve()
+WEIGHTS_DIR = Path(os.environ.get("LBNET_WEIGHTS_DIR", WEIGHTS)).resolve()  # named models
 
 # the five checkpoints we have: file name -> (variant, scale)
 CHECKPOINTS = {
@@ -47,10 +48,9 @@ def load_study(name: str):
 def _weights_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     """Named models resolve to ../shared/weights and data to ../shared/data unless a test says
     otherwise."""
-    if "LBNET_WEIGHTS_DIR" not in os.environ:
-        monkeypatch.setenv("LBNET_WEIGHTS_DIR", str(WEIGHTS))
-    if "LBNET_DATA_DIR" not in os.environ:  # bench's Set5 and calibration photos
-        monkeypatch.setenv("LBNET_DATA_DIR", str(DATA))
+    # absolute, since README's command sets a relative folder and tests chdir into tmp_path
+    monkeypatch.setenv("LBNET_WEIGHTS_DIR", str(WEIGHTS_DIR))
+    monkeypatch.setenv("LBNET_DATA_DIR", str(DATA))  # bench's Set5 and calibration photos
 
 
 def set5_lr(scale: int, name: str) -> np.ndarray:

@@ -249,6 +249,22 @@ def test_connection_refused_is_an_error_naming_the_url_and_the_offline_way(
     assert cache_listing(env) == []
 
 
+def test_a_relative_weights_dir_that_misses_is_named_resolved_in_the_offline_error(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # README's command sets LBNET_WEIGHTS_DIR=../shared/weights; after a cd it names nothing.
+    use_table(monkeypatch, fake())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("LBNET_WEIGHTS_DIR", "../shared/weights")
+    with pytest.raises(LBNetError) as info:
+        weights.resolve_weights("fake-x2", progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "LBNET_WEIGHTS_DIR=../shared/weights" in msg
+    assert str(tmp_path / "shared" / "weights") in msg  # where it was looked for
+
+
 def test_truncated_download_leaves_no_partial_file(
     env: Path, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -263,6 +279,9 @@ def test_truncated_download_leaves_no_partial_file(
 def test_unknown_hash_downloads_with_a_warning_showing_the_hash(
     env: Path, server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from lbnet_deploy.logs import configure_logging
+
+    configure_logging()  # as the CLI does; else pytest's log capture takes the warning
     use_table(monkeypatch, fake(sha256=None))
     monkeypatch.setenv("LBNET_WEIGHTS_URL", server.base_url)
     server.put(FAKE_PATH, PAYLOAD)
