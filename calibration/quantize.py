@@ -46,16 +46,16 @@ def blocks(graph: onnx.ModelProto) -> dict[str, list[str]]:
 
     Node names from the exporter do not carry module paths, so blocks are read off the weights:
     a Conv's weight initializer is named by its module (`r1.b2.c4.weight`); a linear MatMul's
-    weight is not, so it belongs to the stage of the nearest LayerNorm before it. The one-hot
-    unfold/fold convolutions (`tokens.*`) belong to the stage they wrap, in graph order.
+    weight is not, so it belongs to the stage whose unfold convolution (`tokens.unfold_w`) came
+    last before it in graph order. The stages run one after the other, so any topological order
+    puts a stage's nodes between its unfold and its fold. (Not the LayerNorm weights' names:
+    merging identical initializers can give both stages the first stage's norm weights.)
     """
     names = set(quantizable_nodes(graph))
     out: dict[str, list[str]] = {}
     stage = "attention"
     token_convs = 0
     for node in graph.graph.node:
-        if node.op_type == "LayerNormalization":
-            stage = node.input[1].split(".")[0]  # attention.norm1.weight -> attention
         if node.name not in names:
             continue
         weight = _weight_prefix(graph, node)
@@ -65,6 +65,7 @@ def blocks(graph: onnx.ModelProto) -> dict[str, list[str]]:
         elif root == "tokens":  # unfold, fold of stage 1, then of stage 2
             block = "attention" if token_convs < 2 else "attention2"
             token_convs += 1
+            stage = "attention2" if token_convs >= 2 else "attention"
         elif root in ("sub_mean", "head"):
             block = "head"
         elif root in ("tail", "add_mean"):
