@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from lbnet_deploy.cli import main
 from lbnet_deploy.errors import LBNetError
@@ -21,27 +19,8 @@ from lbnet_deploy.runtime.engine import TensorRTRunner
 from lbnet_deploy.runtime.trt_common import EngineFacts, sidecar_path
 from lbnet_deploy.runtime.upscaler import Upscaler
 
+from .conftest import stand_in_graph as graph
 from .fake_tensorrt import FakeTensorRT
-
-
-def graph(path: Path, dims: list[int | str], precision: str = "fp32", op: str = "Identity") -> Path:
-    """A stand-in for an exported graph: the input and lbnet.* metadata are what matter."""
-    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)
-    sr = [d if isinstance(d, str) else 4 * d for d in dims[2:]]
-    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [dims[0], 3, *sr])
-    model = helper.make_model(
-        helper.make_graph([helper.make_node(op, ["input"], ["output"])], "g", [inp], [out])
-    )
-    meta = {
-        "variant": "LBNet-T",
-        "scale": "4",
-        "heads": "6",
-        "n_feats": "18",
-        "precision": precision,
-    }
-    helper.set_model_props(model, {f"lbnet.{k}": v for k, v in meta.items()})
-    onnx.save(model, path)
-    return path
 
 
 @pytest.fixture
@@ -312,8 +291,10 @@ def test_without_tensorrt_the_error_says_what_to_install(no_tensorrt, tmp_path, 
     assert list(tmp_path.iterdir()) == [src]
 
 
-def test_bench_times_engines_only_where_tensorrt_runs(monkeypatch) -> None:
+def test_bench_times_engines_only_where_tensorrt_runs(monkeypatch, photo_folder) -> None:
     from lbnet_deploy.benchmarks.models import skip_reason
+
+    monkeypatch.setenv("LBNET_CALIB_DIR", str(photo_folder))  # INT8 engines need photos
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert "TensorRT is not installed" in (skip_reason("tensorrt", "fp32") or "")

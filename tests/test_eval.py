@@ -10,36 +10,39 @@ import pytest
 from PIL import Image
 
 from lbnet_deploy.cli import main
-from lbnet_deploy.evaluate import _forward, _inverse
+from lbnet_deploy.quality.imresize import make_lr
 from lbnet_deploy.quality.metrics import mean_scores
 
-from .conftest import DATA, needs_data, needs_weights
+from .conftest import DATA, needs_data, needs_weights, texture
 
-pytestmark = [needs_weights, needs_data]
+T4 = "random-LBNet-T-x4"
+
+
+def _dataset(root: Path, *, with_lr: bool) -> Path:
+    """An EDSR-layout set of photo-like HR images (sizes not multiples of 4), with
+    LR_bicubic/X4 made by our MATLAB bicubic when `with_lr`."""
+    for i, (h, w) in enumerate([(98, 101), (64, 80), (77, 60)]):
+        hr = texture(h, w, seed=i)
+        (root / "HR").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(hr).save(root / "HR" / f"img{i}.png")
+        if with_lr:
+            (root / "LR_bicubic" / "X4").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(make_lr(hr, 4)[1]).save(root / "LR_bicubic" / "X4" / f"img{i}x4.png")
+    return root
 
 
 @pytest.fixture(scope="module")
 def hr_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Set5's HR images alone, no LR files: LR must come from our MATLAB bicubic."""
     folder = tmp_path_factory.mktemp("hr_only")
+    if not (DATA / "Set5" / "HR").is_dir():
+        pytest.skip(f"Set5 missing in {DATA}")
     for path in (DATA / "Set5" / "HR").glob("*.png"):
         (folder / path.name).write_bytes(path.read_bytes())
     return folder
 
 
-@pytest.fixture(scope="module")
-def small_hr(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Centre crops of Set5 HR (96x96), for runs that repeat the model many times."""
-    folder = tmp_path_factory.mktemp("small_hr")
-    for path in (DATA / "Set5" / "HR").glob("*.png"):
-        img = Image.open(path).convert("RGB")
-        w, h = img.size
-        img.crop(((w - 96) // 2, (h - 96) // 2, (w + 96) // 2, (h + 96) // 2)).save(
-            folder / path.name
-        )
-    return folder
-
-
+@needs_data
 def test_bicubic_row_from_hr_alone(hr_only: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     args = ["eval", "--model", "bicubic", "--scale", "4", "--dataset", str(hr_only)]
@@ -48,11 +51,13 @@ def test_bicubic_row_from_hr_alone(hr_only: Path, tmp_path: Path) -> None:
 
 
 def test_hr_only_equals_given_lr_and_saved_images_score_the_same(
-    hr_only: Path, export_cache, tmp_path: Path
+    export_cache, tmp_path: Path
 ) -> None:
-    model = str(export_cache("LBNet-T_X4.pt", None))
+    model = str(export_cache(T4))
+    sets = {"given": _dataset(tmp_path / "given", with_lr=True),
+            "hr_only": _dataset(tmp_path / "hr_only", with_lr=False)}  # fmt: skip
     results = {}
-    for label, dataset in (("given", DATA / "Set5"), ("hr_only", hr_only)):
+    for label, dataset in sets.items():
         out, sr_dir = tmp_path / f"{label}.json", tmp_path / f"sr_{label}"
         args = ["eval", "--model", model, "--dataset", str(dataset), "--save-sr", str(sr_dir)]
         assert main([*args, "--json", str(out), "-q"]) == 0
@@ -62,35 +67,70 @@ def test_hr_only_equals_given_lr_and_saved_images_score_the_same(
     assert not any(i["tiled"] for i in given["images"]), "eval runs images whole by default"
     assert {i["lr_source"] for i in made["images"]} == {"bicubic"}
     assert made["mean_psnr_y"] == pytest.approx(given["mean_psnr_y"], abs=1e-9)  # bit-exact LR
-    assert given["dataset"] == "Set5" and given["paper_psnr_y"] == 32.08
-    assert abs(given["psnr_y_minus_paper"]) <= 0.01
     # score the saved PNGs independently: same mean as the JSON
     pairs = []
-    for hr_path in sorted(hr_only.glob("*.png")):
+    for hr_path in sorted((sets["hr_only"] / "HR").glob("*.png")):
         hr = np.asarray(Image.open(hr_path).convert("RGB"))
         hr = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4]
         pairs.append((np.asarray(Image.open(tmp_path / "sr_hr_only" / hr_path.name)), hr))
     assert mean_scores(pairs, shave=4).psnr == pytest.approx(made["mean_psnr_y"], abs=1e-9)
 
 
-@pytest.mark.parametrize("k", range(8))
-def test_ensemble_transforms_invert(k: int) -> None:
-    img = np.arange(2 * 3 * 3).reshape(2, 3, 3)
-    np.testing.assert_array_equal(_inverse(_forward(img, k), k), img)
-
-
-def test_self_ensemble_and_baseline(small_hr: Path, export_cache, tmp_path: Path) -> None:
-    model = str(export_cache("LBNet-T_X4.pt", None))
+@pytest.mark.slow  # a dynamic export of the real LBNet-T x4 (~40 s on 2 cores)
+@needs_weights
+@needs_data
+def test_set5_through_onnx_matches_the_paper(hr_only: Path, export_cache, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    args = ["eval", "--model", model, "--dataset", str(small_hr), "--self-ensemble"]
+    args = ["eval", "--model", str(export_cache("LBNet-T_X4.pt")), "--dataset", str(DATA / "Set5")]
+    assert main([*args, "--json", str(out), "-q"]) == 0
+    result = json.loads(out.read_text())
+    assert result["dataset"] == "Set5" and result["paper_psnr_y"] == 32.08
+    assert abs(result["psnr_y_minus_paper"]) <= 0.01
+
+
+class Nearest:
+    """A runner that upscales by pixel repetition: it commutes with flips and rotations, so
+    the self-ensemble of it is itself exactly (a transform not undone would show)."""
+
+    scale, input_size, max_batch = 4, None, None
+
+    def __init__(self) -> None:
+        from lbnet_deploy.descriptor import describe
+        from lbnet_deploy.metadata import ModelFacts
+
+        self.model_facts = ModelFacts(describe("LBNet-T", 4))
+
+    def describe(self) -> dict[str, object]:
+        return {}
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return batch.repeat(4, axis=2).repeat(4, axis=3)
+
+
+@pytest.mark.parametrize("tile", [None, 8])  # batched whole image; tiled, one run at a time
+def test_self_ensemble_undoes_each_transform(tile: int | None) -> None:
+    from lbnet_deploy.evaluate import self_ensemble
+    from lbnet_deploy.runtime.upscaler import Upscaler
+
+    lr = texture(13, 9)  # not square: a rotation not undone changes the shape
+    upscaler = Upscaler(Nearest(), tile=tile, overlap=2)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(self_ensemble(upscaler, lr), lr.repeat(4, 0).repeat(4, 1))
+
+
+def test_self_ensemble_and_baseline(export_cache, tmp_path: Path) -> None:
+    model = str(export_cache(T4))
+    dataset = _dataset(tmp_path / "set", with_lr=False)
+    out = tmp_path / "r.json"
+    args = ["eval", "--model", model, "--dataset", str(dataset), "--self-ensemble"]
     assert main([*args, "--baseline", model, "--json", str(out), "-q"]) == 0
     r = json.loads(out.read_text())
     assert r["max_abs_vs_baseline"] == 0 and r["psnr_y_minus_baseline"] == 0
-    # the ensemble averages 8 different runs: it must change the result, by a plausible amount
-    assert 0 < abs(r["ensemble_gain_psnr_y"]) < 1
+    # the ensemble averages 8 different runs: it must change the result
+    assert r["ensemble_gain_psnr_y"] != 0
     assert all(i["ensemble_psnr_y"] != i["psnr_y"] for i in r["images"])
 
 
-def test_eval_rejects_a_scale_the_model_does_not_have(hr_only: Path, export_cache) -> None:
-    model = str(export_cache("LBNet-T_X4.pt", None))
-    assert main(["eval", "--model", model, "--dataset", str(hr_only), "--scale", "2"]) == 2
+def test_eval_rejects_a_scale_the_model_does_not_have(export_cache, tmp_path: Path) -> None:
+    model = str(export_cache(T4))
+    dataset = str(_dataset(tmp_path / "set", with_lr=False))
+    assert main(["eval", "--model", model, "--dataset", dataset, "--scale", "2"]) == 2

@@ -9,9 +9,7 @@ import torch
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.model.checkpoint import load_checkpoint, load_model
 
-from .conftest import CHECKPOINTS, WEIGHTS, needs_weights
-
-pytestmark = needs_weights
+from .conftest import CHECKPOINTS, RANDOM, WEIGHTS, needs_weights
 
 # LBNET.md's table
 PARAMS = {
@@ -27,6 +25,7 @@ class Pickled:
     """Any class instance: loading it would need arbitrary unpickling."""
 
 
+@needs_weights
 @pytest.mark.parametrize("ckpt", CHECKPOINTS)
 def test_checkpoint_describes_itself(ckpt: str) -> None:
     model, desc = load_checkpoint(WEIGHTS / ckpt)
@@ -37,19 +36,42 @@ def test_checkpoint_describes_itself(ckpt: str) -> None:
     assert set(model.state_dict()) == set(state)  # strict: key for key
 
 
-@pytest.mark.parametrize("hw", [(16, 16), (21, 17), (3, 5), (1, 1), (40, 1)])
-def test_rewrites_equal_straightforward_port(hw: tuple[int, int]) -> None:
-    """16x16 has H*W % 16 == 0; 21x17 leaves a short run; 3x5 and 1x1 have H*W < 16."""
-    model, _ = load_checkpoint(WEIGHTS / "LBNet-X2.pt")
+@pytest.mark.parametrize("name", RANDOM)
+def test_random_checkpoint_round_trip(name: str, checkpoint) -> None:
+    """A state dict alone says what it is: variant and scale inferred from keys and shapes."""
+    model, desc = load_checkpoint(checkpoint(name))
+    assert (desc.variant, desc.scale) == RANDOM[name]
+    same = {"LBNet": 731_264, "LBNet-T": 404_633}[desc.variant]  # x2; the tail grows with s
+    assert desc.params == sum(p.numel() for p in model.parameters()) >= same
+    state = torch.load(checkpoint(name), map_location="cpu", weights_only=True)
+    assert set(model.state_dict()) == set(state)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+# 16x16 has H*W % 16 == 0; 21x17 leaves a short run; 3x5 and 1x1 have H*W < 16
+SIZES = [(16, 16), (21, 17), (3, 5), (1, 1), (40, 1)]
+CASES = [("random-LBNet-x2", hw) for hw in SIZES] + [("random-LBNet-T-x4", hw) for hw in SIZES]
+CASES += [
+    (name, (21, 17)) for name in RANDOM if name not in ("random-LBNet-x2", "random-LBNet-T-x4")
+]
+
+
+@pytest.mark.parametrize(("name", "hw"), CASES)
+def test_rewrites_equal_straightforward_port(name: str, hw: tuple[int, int], checkpoint) -> None:
+    """Every graph form (static: fixed export, dynamic: dynamic export) against the reference
+    ops, for both variants at every scale."""
+    model, desc = load_checkpoint(checkpoint(name))
+    s = desc.scale
     x = torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(0)) * 255
     with torch.no_grad():
         ref = model.set_ops("reference")(x)
         for mode in ("static", "dynamic"):
             out = model.set_ops(mode)(x)
-            assert out.shape == (2, 3, 2 * hw[0], 2 * hw[1])
+            assert out.shape == (2, 3, s * hw[0], s * hw[1])
             assert (out - ref).abs().max().item() <= 0.01, mode
 
 
+@needs_weights
 def test_named_model_resolves_to_shared_weights() -> None:
     _, desc = load_model("lbnet-t-x3")
     assert (desc.variant, desc.scale) == ("LBNet-T", 3)
@@ -59,14 +81,14 @@ def test_named_model_resolves_to_shared_weights() -> None:
     ("kwargs", "message"),
     [({"scale": 2}, "but scale 2"), ({"variant": "LBNet"}, "but variant LBNet")],
 )
-def test_contradicting_options_are_refused(kwargs: dict, message: str) -> None:
+def test_contradicting_options_are_refused(kwargs: dict, message: str, checkpoint) -> None:
     with pytest.raises(LBNetError, match=message):
-        load_checkpoint(WEIGHTS / "LBNet-T_X4.pt", **kwargs)
+        load_checkpoint(checkpoint("random-LBNet-T-x4"), **kwargs)
 
 
-def test_bad_files_get_one_line_errors(tmp_path) -> None:
+def test_bad_files_get_one_line_errors(tmp_path, checkpoint) -> None:
     truncated = tmp_path / "trunc.pt"
-    truncated.write_bytes((WEIGHTS / "LBNet-X3.pt").read_bytes()[:5000])
+    truncated.write_bytes(checkpoint("random-LBNet-x3").read_bytes()[:5000])
     pickled = tmp_path / "pickled.pt"
     torch.save({"head.weight": torch.zeros(1), "extra": Pickled()}, pickled)
     other = tmp_path / "other.pt"
@@ -83,8 +105,8 @@ def test_bad_files_get_one_line_errors(tmp_path) -> None:
         assert "\n" not in str(info.value)
 
 
-def test_tampered_state_dict_is_refused(tmp_path) -> None:
-    state = torch.load(WEIGHTS / "LBNet-T_X4.pt", map_location="cpu", weights_only=True)
+def test_tampered_state_dict_is_refused(tmp_path, checkpoint) -> None:
+    state = torch.load(checkpoint("random-LBNet-T-x4"), map_location="cpu", weights_only=True)
     del state["r2.b3.c5.weight"]
     path = tmp_path / "tampered.pt"
     torch.save(state, path)
@@ -92,10 +114,14 @@ def test_tampered_state_dict_is_refused(tmp_path) -> None:
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize(("ckpt", "folded"), [("LBNet-T_X4.pt", True), ("LBNet-X3.pt", False)])
-def test_reduce_folded_into_qkv_only_where_it_saves_macs(ckpt: str, folded: bool) -> None:
+@pytest.mark.parametrize(
+    ("ckpt", "folded"), [("random-LBNet-T-x4", True), ("random-LBNet-x3", False)]
+)
+def test_reduce_folded_into_qkv_only_where_it_saves_macs(
+    ckpt: str, folded: bool, checkpoint
+) -> None:
     """LBNet-T (A = D): 3A*D < A*D + 3A*A, fold; LBNet (A = D/2): folding would add MACs."""
-    model, _ = load_model(str(WEIGHTS / ckpt))
+    model, _ = load_model(str(checkpoint(ckpt)))
     atten = model.attention.atten
     wq, _, _, did_fold = atten.qkv_weights()
     assert did_fold is folded

@@ -13,8 +13,8 @@ from lbnet_deploy.cli import main
 from lbnet_deploy.export.engine_build import BuildOptions, build_engine
 from lbnet_deploy.runtime.trt_common import EngineFacts
 
+from .conftest import stand_in_graph as graph
 from .fake_tensorrt import FakeTensorRT
-from .test_engine import graph
 
 
 def config_proto() -> object:
