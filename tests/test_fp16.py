@@ -7,6 +7,7 @@ import onnx
 import pytest
 
 from lbnet_deploy.export.fp16 import (
+    TensorRange,
     activation_ranges,
     keep_fp32_from_ranges,
     nonfinite_tensors,
@@ -65,16 +66,46 @@ def test_fp16_close_to_fp32_on_real_crop(graphs) -> None:
 
 @needs_weights
 def test_range_report_flags_layernorm(graphs) -> None:
+    """Measured (module fp16.py): LayerNorm inputs reach 422 > 255.9 on Set5 crops and the
+    worst cases, nothing reaches 65504. Those are flagged, their LayerNorms kept FP32, and
+    nothing else is flagged."""
     fp32, _ = graphs
     crops = [set5_lr(4, n)[:32, :32] for n in ("baby", "butterfly")] + worst_case_inputs(SIZE)
     ranges = activation_ranges(fp32, crops)
-    kinds = {r.kind for r in ranges}
-    assert {"residual", "layernorm-in", "attn-scores", "output"} <= kinds
+    assert {"residual", "layernorm-in", "attn-scores", "output"} <= {r.kind for r in ranges}
     assert all(r.max_abs < 65504 for r in ranges)  # measured: nothing overflows FP16
+    square = [r for r in ranges if r.flag == "square-overflow"]
+    assert square, "LayerNorm inputs above 255.9 are flagged"
+    assert all(r.kind == "layernorm-in" and r.max_abs >= 255.9 for r in square)
+    assert not [r for r in ranges if r.flag and r.flag != "square-overflow"]
+    assert all(not r.flag for r in ranges if r.kind == "layernorm-in" and r.max_abs < 255.9)
     table = range_table(ranges)
-    assert "layernorm-in" in table
-    keep = keep_fp32_from_ranges(fp32, ranges)
-    assert set(keep) <= {n.name for n in fp32.graph.node}
+    assert all(f"FLAG square-overflow: {r.node} " in table for r in square)
+    assert table.count("FLAG") == len(square)
+    keep = set(keep_fp32_from_ranges(fp32, ranges))
+    flagged = {r.tensor for r in square}
+    norms = {n.name for n in fp32.graph.node if n.op_type == "LayerNormalization"}
+    consumers = {n.name for n in fp32.graph.node if set(n.input) & flagged}
+    assert consumers and consumers <= keep and keep <= norms | consumers
+    assert not {r.node for r in square} & keep, "a square-overflow keeps only the norm FP32"
+
+
+@pytest.mark.parametrize(
+    ("kind", "max_abs", "flag"),
+    [
+        ("layernorm-in", 300.0, "square-overflow"),
+        ("layernorm-in", 200.0, ""),
+        ("residual", 300.0, ""),  # FP16 spacing 0.25 at 300: fine for 0..255 data
+        ("residual", 3000.0, "coarse"),  # spacing 2 loses integer-level detail
+        ("attn-scores", 40.0, ""),  # spacing 1/32: the limit for exp()'s input
+        ("attn-scores", 70.0, "coarse"),
+        ("gate-in", 5000.0, ""),  # sigmoid saturates long before
+        ("other", 70000.0, "overflow"),
+        ("gate-in", float("inf"), "overflow"),
+    ],
+)
+def test_range_flags_follow_fp16s_limits(kind: str, max_abs: float, flag: str) -> None:
+    assert TensorRange("t", "n", "Op", kind, max_abs).flag == flag
 
 
 def test_unknown_keep_name_is_an_error() -> None:

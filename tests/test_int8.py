@@ -21,11 +21,10 @@ from lbnet_deploy.calibration.trt_cache import (
 )
 from lbnet_deploy.errors import LBNetError
 
-from .conftest import DATA, needs_weights, set5_lr
+from .conftest import DATA, needs_photos, needs_weights, set5_lr
 
 SIZE = (32, 32)
 PHOTOS = DATA / "SunHays80"
-needs_photos = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"{PHOTOS} missing")
 # measured on LBNet-T x4, baby x4 LR 32x32 crop, 8 MinMax crops, tail float:
 # PSNR(INT8 vs FP32) = 40.3 dB
 MIN_PSNR_VS_FP32 = 36.0
@@ -109,10 +108,61 @@ def test_trt_version_number() -> None:
     assert trt_version_number("10.12.0") == 101200
 
 
-def test_block_map_covers_every_quantizable_node(export_cache) -> None:
-    fp32 = onnx.load(export_cache("LBNet-T_X4.pt", SIZE))
+# the blocks of LBNET.md's module table whose name is not their weights' first key
+CONV_BLOCK = {"sub_mean": "head", "add_mean": "tail", "se1": "se", "se2": "se", "se3": "se",
+              "c2": "attention", "c3": "attention2"}  # fmt: skip
+
+
+def _descendants(graph: onnx.ModelProto, start: str) -> set[str]:
+    """Names of the nodes downstream of node `start` (data flow, not graph order)."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    by_name = {n.name: n for n in graph.graph.node}
+    seen: set[str] = set()
+    todo = list(by_name[start].output)
+    while todo:
+        for node in consumers.get(todo.pop(), []):
+            if node.name not in seen:
+                seen.add(node.name)
+                todo.extend(node.output)
+    return seen
+
+
+def test_each_matmul_and_token_convolution_lands_in_its_stage(export_cache) -> None:
+    """The truth here is data flow, not graph order: a TransBlock stage is what lies between
+    its unfold convolution and its fold convolution (weights `tokens.*`)."""
+    from lbnet_deploy.calibration.quantize import quantizable_nodes
+
+    fp32 = onnx.load(export_cache("random-LBNet-T-x4", (16, 16)))
     found = blocks(fp32)
     assert set(found) == {"head", "r1", "r2", "r3", "se", "c1", "attention", "attention2", "tail"}
+    where = {node: block for block, nodes in found.items() for node in nodes}
+    assert sorted(where) == sorted(quantizable_nodes(fp32)), "every quantizable node, once"
+    inits = {i.name for i in fp32.graph.initializer}
+    token = [
+        n.name
+        for n in fp32.graph.node
+        if n.op_type == "Conv" and any(i.startswith("tokens") for i in n.input if i in inits)
+    ]
+    assert len(token) == 4  # unfold, fold of stage 1; unfold, fold of stage 2
+    stages = {}
+    for stage, (unfold, fold) in zip(
+        ("attention", "attention2"), (token[:2], token[2:]), strict=True
+    ):
+        stages[stage] = _descendants(fp32, unfold) - _descendants(fp32, fold) - {fold}
+        assert where[unfold] == where[fold] == stage
+    weight_matmuls = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.name in where]
+    assert weight_matmuls
+    for node in weight_matmuls:
+        inside = [stage for stage, members in stages.items() if node.name in members]
+        assert inside == [where[node.name]], node.name
+    assert {where[n.name] for n in weight_matmuls} == {"attention", "attention2"}
+    for node in fp32.graph.node:  # a Conv named by its module lands in that module's block
+        if node.op_type == "Conv" and node.name in where and node.name not in token:
+            module = next(i for i in node.input if i in inits).split(".")[0]
+            assert where[node.name] == CONV_BLOCK.get(module, module), (node.name, module)
     assert len(found["tail"]) == 2 and len(found["head"]) == 2
 
 
