@@ -31,7 +31,6 @@ from lbnet_deploy.runtime.trt_common import (
     GpuFacts,
     cache_text,
     dims,
-    gpu_facts,
     load_cuda,
     read_cache,
     require_tensorrt,
@@ -128,7 +127,7 @@ def build_engine(
         raise LBNetError(f"a calibration cache goes with an FP32 graph, {onnx_path} is {precision}")
     check_paths(engine_path, options, onnx_path)  # before a build that takes minutes
     tensorrt = require_tensorrt()
-    gpu = gpu_facts(load_cuda())
+    gpu = load_cuda().facts(0)
     serialized, flags, strong, cache = _build(onnx_path, shape, precision, options)
     if options.calibration_cache is not None:
         precision = "int8"  # implicit INT8 from the FP32 graph

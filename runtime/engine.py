@@ -1,8 +1,9 @@
 """TensorRT engine backend: the runner over a fixed-shape engine built by `lbnet-deploy build`.
 
-Needs numpy, TensorRT and pycuda only, so a Jetson serves engines without torch or onnx.
-Written against the `tensorrt` API directly rather than through Polygraphy's TrtRunner: that
-keeps the Jetson install at TensorRT + pycuda, and lets this code be type-checked against
+Needs numpy, TensorRT and a CUDA binding only (cuda-python or pycuda, `cuda_layer.py`), so a
+Jetson serves engines without torch or onnx. Written against the `tensorrt` API directly rather
+than through Polygraphy's TrtRunner: that keeps the Jetson install at TensorRT + cuda-python, and
+lets this code be type-checked against
 tensorrt-stubs and tested against a recording fake on machines where TensorRT cannot be
 installed (ours). The sidecar, version checks and CUDA/TensorRT probes are in trt_common.py.
 Engines are fixed-shape (vs-mlrt's default): the Upscaler pads and tiles.
@@ -15,7 +16,6 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,15 +24,8 @@ from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
 from .backend import check_batch, describe_facts, run_fixed_batch
-from .trt_common import (
-    check_compatible,
-    dims,
-    gpu_facts,
-    load_cuda,
-    read_facts,
-    require_tensorrt,
-    trt_logger,
-)
+from .cuda_layer import CudaLayer, load_cuda
+from .trt_common import check_compatible, dims, read_facts, require_tensorrt, trt_logger
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -41,31 +34,29 @@ if TYPE_CHECKING:
 class _DeviceState:
     """What a runner holds on the device, released inside its CUDA context: explicitly
     (`close`) or when the runner is collected or the interpreter exits. Freed later, after the
-    context is gone, TensorRT and pycuda print 'context is destroyed' errors."""
+    context is gone, TensorRT and the CUDA binding print 'context is destroyed' errors."""
 
-    def __init__(self, cuda: ModuleType, context: Any) -> None:
-        self.cuda, self.context = cuda, context
+    def __init__(self, cuda: CudaLayer, device: int) -> None:
+        self.cuda, self.device = cuda, device
         self.engine: Any = None
         self.execution: Any = None
         self.stream: Any = None
-        self.buffers: list[Any] = []  # device allocations
-        self.host: list[Any] = []  # page-locked host arrays (input, output)
+        self.buffers: list[int] = []  # device pointers
+        self.host: list[np.ndarray] = []  # page-locked host arrays (input, output)
 
     def release(self) -> None:
-        self.context.push()
+        self.cuda.push(self.device)
         try:
             self.execution = None  # the execution context before its engine
             self.engine = None
             self.stream = None
-            for buffer in self.buffers:
-                buffer.free()
-            for array in self.host:  # pycuda's page-locked memory is freed by its allocation
-                free = getattr(getattr(array, "base", None), "free", None)
-                if free is not None:
-                    free()
+            for pointer in self.buffers:
+                self.cuda.free(pointer)
+            for array in self.host:
+                self.cuda.free_host(array)
             self.buffers, self.host = [], []
         finally:
-            self.cuda.Context.pop()
+            self.cuda.pop()
 
 
 class TensorRTRunner:
@@ -76,19 +67,18 @@ class TensorRTRunner:
         self.facts = read_facts(self.path)
         self.tensorrt = require_tensorrt()
         self._cuda = load_cuda()
-        self.gpu = gpu_facts(self._cuda, device)
+        self.gpu = self._cuda.facts(device)
         check_compatible(self.facts, self.path, self.tensorrt, self.gpu)
-        # the primary context: the one TensorRT (CUDA runtime API) uses on this device
-        self._context = self._cuda.Device(device).retain_primary_context()
-        self._state = _DeviceState(self._cuda, self._context)
+        self._device = device  # its primary context: the one TensorRT (runtime API) uses
+        self._state = _DeviceState(self._cuda, device)
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, self._state.release)
         with self.active():
-            free_before = self._cuda.mem_get_info()[0]
+            free_before = self._cuda.free_memory()
             self._load()
             # engine weights + the context's activation memory + our I/O buffers: TensorRT
             # allocates all of it up front, so this is the engine's device peak
-            self._device_mb = (free_before - self._cuda.mem_get_info()[0]) / 2**20
+            self._device_mb = (free_before - self._cuda.free_memory()) / 2**20
 
     def close(self) -> None:
         """Free the engine, its context and the buffers now (also done when collected)."""
@@ -97,11 +87,11 @@ class TensorRTRunner:
     @contextmanager
     def active(self) -> Iterator[None]:
         """Make this runner's CUDA context current for the calls inside."""
-        self._context.push()
+        self._cuda.push(self._device)
         try:
             yield
         finally:
-            self._cuda.Context.pop()
+            self._cuda.pop()
 
     def _load(self) -> None:
         import tensorrt as trt
@@ -138,16 +128,16 @@ class TensorRTRunner:
             raise LBNetError(f"{self.path} rejects input shape {self._shape}")
         out_shape = dims(context.get_tensor_shape(self._out))
         cuda = self._cuda
-        self._state.stream = cuda.Stream()
+        self._state.stream = cuda.stream()
         # page-locked host buffers: asynchronous copies need them, and they copy fastest
-        host_in = cuda.pagelocked_empty(self._shape, trt.nptype(engine.get_tensor_dtype(self._in)))
-        host_out = cuda.pagelocked_empty(out_shape, trt.nptype(engine.get_tensor_dtype(self._out)))
+        host_in = cuda.host_empty(self._shape, trt.nptype(engine.get_tensor_dtype(self._in)))
+        host_out = cuda.host_empty(out_shape, trt.nptype(engine.get_tensor_dtype(self._out)))
         self._state.host = [host_in, host_out]  # held by the state only: freed with it
-        self._dev_in = cuda.mem_alloc(host_in.nbytes)
-        self._dev_out = cuda.mem_alloc(host_out.nbytes)
+        self._dev_in = cuda.malloc(host_in.nbytes)
+        self._dev_out = cuda.malloc(host_out.nbytes)
         self._state.buffers = [self._dev_in, self._dev_out]
         for name, buffer in ((self._in, self._dev_in), (self._out, self._dev_out)):
-            if not context.set_tensor_address(name, int(buffer)):
+            if not context.set_tensor_address(name, buffer):
                 raise LBNetError(f"TensorRT refused the device buffer of {name!r}")
 
     @property
@@ -185,10 +175,10 @@ class TensorRTRunner:
             host_in, host_out = state.host
             with self.active():
                 host_in[...] = batch  # casts to the engine's input type
-                cuda.memcpy_htod_async(self._dev_in, host_in, state.stream)
+                cuda.htod_async(self._dev_in, host_in, state.stream)
                 if not state.execution.execute_async_v3(state.stream.handle):
                     raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
-                cuda.memcpy_dtoh_async(host_out, self._dev_out, state.stream)
+                cuda.dtoh_async(host_out, self._dev_out, state.stream)
                 state.stream.synchronize()
             return np.array(host_out, dtype=np.float32)  # a copy: the buffer is reused
 

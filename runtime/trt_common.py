@@ -18,13 +18,15 @@ import json
 import struct
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts, model_facts
+
+from .cuda_layer import GpuFacts as GpuFacts  # re-exported: the probes' one import
+from .cuda_layer import load_cuda as load_cuda
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -49,38 +51,9 @@ def require_tensorrt() -> str:
     return str(tensorrt.__version__)
 
 
-def load_cuda() -> ModuleType:
-    """pycuda's driver module, initialised, or a one-line error."""
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        raise LBNetError(f"pycuda is not installed ({INSTALL_HINT})") from None
-    try:
-        cuda.init()
-        count = cuda.Device.count()
-    except Exception as exc:  # pycuda raises its own LogicError/RuntimeError kinds
-        raise LBNetError(f"CUDA is not usable: {exc}") from None
-    if count < 1:
-        raise LBNetError("no CUDA device found")
-    return cuda
-
-
 def dims(shape: trt.Dims) -> tuple[int, ...]:
     """TensorRT's Dims as a tuple (the stubs declare no __iter__)."""
     return tuple(int(shape[i]) for i in range(len(shape)))
-
-
-@dataclass(frozen=True)
-class GpuFacts:
-    name: str
-    compute_capability: str  # "8.7"
-    memory_mb: int
-
-
-def gpu_facts(cuda: ModuleType, index: int = 0) -> GpuFacts:
-    device = cuda.Device(index)
-    major, minor = device.compute_capability()
-    return GpuFacts(device.name(), f"{major}.{minor}", device.total_memory() // 2**20)
 
 
 @dataclass(frozen=True)

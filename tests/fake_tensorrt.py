@@ -1,4 +1,8 @@
-"""A recording fake of the parts of `tensorrt` and `pycuda.driver` lbnet-deploy uses.
+"""A recording fake of the parts of `tensorrt` and of the two CUDA bindings (`pycuda.driver`,
+cuda-python's `cuda.bindings.driver`) lbnet-deploy uses; `FakeTensorRT(cuda=...)` picks which
+binding is installed (the other is made unimportable). Both record the same events under the
+same names (ctx.push/ctx.pop, mem_alloc/free, host_free, the async copies), so one test suite
+runs against either.
 
 TensorRT cannot be installed on our machines, so the engine code is tested against this fake:
 every call is recorded (`FakeTensorRT.calls`), the fake "parser" reads the real ONNX file's input
@@ -12,6 +16,7 @@ Signatures follow tensorrt-stubs 10.13 (also what mypy checks our code against).
 
 from __future__ import annotations
 
+import ctypes
 import importlib.machinery
 import json
 import sys
@@ -55,6 +60,7 @@ class FakeTensorRT:
     tf32_flag: bool = True  # a TensorRT without BuilderFlag.TF32 (Polygraphy guards its use)
     reject_ops: frozenset[str] = frozenset({"Col2Im"})  # the parser "rejects" these op types
     fail_build: bool = False
+    cuda: str = "pycuda"  # or "cuda-python": the CUDA binding installed
     calls: list[tuple[str, Any]] = field(default_factory=list)
     memory: dict[int, np.ndarray] = field(default_factory=dict)  # fake device memory
 
@@ -172,11 +178,99 @@ class FakeTensorRT:
         self.record("memcpy_dtoh_async", host.shape, host.dtype)
         host[...] = np.frombuffer(self.memory[int(dev)].tobytes(), host.dtype).reshape(host.shape)
 
-    def modules(self) -> dict[str, types.ModuleType]:
-        pycuda, driver = self.pycuda_modules()
-        mods = {"tensorrt": self.tensorrt_module(), "pycuda": pycuda, "pycuda.driver": driver}
+    def cuda_python_modules(self) -> dict[str, types.ModuleType]:
+        """cuda-python's driver API as the CUDA layer calls it: (CUresult, *values) tuples."""
+        fake = self
+        driver = types.ModuleType("cuda.bindings.driver")
+        ok = _Enum("CUDA_SUCCESS", 0)
+        ns: dict[str, Any] = vars(driver)
+        ns["CUresult"] = type("CUresult", (), {"CUDA_SUCCESS": ok})
+        ns["CUdevice_attribute"] = _enum(
+            CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR=75,
+            CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR=76,
+        )
+        host: dict[int, Any] = {}  # page-locked stand-ins: ctypes buffers by address
+
+        def alloc_host(nbytes: int) -> tuple[Any, int]:
+            block = ctypes.create_string_buffer(nbytes)
+            host[ctypes.addressof(block)] = block
+            return ok, ctypes.addressof(block)
+
+        def free_host(pointer: int) -> tuple[Any]:
+            fake.record("host_free", len(host.pop(pointer)))
+            return (ok,)
+
+        def free(pointer: int) -> tuple[Any]:
+            fake.memory.pop(int(pointer))
+            fake.record("free", int(pointer))
+            return (ok,)
+
+        def htod(dst: int, src: int, nbytes: int, stream: Any) -> tuple[Any]:
+            fake.record("memcpy_htod_async", nbytes)
+            fake.memory[int(dst)] = np.frombuffer(ctypes.string_at(src, nbytes), np.uint8).copy()
+            return (ok,)
+
+        def dtoh(dst: int, src: int, nbytes: int, stream: Any) -> tuple[Any]:
+            fake.record("memcpy_dtoh_async", nbytes)
+            ctypes.memmove(dst, fake.memory[int(src)].tobytes(), nbytes)
+            return (ok,)
+
+        def attribute(which: Any, device: int) -> tuple[Any, int]:
+            major, minor = fake.compute_capability
+            return ok, major if int(which) == 75 else minor
+
+        def push(ctx: Any) -> tuple[Any]:
+            fake.record("ctx.push")
+            return (ok,)
+
+        def pop() -> tuple[Any, Any]:
+            fake.record("ctx.pop")
+            return ok, "primary"
+
+        def sync(stream: Any) -> tuple[Any]:
+            fake.record("stream.synchronize")
+            return (ok,)
+
+        ns.update(
+            cuInit=lambda flags: (fake.record("cuda.init"), ok)[1:],
+            cuDeviceGetCount=lambda: (ok, 1),
+            cuDeviceGet=lambda index: (ok, index),
+            cuDeviceGetName=lambda n, device: (ok, fake.gpu_name.encode() + b"\0" * 8),
+            cuDeviceGetAttribute=attribute,
+            cuDeviceTotalMem=lambda device: (ok, 16 * 2**30),
+            cuDevicePrimaryCtxRetain=lambda device: (ok, "primary"),
+            cuCtxPushCurrent=push,
+            cuCtxPopCurrent=pop,
+            cuMemGetInfo=lambda: (
+                ok,
+                16 * 2**30 - sum(m.size for m in fake.memory.values()),
+                16 * 2**30,
+            ),
+            cuStreamCreate=lambda flags: (ok, 1234),
+            cuStreamSynchronize=sync,
+            cuMemAlloc=lambda nbytes: (ok, _Allocation(fake, nbytes).ptr),
+            cuMemFree=free,
+            cuMemAllocHost=alloc_host,
+            cuMemFreeHost=free_host,
+            cuMemcpyHtoDAsync=htod,
+            cuMemcpyDtoHAsync=dtoh,
+        )
+        cuda, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
+        cuda.bindings, bindings.driver = bindings, driver  # type: ignore[attr-defined]
+        return {"cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.driver": driver}
+
+    def modules(self) -> dict[str, types.ModuleType | None]:
+        mods: dict[str, types.ModuleType | None] = {"tensorrt": self.tensorrt_module()}
+        absent = ("pycuda", "pycuda.driver", "cuda", "cuda.bindings", "cuda.bindings.driver")
+        mods.update(dict.fromkeys(absent))  # None in sys.modules: that import fails
+        if self.cuda == "pycuda":
+            pycuda, driver = self.pycuda_modules()
+            mods.update({"pycuda": pycuda, "pycuda.driver": driver})
+        else:
+            mods.update(self.cuda_python_modules())
         for name, module in mods.items():  # find_spec() on them (torch's exporter does) works
-            module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+            if module is not None:
+                module.__spec__ = importlib.machinery.ModuleSpec(name, None)
         return mods
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:

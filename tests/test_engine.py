@@ -23,9 +23,57 @@ from .conftest import stand_in_graph as graph
 from .fake_tensorrt import FakeTensorRT
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:
-    return FakeTensorRT().install(monkeypatch)
+@pytest.fixture(params=["cuda-python", "pycuda"])
+def fake(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:
+    """Fake TensorRT over each CUDA binding: every engine test runs against both."""
+    return FakeTensorRT(cuda=request.param).install(monkeypatch)
+
+
+@pytest.mark.parametrize("installed", ["cuda-python", "pycuda"])
+def test_the_cuda_layer_is_the_installed_binding_or_the_one_asked_for(
+    installed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lbnet_deploy.runtime.cuda_layer import load_cuda
+
+    FakeTensorRT(cuda=installed).install(monkeypatch)
+    monkeypatch.delenv("LBNET_CUDA", raising=False)
+    layer = load_cuda()
+    assert layer.name == installed and layer.facts(0).name == "Fake GPU"
+    assert layer.facts(0).compute_capability == "8.9" and layer.facts(0).memory_mb == 16384
+    other = "pycuda" if installed == "cuda-python" else "cuda-python"
+    monkeypatch.setenv("LBNET_CUDA", other)
+    with pytest.raises(LBNetError, match=f"{other} is not installed .*cuda-python"):
+        load_cuda()
+    monkeypatch.setenv("LBNET_CUDA", "cupy")
+    with pytest.raises(LBNetError, match="choose cuda-python or pycuda"):
+        load_cuda()
+    for name in ("pycuda", "pycuda.driver", "cuda", "cuda.bindings", "cuda.bindings.driver"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delenv("LBNET_CUDA")
+    with pytest.raises(LBNetError, match=r"cuda-python \(or pycuda\) is not installed"):
+        load_cuda()
+
+
+def test_page_locked_buffers_of_the_cuda_python_layer_are_real_memory(monkeypatch) -> None:
+    """The numpy view over cuMemAllocHost's block: shape, dtype, writes land in the block."""
+    from lbnet_deploy.runtime.cuda_layer import load_cuda
+
+    fake = FakeTensorRT(cuda="cuda-python").install(monkeypatch)
+    layer = load_cuda()
+    host = layer.host_empty((2, 3, 4), np.float16)
+    assert host.shape == (2, 3, 4) and host.dtype == np.float16
+    host[...] = np.arange(24).reshape(2, 3, 4)
+    pointer = layer.malloc(host.nbytes)
+    stream = layer.stream()
+    layer.htod_async(pointer, host, stream)
+    back = layer.host_empty((2, 3, 4), np.float16)
+    layer.dtoh_async(back, pointer, stream)
+    stream.synchronize()
+    np.testing.assert_array_equal(back, host)
+    layer.free_host(host)
+    layer.free_host(back)
+    layer.free(pointer)
+    assert len(fake.called("host_free")) == 2 and fake.memory == {}
 
 
 def test_strongly_typed_build_sets_no_precision_flag(fake, tmp_path) -> None:
