@@ -361,7 +361,8 @@ def test_tensorrt_backend_fails_before_any_download_or_export(no_tensorrt, monke
 
 
 def test_serving_an_engine_needs_no_torch_onnx_or_onnxruntime(fake, tmp_path) -> None:
-    """The Jetson case: upscale with an engine where only numpy, TensorRT and pycuda exist."""
+    """The Jetson case: upscale with an engine where only numpy, TensorRT and a CUDA binding
+    exist (the fixture's)."""
     import subprocess
     import sys
 
@@ -375,7 +376,7 @@ def test_serving_an_engine_needs_no_torch_onnx_or_onnxruntime(fake, tmp_path) ->
         "import sys\n"
         "for name in ('torch', 'onnx', 'onnxruntime'): sys.modules[name] = None\n"
         "from tests.fake_tensorrt import FakeTensorRT\n"
-        "sys.modules.update(FakeTensorRT().modules())\n"
+        f"sys.modules.update(FakeTensorRT(cuda={fake.cuda!r}).modules())\n"
         "from lbnet_deploy.cli import main\n"
         f"code = main(['upscale', r'{tmp_path / 'a.png'}', '-o', r'{tmp_path / 'out'}',\n"
         f"             '--model', r'{tmp_path / 'g.plan'}', '-q'])\n"
