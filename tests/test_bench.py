@@ -59,6 +59,8 @@ def test_machine_info_records_this_machine() -> None:
     assert info["versions"]["numpy"] == np.__version__
     assert info["versions"]["onnxruntime"] == onnxruntime.__version__
     assert info["gpu"] is None or info["gpu"]["name"]
+    for lib in ("torch", "onnx"):
+        assert info["versions"][lib], lib
 
 
 def _tiny_graph() -> onnx.ModelProto:
@@ -170,9 +172,10 @@ def test_add_bench_parser_sets_func() -> None:
         parser.parse_args(["bench", "--backend", "nope"])
 
 
-def test_bench_writes_json_and_png(tmp_path, checkpoint, shared_cache) -> None:
+def test_bench_writes_json_and_png(tmp_path, checkpoint, export_cache, shared_cache) -> None:
     from lbnet_deploy.benchmarks.cli import main
 
+    export_cache(T4, (16, 16))  # the graph bench times, made once per run under its lock
     out_json, out_png, out_md = tmp_path / "B.json", tmp_path / "B.png", tmp_path / "B.md"
     rc = main([
         "--model", str(checkpoint(T4)), "--sizes", "16x16", "--runs", "2", "--warmup", "0",
@@ -194,8 +197,9 @@ def test_bench_writes_json_and_png(tmp_path, checkpoint, shared_cache) -> None:
         assert any(s["config"].startswith("torch-cuda") for s in result["skipped"])
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = out_md.read_text()
-    for row in rows.values():  # the report shows what was measured, row by row
-        assert f"{row['stats']['median_s'] * 1e3:.1f}" in text, row["backend"]
+    for name, row in rows.items():  # the report's forward table shows each measured median
+        line = next(x for x in text.splitlines() if x.startswith(f"| {name} |"))
+        assert f"| {row['stats']['median_s'] * 1e3:.1f} |" in line, line
     assert result["machine"]["cpu_model"] in text
 
 

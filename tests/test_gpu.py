@@ -13,7 +13,7 @@ import torch
 
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
 
-from .conftest import WEIGHTS, needs_data, needs_weights, set5_lr
+from .conftest import needs_data, needs_weights, real_checkpoint, set5_lr
 
 HAS_CUDA = torch.cuda.is_available()
 pytestmark = [
@@ -34,7 +34,7 @@ def lr_batch() -> np.ndarray:
 def cpu_reference(x: np.ndarray) -> np.ndarray:
     from lbnet_deploy.model.checkpoint import load_checkpoint
 
-    model, _ = load_checkpoint(WEIGHTS / "LBNet-T_X4.pt")
+    model, _ = load_checkpoint(real_checkpoint("LBNet-T_X4.pt"))
     with torch.no_grad():
         return model.set_ops("reference")(torch.from_numpy(x)).numpy()
 
@@ -44,7 +44,7 @@ def test_torch_cuda_fp32_and_fp16_match_cpu() -> None:
 
     x = lr_batch()
     ref = cpu_reference(x)
-    model, _ = load_checkpoint(WEIGHTS / "LBNet-T_X4.pt")
+    model, _ = load_checkpoint(real_checkpoint("LBNet-T_X4.pt"))
     model = model.set_ops("static").cuda()
     with torch.no_grad():
         fp32 = model(torch.from_numpy(x).cuda()).cpu().numpy()
@@ -92,5 +92,5 @@ def test_tensorrt_engine_passes_parity(export_cache, tmp_path, precision) -> Non
         graph = half
     engine = tmp_path / f"{precision}.plan"
     assert main(["build", str(graph), "-o", str(engine)]) == 0
-    ref = str(WEIGHTS / "LBNet-T_X4.pt")
+    ref = str(real_checkpoint("LBNet-T_X4.pt"))
     assert main(["parity", str(engine), "--reference", ref, "--backend", "tensorrt"]) == 0

@@ -9,7 +9,7 @@ import torch
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.model.checkpoint import load_checkpoint, load_model
 
-from .conftest import CHECKPOINTS, RANDOM, WEIGHTS, needs_weights
+from .conftest import CHECKPOINTS, RANDOM, RANDOM_TOL, needs_weights, random_lbnet, real_checkpoint
 
 # LBNET.md's table
 PARAMS = {
@@ -25,14 +25,13 @@ class Pickled:
     """Any class instance: loading it would need arbitrary unpickling."""
 
 
-@needs_weights
 @pytest.mark.parametrize("ckpt", CHECKPOINTS)
 def test_checkpoint_describes_itself(ckpt: str) -> None:
-    model, desc = load_checkpoint(WEIGHTS / ckpt)
+    model, desc = load_checkpoint(real_checkpoint(ckpt))
     assert (desc.variant, desc.scale) == CHECKPOINTS[ckpt]
     assert desc.params == PARAMS[ckpt] == sum(p.numel() for p in model.parameters())
     assert len(desc.sha256) == 64
-    state = torch.load(WEIGHTS / ckpt, map_location="cpu", weights_only=True)
+    state = torch.load(real_checkpoint(ckpt), map_location="cpu", weights_only=True)
     assert set(model.state_dict()) == set(state)  # strict: key for key
 
 
@@ -43,9 +42,26 @@ def test_random_checkpoint_round_trip(name: str, checkpoint) -> None:
     assert (desc.variant, desc.scale) == RANDOM[name]
     same = {"LBNet": 731_264, "LBNet-T": 404_633}[desc.variant]  # x2; the tail grows with s
     assert desc.params == sum(p.numel() for p in model.parameters()) >= same
-    state = torch.load(checkpoint(name), map_location="cpu", weights_only=True)
-    assert set(model.state_dict()) == set(state)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    made = random_lbnet(*RANDOM[name]).state_dict()  # what the file was written from
+    assert set(model.state_dict()) == set(made)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in made.items())
+
+
+@pytest.mark.parametrize("name", ["random-LBNet-x2", "random-LBNet-T-x4"])
+def test_the_random_weight_tolerance_catches_a_one_percent_attention_error(
+    name: str, checkpoint
+) -> None:
+    """RANDOM_TOL is tight enough for random weights, whose attention moves the output little:
+    a 1% error in the attention core must exceed it with margin."""
+    model, _ = load_checkpoint(checkpoint(name))
+    x = torch.rand(2, 3, 21, 17, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        ref = model.set_ops("reference")(x)
+        for stage in (model.attention, model.attention2):
+            hook = stage.atten.register_forward_hook(lambda module, args, out: out * 1.01)
+            wrong = model.set_ops("static")(x)
+            hook.remove()
+            assert (wrong - ref).abs().max().item() > 2 * RANDOM_TOL
 
 
 # 16x16 has H*W % 16 == 0; 21x17 leaves a short run; 3x5 and 1x1 have H*W < 16
@@ -68,7 +84,7 @@ def test_rewrites_equal_straightforward_port(name: str, hw: tuple[int, int], che
         for mode in ("static", "dynamic"):
             out = model.set_ops(mode)(x)
             assert out.shape == (2, 3, s * hw[0], s * hw[1])
-            assert (out - ref).abs().max().item() <= 0.01, mode
+            assert (out - ref).abs().max().item() <= RANDOM_TOL, mode
 
 
 @needs_weights

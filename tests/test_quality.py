@@ -7,7 +7,6 @@ references that tell whether our numbers can be compared with published ones.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,9 +18,9 @@ from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.quality.imresize import imresize, make_lr
 from lbnet_deploy.quality.metrics import mean_scores, psnr_y, rgb_to_y, ssim_y
 
-DATA_DIR = Path(
-    os.environ.get("LBNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+from .conftest import DATA
+
+DATA_DIR = DATA
 SCALES = (2, 3, 4)
 
 

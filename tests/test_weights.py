@@ -18,9 +18,9 @@ from lbnet_deploy import weights
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.weights import NamedModel
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("LBNET_SHARED_DIR") or REPO.parent / "shared")
-SHARED_WEIGHTS = SHARED / "weights"
+from .conftest import WEIGHTS
+
+SHARED_WEIGHTS = WEIGHTS
 
 PAYLOAD = b"not really a checkpoint\n" * 1000
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -19,7 +19,7 @@ from PIL import Image
 
 from lbnet_deploy.cli import main
 
-from ..conftest import WEIGHTS, needs_weights
+from ..conftest import real_checkpoint
 from . import corpus
 
 UPSCALE = ["upscale", "--model", "bicubic-x2", "-q"]
@@ -460,7 +460,6 @@ def test_threads_are_bounded_by_the_cpus_available() -> None:
     assert bounded_threads(None) == default_threads()
 
 
-@needs_weights
 def test_export_of_a_name_onto_the_checkpoint_it_resolves_to(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -469,7 +468,7 @@ def test_export_of_a_name_onto_the_checkpoint_it_resolves_to(
     weights = tmp_path / "weights"
     weights.mkdir()
     ckpt = weights / "LBNet-T_X2.pt"
-    shutil.copy(WEIGHTS / "LBNet-T_X2.pt", ckpt)
+    shutil.copy(real_checkpoint("LBNet-T_X2.pt"), ckpt)
     monkeypatch.setenv("LBNET_WEIGHTS_DIR", str(weights))
     before = ckpt.read_bytes()
     assert main(["export", "lbnet-t-x2", "-o", str(ckpt), "--dynamic"]) == 2
