@@ -79,6 +79,11 @@ def blocks(graph: onnx.ModelProto) -> dict[str, list[str]]:
         else:
             block = root  # r1, r2, r3, c1
         out.setdefault(block, []).append(node.name)
+    if token_convs != 4:  # not our export's form: the stages cannot be told apart
+        raise LBNetError(
+            f"expected the 4 unfold/fold convolutions of an lbnet-deploy export, found "
+            f"{token_convs}: calibrate a graph made by `lbnet-deploy export`"
+        )
     return out
 
 

@@ -38,14 +38,22 @@ def int8(export_cache, tmp_path_factory) -> tuple[onnx.ModelProto, onnx.ModelPro
     return fp32, quantizer.quantize(exclude=["tail"])
 
 
+@pytest.fixture(scope="module")
+def int8_random(export_cache, photo_folder, tmp_path_factory):
+    """The same calibration on a random-weight graph and photo-like images: the structure of
+    the Q/DQ graph does not depend on the weights."""
+    fp32 = onnx.load(export_cache("random-LBNet-T-x4", (16, 16)))
+    crops = calibration_crops(photo_folder, 4, (16, 16), count=8, progress=False)
+    quantizer = Quantizer(fp32, crops, "MinMax", workdir=tmp_path_factory.mktemp("q"))
+    return fp32, quantizer.quantize(exclude=["tail"])
+
+
 def _inits(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer}
 
 
-@needs_weights
-@needs_photos
-def test_qdq_is_symmetric_int8_per_channel(int8) -> None:
-    _, q = int8
+def test_qdq_is_symmetric_int8_per_channel(int8_random) -> None:
+    _, q = int8_random
     inits = _inits(q)
     qdq = [n for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qdq
@@ -59,10 +67,8 @@ def test_qdq_is_symmetric_int8_per_channel(int8) -> None:
     assert props["lbnet.precision"] == "int8" and props["lbnet.int8_excluded"] == "tail"
 
 
-@needs_weights
-@needs_photos
-def test_no_qdq_around_softmax_or_layernorm(int8) -> None:
-    _, q = int8
+def test_no_qdq_around_softmax_or_layernorm(int8_random) -> None:
+    _, q = int8_random
     producer = {o: n for n in q.graph.node for o in n.output}
     for node in q.graph.node:
         if node.op_type in ("Softmax", "LayerNormalization"):
@@ -89,10 +95,8 @@ def test_int8_close_to_fp32_on_crop(int8) -> None:
     assert psnr > MIN_PSNR_VS_FP32
 
 
-@needs_weights
-@needs_photos
-def test_calibration_cache_roundtrip(int8, tmp_path: Path) -> None:
-    _, q = int8
+def test_calibration_cache_roundtrip(int8_random, tmp_path: Path) -> None:
+    _, q = int8_random
     scales = activation_scales(q)
     assert "lr" in scales and all(s > 0 for s in scales.values())
     path = tmp_path / "calib.cache"
@@ -101,6 +105,18 @@ def test_calibration_cache_roundtrip(int8, tmp_path: Path) -> None:
     version, back = read_cache(path)
     assert version == 100300
     assert back == pytest.approx({k: np.float32(v) for k, v in scales.items()}, rel=1e-7)
+
+
+def test_a_graph_without_the_four_token_convolutions_is_refused() -> None:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
+    w = onnx.numpy_helper.from_array(np.ones((3, 3, 1, 1), np.float32), "r1.weight")
+    conv = helper.make_node("Conv", ["x", "r1.weight"], ["y"], name="c")
+    graph = helper.make_model(helper.make_graph([conv], "g", [x], [y], [w]))
+    with pytest.raises(LBNetError, match="found 0"):
+        blocks(graph)
 
 
 def test_trt_version_number() -> None:
@@ -130,12 +146,19 @@ def _descendants(graph: onnx.ModelProto, start: str) -> set[str]:
     return seen
 
 
-def test_each_matmul_and_token_convolution_lands_in_its_stage(export_cache) -> None:
+@pytest.mark.parametrize(
+    ("ckpt", "size"),
+    [("random-LBNet-T-x4", (16, 16)), ("random-LBNet-x2", (37, 29)), ("LBNet-T_X4.pt", SIZE)],
+)
+def test_each_matmul_and_token_convolution_lands_in_its_stage(
+    ckpt: str, size: tuple[int, int], export_cache
+) -> None:
     """The truth here is data flow, not graph order: a TransBlock stage is what lies between
-    its unfold convolution and its fold convolution (weights `tokens.*`)."""
+    its unfold convolution and its fold convolution (weights `tokens.*`). The random models'
+    two stages have identical LayerNorm weights (merged into one initializer on export)."""
     from lbnet_deploy.calibration.quantize import quantizable_nodes
 
-    fp32 = onnx.load(export_cache("random-LBNet-T-x4", (16, 16)))
+    fp32 = onnx.load(export_cache(ckpt, size))
     found = blocks(fp32)
     assert set(found) == {"head", "r1", "r2", "r3", "se", "c1", "attention", "attention2", "tail"}
     where = {node: block for block, nodes in found.items() for node in nodes}
@@ -151,8 +174,10 @@ def test_each_matmul_and_token_convolution_lands_in_its_stage(export_cache) -> N
     for stage, (unfold, fold) in zip(
         ("attention", "attention2"), (token[:2], token[2:]), strict=True
     ):
+        assert fold in _descendants(fp32, unfold)  # an unfold and its own fold, by data flow
         stages[stage] = _descendants(fp32, unfold) - _descendants(fp32, fold) - {fold}
         assert where[unfold] == where[fold] == stage
+    assert token[2] in _descendants(fp32, token[1])  # stage 2 runs on stage 1's output
     weight_matmuls = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.name in where]
     assert weight_matmuls
     for node in weight_matmuls:
@@ -166,11 +191,10 @@ def test_each_matmul_and_token_convolution_lands_in_its_stage(export_cache) -> N
     assert len(found["tail"]) == 2 and len(found["head"]) == 2
 
 
-@needs_photos
-def test_calibration_crops_are_deterministic() -> None:
-    a = calibration_crops(PHOTOS, 2, (16, 16), count=4, seed=3, progress=False)
-    b = calibration_crops(PHOTOS, 2, (16, 16), count=4, seed=3, progress=False)
-    c = calibration_crops(PHOTOS, 2, (16, 16), count=4, seed=4, progress=False)
+def test_calibration_crops_are_deterministic(photo_folder: Path) -> None:
+    a = calibration_crops(photo_folder, 2, (16, 16), count=4, seed=3, progress=False)
+    b = calibration_crops(photo_folder, 2, (16, 16), count=4, seed=3, progress=False)
+    c = calibration_crops(photo_folder, 2, (16, 16), count=4, seed=4, progress=False)
     assert a.shape == (4, 3, 16, 16) and a.dtype == np.float32
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
