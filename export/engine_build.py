@@ -60,6 +60,9 @@ class BuildOptions:
     # FP32 as its ONNX graph is and parity's FP32 tolerances hold. FP16 engines are the fast path.
     tf32: bool = False
     weakly_typed: bool = False  # precision flags instead of strong typing (10.x fallback)
+    # a Jetson's deep-learning accelerator (trtexec --useDLACore N --allowGPUFallback): layers
+    # DLA cannot run (attention's MatMul/Softmax, LayerNorm) fall back to the GPU
+    dla_core: int | None = None
 
 
 def engine_shape(graph_dims: list[int | None], options: BuildOptions) -> tuple[int, int, int, int]:
@@ -142,6 +145,7 @@ def build_engine(
         strongly_typed=strong,
         builder_flags=tuple(flags),
         tf32=options.tf32,
+        dla_core=options.dla_core,
         input_name=graph.input_name,
         output_name=graph.output_name,
         dtypes=graph.dtypes,
@@ -201,6 +205,8 @@ def _build(
         config.set_flag(getattr(trt.BuilderFlag, name))
     if not options.tf32 and hasattr(trt.BuilderFlag, "TF32"):  # guarded as Polygraphy does
         config.clear_flag(trt.BuilderFlag.TF32)
+    if options.dla_core is not None:
+        use_dla(builder, config, options.dla_core, precision, implicit)
     if implicit:
         assert options.calibration_cache is not None
         config.int8_calibrator = cache_calibrator(options.calibration_cache, onnx_path)
@@ -221,6 +227,23 @@ def _build(
         raise LBNetError(f"TensorRT could not build an engine from {onnx_path} (log above)")
     tuned = config.get_timing_cache()
     return bytes(serialized), names, strong, bytes(tuned.serialize()) if tuned else b""
+
+
+def use_dla(
+    builder: trt.Builder, config: trt.IBuilderConfig, core: int, precision: str, implicit: bool
+) -> None:
+    """Layers on DLA core `core` by default, the GPU for the layers DLA cannot run."""
+    import tensorrt as trt
+
+    if precision == "fp32" and not implicit:  # DLA runs FP16 and INT8 layers only
+        raise LBNetError("DLA runs FP16 and INT8 layers: build an fp16 or int8 graph on it")
+    cores = builder.num_DLA_cores
+    if not 0 <= core < cores:
+        have = f"DLA cores 0..{cores - 1}" if cores else "no DLA"
+        raise LBNetError(f"--dla-core {core}: this device has {have}")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
 
 def use_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> None:

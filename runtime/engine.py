@@ -97,6 +97,8 @@ class TensorRTRunner:
         import tensorrt as trt
 
         runtime = trt.Runtime(trt_logger())
+        if self.facts.dla_core is not None:  # before deserializing: the engine runs on that core
+            runtime.DLA_core = self.facts.dla_core
         engine: trt.ICudaEngine | None = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise LBNetError(f"TensorRT could not deserialize {self.path} (see its log above)")

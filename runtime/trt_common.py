@@ -70,6 +70,7 @@ class EngineFacts:
     strongly_typed: bool
     builder_flags: tuple[str, ...] = field(default=())  # precision flags (weakly typed only)
     tf32: bool = False
+    dla_core: int | None = None  # the DLA core it runs on (the GPU where None)
     input_name: str = "lr"
     output_name: str = "sr"
     dtypes: tuple[str, str] = ("float32", "float32")  # input's, output's (numpy names)
@@ -99,6 +100,8 @@ class EngineFacts:
         for name in ("strongly_typed", "tf32"):
             if not isinstance(getattr(facts, name), bool):
                 raise ValueError(f"{name} is not true or false")
+        if facts.dla_core is not None and (type(facts.dla_core) is not int or facts.dla_core < 0):
+            raise ValueError(f"dla_core {facts.dla_core!r} is not a core number")
         if not all(isinstance(flag, str) for flag in facts.builder_flags):
             raise ValueError("builder_flags are not names")
         shape = facts.input_shape

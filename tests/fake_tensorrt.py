@@ -63,6 +63,7 @@ class FakeTensorRT:
     reject_ops: frozenset[str] = frozenset({"Col2Im"})  # the parser "rejects" these op types
     fail_build: bool = False
     cuda: str = "pycuda"  # or "cuda-python": the CUDA binding installed
+    dla_cores: int = 0  # a Jetson Orin has 2
     calls: list[tuple[str, Any]] = field(default_factory=list)
     memory: dict[int, np.ndarray] = field(default_factory=dict)  # fake device memory
 
@@ -94,8 +95,10 @@ class FakeTensorRT:
         ns["NetworkDefinitionCreationFlag"] = _enum(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
         ns["MemoryPoolType"] = _enum(WORKSPACE=0)
         flags = {"FP16": 0, "INT8": 1} if self.calibrators else {}  # 11.x removed them
+        flags["GPU_FALLBACK"] = 3
         ns["BuilderFlag"] = _enum(**flags, **({"TF32": 7} if self.tf32_flag else {}))
         ns["TensorIOMode"] = _enum(NONE=0, INPUT=1, OUTPUT=2)
+        ns["DeviceType"] = _enum(GPU=0, DLA=1)
         ns["DataType"] = _enum(FLOAT=0, HALF=1, INT8=2)
         ns["nptype"] = lambda t: {0: np.float32, 1: np.float16, 2: np.int8}[int(t)]
 
@@ -374,6 +377,8 @@ class _Config:
         self.profiles: list[_Profile] = []
         self.int8_calibrator: Any = None
         self.cache = _Cache(b"")
+        self.default_device_type: Any = None  # set by a DLA build
+        self.DLA_core = -1
 
     def set_memory_pool_limit(self, pool: Any, size: int) -> None:
         self.fake.record("set_memory_pool_limit", repr(pool), size)
@@ -410,6 +415,7 @@ class _Config:
 class _Builder:
     def __init__(self, fake: FakeTensorRT) -> None:
         self.fake = fake
+        self.num_DLA_cores = fake.dla_cores
 
     def create_network(self, flags: int = 0) -> _Network:
         self.fake.record("create_network", flags)
@@ -424,6 +430,8 @@ class _Builder:
     def build_serialized_network(self, network: _Network, config: _Config) -> bytes | None:
         profiles = [{k: [list(s) for s in v] for k, v in p.shapes.items()} for p in config.profiles]
         self.fake.record("build_serialized_network", network.flags, config.flags, profiles)
+        if config.default_device_type is not None:
+            self.fake.record("dla", repr(config.default_device_type), config.DLA_core)
         if config.int8_calibrator is not None:
             self.fake.record(
                 "read_calibration_cache", config.int8_calibrator.read_calibration_cache()
@@ -447,9 +455,10 @@ class _Builder:
 class _Runtime:
     def __init__(self, fake: FakeTensorRT) -> None:
         self.fake = fake
+        self.DLA_core = -1
 
     def deserialize_cuda_engine(self, data: bytes) -> _Engine | None:
-        self.fake.record("deserialize_cuda_engine", len(data))
+        self.fake.record("deserialize_cuda_engine", len(data), self.DLA_core)
         try:
             return _Engine(self.fake, json.loads(data))
         except ValueError:

@@ -16,7 +16,7 @@ from lbnet_deploy.cli import main
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.export.engine_build import BuildOptions, build_engine
 from lbnet_deploy.runtime.engine import TensorRTRunner
-from lbnet_deploy.runtime.trt_common import EngineFacts, sidecar_path
+from lbnet_deploy.runtime.trt_common import EngineFacts, read_facts, sidecar_path
 from lbnet_deploy.runtime.upscaler import Upscaler
 
 from .conftest import stand_in_graph as graph
@@ -95,6 +95,47 @@ def test_jetpack6_tensorrt_builds_strongly_typed_too(monkeypatch, tmp_path) -> N
     facts = build_engine(src, tmp_path / "g.plan", BuildOptions())
     assert fake.called("create_network") == [(1 << 1,)] and fake.called("set_flag") == []
     assert facts.strongly_typed
+
+
+def test_dla_build_runs_on_the_core_with_gpu_fallback_and_serves_there(
+    monkeypatch, tmp_path, capsys
+) -> None:
+    """A Jetson Orin (2 DLA cores): `build --dla-core 1` as trtexec --useDLACore=1
+    --allowGPUFallback; the sidecar says so and the runner deserializes on that core."""
+    fake = FakeTensorRT(version="10.3.0.26", compute_capability=(8, 7), dla_cores=2)
+    fake.install(monkeypatch)
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], precision="fp16")
+    args = ["build", str(src), "-o", str(tmp_path / "g.plan"), "--dla-core", "1"]
+    assert main(args) == 0
+    assert "DLA core 1 with GPU fallback" in capsys.readouterr().out
+    assert fake.called("dla") == [("DLA", 1)]
+    assert fake.called("set_flag") == [("GPU_FALLBACK",)]  # strongly typed: no precision flag
+    assert read_facts(tmp_path / "g.plan").dla_core == 1
+    runner = TensorRTRunner(tmp_path / "g.plan")
+    assert fake.called("deserialize_cuda_engine")[-1][1] == 1  # runtime.DLA_core set first
+    runner.close()
+    gpu = tmp_path / "gpu.plan"
+    assert main(["build", str(src), "-o", str(gpu)]) == 0 and read_facts(gpu).dla_core is None
+
+
+@pytest.mark.parametrize(
+    ("dla_cores", "core", "precision", "says"),
+    [
+        (2, 0, "fp32", "DLA runs FP16 and INT8 layers"),
+        (2, 2, "fp16", "this device has DLA cores 0..1"),
+        (0, 0, "fp16", "this device has no DLA"),
+    ],
+)
+def test_dla_builds_that_cannot_work_are_refused_before_the_build(
+    dla_cores, core, precision, says, monkeypatch, tmp_path, capsys
+) -> None:
+    fake = FakeTensorRT(dla_cores=dla_cores).install(monkeypatch)
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16], precision=precision)
+    assert main(["build", str(src), "-o", str(tmp_path / "g.plan"), "--dla-core", str(core)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1
+    assert fake.called("build_serialized_network") == []
+    assert not (tmp_path / "g.plan").exists()
 
 
 @pytest.mark.parametrize(

@@ -22,12 +22,14 @@ def run(args: argparse.Namespace) -> int:
         input_size=args.input_size, batch=args.batch, workspace_mb=args.workspace,
         timing_cache=Path(args.timing_cache) if args.timing_cache else None,
         calibration_cache=Path(args.calibration_cache) if args.calibration_cache else None,
-        tf32=args.tf32, weakly_typed=args.weakly_typed,
+        tf32=args.tf32, weakly_typed=args.weakly_typed, dla_core=args.dla_core,
     )  # fmt: skip
     start = time.perf_counter()
     facts = build_engine(args.model, args.output, options)
     flags = ", ".join(facts.builder_flags) or "none"
     typing = "strongly typed" if facts.strongly_typed else f"weakly typed, flags {flags}"
+    if facts.dla_core is not None:
+        typing += f", DLA core {facts.dla_core} with GPU fallback"
     print(
         f"built {facts.precision} engine {args.output} for {facts.input_shape} with TensorRT "
         f"{facts.tensorrt} on {facts.gpu} ({typing}) in {time.perf_counter() - start:.0f} s"
@@ -65,5 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="TensorRT 10.x fallback: precision flags (FP16 / INT8) instead of strong typing; "
         "TensorRT may then run layers in lower precision than the graph says",
+    )
+    p.add_argument(
+        "--dla-core",
+        type=int,
+        metavar="N",
+        help="Jetson: run on DLA core N with GPU fallback (fp16/int8 graphs; attention and "
+        "LayerNorm fall back to the GPU)",
     )
     p.set_defaults(func=run)
