@@ -513,3 +513,17 @@ def test_an_execution_context_that_cannot_be_made_is_one_line(fake, tmp_path, mo
     monkeypatch.setattr(fake_tensorrt._Engine, "create_execution_context", lambda self: None)
     with pytest.raises(LBNetError, match="could not create an execution context"):
         TensorRTRunner(tmp_path / "g.plan")
+
+
+def test_gpu_tests_are_gated_on_our_own_probes(monkeypatch) -> None:
+    """The TensorRT checks of test_gpu.py run wherever TensorRT and a CUDA binding work, not
+    only where torch sees CUDA; elsewhere they skip with the probe's reason."""
+    from .test_gpu import _tensorrt_missing
+
+    FakeTensorRT(cuda="cuda-python").install(monkeypatch)
+    assert _tensorrt_missing() is None
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.driver"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert "cuda-python (or pycuda) is not installed" in (_tensorrt_missing() or "")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert "TensorRT is not installed" in (_tensorrt_missing() or "")

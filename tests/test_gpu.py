@@ -1,7 +1,10 @@
 """Checks that need a CUDA GPU: they run as-is on a user's GPU machine and skip here.
 
-onnxruntime-gpu lists CUDAExecutionProvider even on machines without a GPU, so a GPU is
-detected through torch.cuda, and the provider list is checked on top.
+Each is gated on what it uses: the PyTorch and ONNX Runtime checks on torch.cuda (onnxruntime-gpu
+lists CUDAExecutionProvider even without a GPU, so the provider list is checked on top), the
+TensorRT checks on our own probes (`require_tensorrt`, the CUDA layer's `load_cuda`), so they run
+where TensorRT and cuda-python or pycuda work even if the installed torch has no CUDA (a Jetson
+with a CPU-only torch), and skip with the probe's one-line reason elsewhere.
 """
 
 from __future__ import annotations
@@ -15,15 +18,23 @@ from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
 
 from .conftest import needs_data, needs_weights, real_checkpoint, set5_lr
 
-HAS_CUDA = torch.cuda.is_available()
-pytestmark = [
-    pytest.mark.gpu,
-    needs_weights,
-    needs_data,
-    pytest.mark.skipif(
-        not HAS_CUDA, reason="needs a CUDA GPU (torch.cuda.is_available() is False)"
-    ),
-]
+pytestmark = [pytest.mark.gpu, needs_weights, needs_data]
+needs_torch_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"
+)
+
+
+def _tensorrt_missing() -> str | None:
+    """Why the TensorRT path cannot run here (TensorRT, the CUDA layer, a device), or None."""
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.runtime.trt_common import load_cuda, require_tensorrt
+
+    try:
+        require_tensorrt()
+        load_cuda()
+    except LBNetError as exc:
+        return str(exc)
+    return None
 
 
 def lr_batch() -> np.ndarray:
@@ -39,6 +50,7 @@ def cpu_reference(x: np.ndarray) -> np.ndarray:
         return model.set_ops("reference")(torch.from_numpy(x)).numpy()
 
 
+@needs_torch_cuda
 def test_torch_cuda_fp32_and_fp16_match_cpu() -> None:
     from lbnet_deploy.model.checkpoint import load_checkpoint
 
@@ -55,6 +67,7 @@ def test_torch_cuda_fp32_and_fp16_match_cpu() -> None:
     assert np.isfinite(fp16).all() and np.abs(fp16 - ref).max() <= 4.0
 
 
+@needs_torch_cuda
 @pytest.mark.skipif(
     "CUDAExecutionProvider" not in ort.get_available_providers(),
     reason="onnxruntime without the CUDA provider",
@@ -65,17 +78,7 @@ def test_ort_cuda_matches_pytorch(export_cache) -> None:
     assert np.abs(runner.infer(x) - cpu_reference(x)).max() <= 0.05
 
 
-def _has_tensorrt() -> bool:
-    try:
-        import tensorrt
-    except ImportError:
-        return False
-    return hasattr(tensorrt, "Builder")  # tensorrt-stubs alone installs an empty namespace
-
-
-@pytest.mark.skipif(
-    not _has_tensorrt(), reason="needs TensorRT (pip install 'lbnet-deploy[trt]'; stubs are not it)"
-)
+@pytest.mark.skipif(_tensorrt_missing() is not None, reason=str(_tensorrt_missing()))
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_passes_parity(export_cache, tmp_path, precision) -> None:
     """The user's path: build an engine from our export, then `parity` against PyTorch with the
