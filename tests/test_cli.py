@@ -178,3 +178,19 @@ def test_calibrate_through_the_cli(
     again = ["calibrate", str(out), "--images", str(photo_folder), "-o", str(tmp_path / "x.onnx")]
     assert main(again) == 2
     assert "not an lbnet-deploy FP32 graph" in capsys.readouterr().err
+
+
+def test_parity_photos_default_to_set5_where_the_data_is_else_matplotlibs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lbnet_deploy.parity import default_images
+
+    hr = tmp_path / "Set5" / "HR"
+    hr.mkdir(parents=True)
+    for name in ("b.png", "a.png"):
+        Image.fromarray(texture(8, 8)).save(hr / name)
+    monkeypatch.setenv("LBNET_DATA_DIR", str(tmp_path))
+    assert default_images() == [hr / "a.png", hr / "b.png"]
+    monkeypatch.setenv("LBNET_DATA_DIR", str(tmp_path / "elsewhere"))
+    (photo,) = default_images()
+    assert photo.name == "grace_hopper.jpg" and Image.open(photo).size[0] > 64
