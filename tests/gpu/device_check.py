@@ -1,0 +1,164 @@
+"""The device check: what a GPU machine with PyTorch and cuda-python (no TensorRT) can prove in a
+few minutes. Writes device_check.json and device_check.md into the folder given (default $OUT).
+
+    bash tests/gpu/device_check.sh        # on the GPU machine, from the repository root
+
+(a) our CUDA layer over cuda-python, for real: device facts, page-locked round trip through
+    device memory, two streams; (b) PyTorch CUDA latency of LBNet-T x4 and LBNet x3 (random
+    weights: speed does not depend on them) in FP32/FP16/BF16, eager and CUDA graphs, CUDA
+    events, median of 20 after 5 warm-up runs, beside the paper's 0.0274/0.0401 s; (c) the
+    `-m gpu` tests, which skip TensorRT with its reason where it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZES = [(128, 128), (256, 256), (339, 510)]  # LR; 339x510 is DIV2K x4 (NTIRE's timing)
+PAPER_S = {"LBNet TM-0": 0.0274, "LBNet TM-2 (released)": 0.0401}
+
+
+def cuda_layer() -> dict[str, object]:
+    os.environ["LBNET_CUDA"] = "cuda-python"
+    from lbnet_deploy.runtime.cuda_layer import load_cuda
+
+    layer = load_cuda()
+    facts = layer.facts(0)
+    layer.push(0)
+    try:
+        free_before = layer.free_memory()
+        x = np.random.default_rng(0).uniform(0, 255, (2, 3, 64, 64)).astype(np.float32)
+        streams = [layer.stream(), layer.stream()]
+        results = []
+        for stream in streams:  # the same round trip on each stream
+            host_in, host_out = (
+                layer.host_empty(x.shape, x.dtype),
+                layer.host_empty(x.shape, x.dtype),
+            )
+            host_in[...] = x
+            pointer = layer.malloc(x.nbytes)
+            layer.htod_async(pointer, host_in, stream)
+            layer.dtoh_async(host_out, pointer, stream)
+            stream.synchronize()
+            results.append(bool(np.array_equal(host_out, x)))
+            layer.free(pointer)
+            layer.free_host(host_in)
+            layer.free_host(host_out)
+        free_after = layer.free_memory()
+    finally:
+        layer.pop()
+    return {
+        "binding": layer.name, "gpu": facts.name, "compute_capability": facts.compute_capability,
+        "memory_mb": facts.memory_mb, "round_trip_exact_per_stream": results,
+        "free_mb_before_after": [free_before // 2**20, free_after // 2**20],
+        "graph_capture": "not in the CUDA layer yet (issue 13)",
+    }  # fmt: skip
+
+
+def latency(variant: str, scale: int, dtype_name: str, size: tuple[int, int], graphs: bool):
+    import torch
+
+    from lbnet_deploy.descriptor import describe
+    from lbnet_deploy.model.lbnet import LBNet
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+    torch.manual_seed(0)
+    model = LBNet(describe(variant, scale), ops="static").eval().cuda().to(dtype)
+    x = (torch.rand(1, 3, *size, device="cuda") * 255).to(dtype)
+    with torch.no_grad():
+
+        def run() -> torch.Tensor:
+            return model(x)
+
+        if graphs:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    model(x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = model(x)
+
+            def run() -> torch.Tensor:
+                graph.replay()
+                return out
+
+        for _ in range(5):
+            y = run()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(20):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            y = run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+    finite = bool(torch.isfinite(y.float()).all())
+    torch.cuda.empty_cache()
+    return {"median_s": statistics.median(times), "min_s": min(times), "finite": finite}
+
+
+def main(out: Path) -> int:
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, object] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                 "torch": torch.__version__, "paper_s": PAPER_S}  # fmt: skip
+    try:
+        result["cuda_layer"] = cuda_layer()
+    except Exception as exc:  # recorded, not fatal: the other parts still run
+        result["cuda_layer"] = {"error": f"{type(exc).__name__}: {exc}"}
+    torch.backends.cudnn.benchmark = True
+    rows = []
+    for variant, scale in (("LBNet-T", 4), ("LBNet", 3)):
+        for dtype_name in ("fp32", "fp16", "bf16"):
+            for size in SIZES:
+                for graphs in (False, True):
+                    row = {"model": f"{variant} x{scale}", "dtype": dtype_name,
+                           "size": list(size), "cuda_graph": graphs}  # fmt: skip
+                    try:
+                        row.update(latency(variant, scale, dtype_name, size, graphs))
+                    except Exception as exc:
+                        row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    result["torch_latency"] = rows
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-q", "-p", "no:cacheprovider"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    result["gpu_tests"] = {"rc": tests.returncode, "tail": (tests.stdout + tests.stderr)[-4000:]}
+    (out / "device_check.json").write_text(json.dumps(result, indent=1))
+    lines = ["# Device check", "", f"torch {torch.__version__}, started {result['started']}", ""]
+    lines += ["## CUDA layer (cuda-python)", "", "```", json.dumps(result["cuda_layer"], indent=1)]
+    lines += ["```", "", "## PyTorch CUDA latency (median of 20, seconds)", ""]
+    lines += [
+        "| model | dtype | LR size | CUDA graph | median s | min s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        med = f"{r['median_s']:.4f}" if "median_s" in r else r.get("error", "")
+        low = f"{r['min_s']:.4f}" if "min_s" in r else ""
+        size = "{}x{}".format(*r["size"])
+        lines.append(
+            f"| {r['model']} | {r['dtype']} | {size} | {r['cuda_graph']} | {med} | {low} |"
+        )
+    lines += ["", f"Paper (x4, image size and GPU not stated): {PAPER_S}", ""]
+    lines += ["## `pytest -m gpu`", "", "```", result["gpu_tests"]["tail"], "```"]  # type: ignore[index]
+    (out / "device_check.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT", "."))))
