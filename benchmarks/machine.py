@@ -7,6 +7,7 @@ import platform
 import shutil
 import subprocess
 from importlib import metadata
+from pathlib import Path
 
 from lbnet_deploy.runtime.onnxrt import default_threads
 
@@ -106,6 +107,25 @@ def cpu_flags() -> list[str]:
     return [flag for flag in CPU_FLAGS if flag in have]
 
 
+def jetson_info(release: Path = Path("/etc/nv_tegra_release")) -> dict[str, str] | None:
+    """On a Jetson: the L4T release and the power mode (`nvpmodel -q`), which set its clocks and
+    so its timings; None elsewhere. jetson_clocks' state needs root to read: not recorded."""
+    if not release.is_file():
+        return None
+    info = {"l4t": release.read_text(errors="replace").splitlines()[0].strip("# ").strip()}
+    tool = shutil.which("nvpmodel")
+    if tool is not None:
+        try:
+            out = subprocess.run([tool, "-q"], capture_output=True, text=True, timeout=10)
+            mode = [x.strip() for x in out.stdout.splitlines() if x.strip()]
+            info["power_mode"] = (
+                " / ".join(mode[:2]) if mode else f"nvpmodel -q: rc {out.returncode}"
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            info["power_mode"] = f"nvpmodel -q failed: {exc}"
+    return info
+
+
 def machine_info(threads: int | None = None) -> dict[str, object]:
     """The facts a reader needs to compare our numbers with anyone else's."""
     ort_providers: list[str] = []
@@ -126,6 +146,7 @@ def machine_info(threads: int | None = None) -> dict[str, object]:
         # other jobs on the machine skew timings: the load when we started says how much
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "gpu": gpu_info(),
+        "jetson": jetson_info(),
         # thread-pool settings change CPU timings (OpenMP spin-waiting on a loaded machine)
         "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
         "allocator": allocator_setting(),

@@ -63,6 +63,25 @@ def test_machine_info_records_this_machine() -> None:
         assert info["versions"][lib], lib
 
 
+def test_jetson_power_mode_is_recorded_where_there_is_one(tmp_path, monkeypatch) -> None:
+    import shutil
+    import stat
+
+    from lbnet_deploy.benchmarks.machine import jetson_info
+
+    assert jetson_info(tmp_path / "no-release") is None  # not a Jetson
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic\n")
+    tool = tmp_path / "nvpmodel"  # a stand-in printing what nvpmodel -q prints
+    tool.write_text("#!/bin/sh\necho 'NV Power Mode: MAXN'\necho 0\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert shutil.which("nvpmodel") == str(tool)
+    info = jetson_info(release)
+    assert info == {"l4t": "R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic",
+                    "power_mode": "NV Power Mode: MAXN / 0"}  # fmt: skip
+
+
 def _tiny_graph() -> onnx.ModelProto:
     """Conv 3->8 (3x3), grouped Conv 8->8 (groups 2, 1x1), reshape to tokens, MatMul with a
     weight, an activation x activation MatMul (attention-like), Gemm."""
