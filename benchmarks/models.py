@@ -62,7 +62,8 @@ def skip_reason(backend: str, precision: str) -> str | None:
     if backend in CUDA_BACKENDS and not cuda_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
     if backend == "tensorrt":
-        from lbnet_deploy.runtime.trt_common import load_cuda, require_tensorrt
+        from lbnet_deploy.runtime.cuda_layer import load_cuda
+        from lbnet_deploy.runtime.trt_common import require_tensorrt
 
         try:
             require_tensorrt()

@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.atomic import write_bytes_atomic, write_files_atomic
+from lbnet_deploy.runtime.cuda_layer import GpuFacts, load_cuda
 from lbnet_deploy.runtime.files import refuse_inputs_as_outputs
 from lbnet_deploy.runtime.trt_common import (
     EngineFacts,
-    GpuFacts,
     cache_text,
     dims,
-    load_cuda,
     read_cache,
     require_tensorrt,
     sidecar_path,

@@ -92,7 +92,8 @@ def engine_file(
         return path
     from lbnet_deploy.export.engine_build import BuildOptions, build_engine, engine_shape
     from lbnet_deploy.export.onnx_io import graph_facts
-    from lbnet_deploy.runtime.trt_common import load_cuda, require_tensorrt
+    from lbnet_deploy.runtime.cuda_layer import load_cuda
+    from lbnet_deploy.runtime.trt_common import require_tensorrt
 
     trt_version, gpu = require_tensorrt(), load_cuda().facts(0)  # before a download or export
     onnx = model_file(spec, input_size=(tile, tile), batch=batch, precision=precision, scale=scale)

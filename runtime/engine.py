@@ -3,9 +3,9 @@
 Needs numpy, TensorRT and a CUDA binding only (cuda-python or pycuda, `cuda_layer.py`), so a
 Jetson serves engines without torch or onnx. Written against the `tensorrt` API directly rather
 than through Polygraphy's TrtRunner: that keeps the Jetson install at TensorRT + cuda-python, and
-lets this code be type-checked against
-tensorrt-stubs and tested against a recording fake on machines where TensorRT cannot be
-installed (ours). The sidecar, version checks and CUDA/TensorRT probes are in trt_common.py.
+lets this code be type-checked against tensorrt-stubs and tested against a recording fake on
+machines where TensorRT cannot be installed (ours). The sidecar, version checks and the
+TensorRT probe are in trt_common.py.
 Engines are fixed-shape (vs-mlrt's default): the Upscaler pads and tiles.
 """
 
@@ -69,7 +69,7 @@ class TensorRTRunner:
         self._cuda = load_cuda()
         self.gpu = self._cuda.facts(device)
         check_compatible(self.facts, self.path, self.tensorrt, self.gpu)
-        self._device = device  # its primary context: the one TensorRT (runtime API) uses
+        # the device's primary context: the one TensorRT (runtime API) uses
         self._state = _DeviceState(self._cuda, device)
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, self._state.release)
@@ -87,7 +87,7 @@ class TensorRTRunner:
     @contextmanager
     def active(self) -> Iterator[None]:
         """Make this runner's CUDA context current for the calls inside."""
-        self._cuda.push(self._device)
+        self._cuda.push(self._state.device)
         try:
             yield
         finally:

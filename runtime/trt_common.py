@@ -1,8 +1,8 @@
-"""What the TensorRT side needs besides the runner: checks that TensorRT and CUDA are there, GPU
-facts, the engine's JSON sidecar (`EngineFacts`: what it computes and what it was built for),
-the compatibility check, one logger, and `info` for an engine. The engine builder
-(export/engine_build.py) and the runner (runtime/engine.py) both use these; nothing here needs
-TensorRT to import, so `info` and `triton` read sidecars on any machine.
+"""What the TensorRT side needs besides the runner: the check that TensorRT is there (CUDA and
+GPU facts are the CUDA layer's, cuda_layer.py), the engine's JSON sidecar (`EngineFacts`: what
+it computes and what it was built for), the compatibility check, one logger, and `info` for an
+engine. The engine builder (export/engine_build.py) and the runner (runtime/engine.py) both use
+these; nothing here needs TensorRT to import, so `info` and `triton` read sidecars on any machine.
 
 An engine is opaque and tied to one TensorRT version and GPU, so `lbnet-deploy build` writes a
 JSON sidecar beside it (`model.plan.json`): the model's facts (as in the ONNX metadata), the
@@ -25,8 +25,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts, model_facts
 
-from .cuda_layer import GpuFacts as GpuFacts  # re-exported: the probes' one import
-from .cuda_layer import load_cuda as load_cuda
+from .cuda_layer import GpuFacts
 
 if TYPE_CHECKING:
     import tensorrt as trt

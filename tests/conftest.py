@@ -139,16 +139,10 @@ def export_cache(tmp_path_factory: pytest.TempPathFactory, checkpoint):
         ckpt = checkpoint(name)
         label = "dyn" if size is None else "{}x{}".format(*size)
         cache.mkdir(parents=True, exist_ok=True)
-        before = os.environ.get("LBNET_CACHE_DIR")
-        with FileLock(str(cache / f"{Path(name).stem}_{label}.lock")):
-            os.environ["LBNET_CACHE_DIR"] = str(cache)
-            try:
-                return model_file(str(ckpt), input_size=size, batch=None if size is None else 1)
-            finally:
-                if before is None:
-                    del os.environ["LBNET_CACHE_DIR"]
-                else:
-                    os.environ["LBNET_CACHE_DIR"] = before
+        lock = FileLock(str(cache / f"{Path(name).stem}_{label}.lock"))
+        with lock, pytest.MonkeyPatch.context() as env:
+            env.setenv("LBNET_CACHE_DIR", str(cache))
+            return model_file(str(ckpt), input_size=size, batch=None if size is None else 1)
 
     return get
 

@@ -124,6 +124,7 @@ def test_dla_build_runs_on_the_core_with_gpu_fallback_and_serves_there(
         (2, 0, "fp32", "DLA runs FP16 and INT8 layers"),
         (2, 2, "fp16", "this device has DLA cores 0..1"),
         (0, 0, "fp16", "this device has no DLA"),
+        (2, -1, "fp16", "--dla-core -1: this device has DLA cores 0..1"),
     ],
 )
 def test_dla_builds_that_cannot_work_are_refused_before_the_build(

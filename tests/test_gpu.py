@@ -27,7 +27,8 @@ needs_torch_cuda = pytest.mark.skipif(
 def _tensorrt_missing() -> str | None:
     """Why the TensorRT path cannot run here (TensorRT, the CUDA layer, a device), or None."""
     from lbnet_deploy.errors import LBNetError
-    from lbnet_deploy.runtime.trt_common import load_cuda, require_tensorrt
+    from lbnet_deploy.runtime.cuda_layer import load_cuda
+    from lbnet_deploy.runtime.trt_common import require_tensorrt
 
     try:
         require_tensorrt()
@@ -78,7 +79,10 @@ def test_ort_cuda_matches_pytorch(export_cache) -> None:
     assert np.abs(runner.infer(x) - cpu_reference(x)).max() <= 0.05
 
 
-@pytest.mark.skipif(_tensorrt_missing() is not None, reason=str(_tensorrt_missing()))
+TENSORRT_MISSING = _tensorrt_missing()  # probed once, at collection
+
+
+@pytest.mark.skipif(TENSORRT_MISSING is not None, reason=str(TENSORRT_MISSING))
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_passes_parity(export_cache, tmp_path, precision) -> None:
     """The user's path: build an engine from our export, then `parity` against PyTorch with the

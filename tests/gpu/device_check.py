@@ -1,5 +1,6 @@
-"""The device check: what a GPU machine with PyTorch and cuda-python (no TensorRT) can prove in a
-few minutes. Writes device_check.json and device_check.md into the folder given (default $OUT).
+"""The device check: what a GPU machine with PyTorch and cuda-python (no TensorRT) can prove
+within 8 minutes (the script's timeout; never run yet). Writes device_check.json and
+device_check.md into the folder given (default $OUT).
 
     bash tests/gpu/device_check.sh        # on the GPU machine, from the repository root
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The device check (tests/gpu/device_check.py): run from the repository root on a GPU machine
-# with PyTorch and cuda-python; about 5 minutes; writes device_check.{json,md} into $OUT.
+# with PyTorch and cuda-python; stopped after 8 minutes at most (never run yet); writes
+# device_check.{json,md} into $OUT.
 set -uo pipefail
 out="${OUT:-$PWD/device-check}"
 mkdir -p "$out"

@@ -113,6 +113,9 @@ GOOD_SIDECAR = {
         lambda d: {**d, "lbnet": {**d["lbnet"], "precision": "fp8"}},
         lambda d: {**d, "strongly_typed": "no"},
         lambda d: {**d, "builder_flags": [1, {}]},
+        lambda d: {**d, "dla_core": "0"},
+        lambda d: {**d, "dla_core": -1},
+        lambda d: {**d, "dla_core": True},
         lambda d: "NESTED",  # JSON nested deeper than the parser's stack (written raw below)
     ],
 )
