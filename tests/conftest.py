@@ -78,7 +78,15 @@ def random_lbnet(variant: str, scale: int, seed: int = 0):
             stage.atten.proj.bias.mul_(8.0)
         model.add_mean.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
         model.add_mean.bias.zero_()
-        y = model(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 255)
+        # One thread: a multi-threaded pass rounds differently with the thread count, and the
+        # file saved by one xdist worker must equal the model another worker builds.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 255
+            y = model(x)
+        finally:
+            torch.set_num_threads(threads)
         gain = 40.0 / y.std().item()
         model.add_mean.weight.mul_(gain)
         model.add_mean.bias.fill_(128.0 - gain * y.mean().item())
