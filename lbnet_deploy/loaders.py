@@ -25,7 +25,13 @@ from pathlib import Path
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.resolve import checkpoint_path, engine_file, model_file
 from lbnet_deploy.runtime.backend import Runner
-from lbnet_deploy.runtime.registry import DEFAULT, Backend, get_backend
+from lbnet_deploy.runtime.registry import (
+    BACKENDS,
+    COMPUTE_PRECISIONS,
+    DEFAULT,
+    Backend,
+    get_backend,
+)
 from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
 from lbnet_deploy.runtime.upscaler import DEFAULT_TILE
 
@@ -96,10 +102,11 @@ class RunnerFromFile:
     backend: Backend
     file: OnnxFromSpec | EngineFromOnnx | Path
     threads: int | None = None
+    compute: str = "fp32"  # a compute precision the backend sets at opening (bf16)
 
     def __call__(self) -> Runner:
         path = self.file if isinstance(self.file, Path) else self.file()
-        return self.backend.open(path, self.threads)
+        return self.backend.open(path, self.threads, self.compute)
 
 
 def open_runner(
@@ -118,7 +125,8 @@ def open_runner(
     cached; the runtime itself never needs torch unless `backend="torch"`. On "tensorrt"
     (chosen by itself for engine files) names, checkpoints and .onnx files become a fixed
     `tile` x `tile`, batch `batch` engine, built on first use and cached. `precision` ("fp16")
-    picks the graph made from a name or checkpoint; a file has its own. "bicubic-x4" is the
+    picks the graph made from a name or checkpoint; a file has its own. "bf16" is a compute
+    precision (OpenVINO's hint) over the FP32 graph, also of an .onnx file. "bicubic-x4" is the
     interpolation baseline on any backend.
     """
     if spec.startswith("bicubic"):  # "bicubic-x4": the interpolation baseline
@@ -133,11 +141,19 @@ def open_runner(
         backend = "tensorrt"  # the default backend cannot run an engine; the user meant this
     entry = get_backend(backend)
     entry.check_installed()  # one line naming the missing library, before any export
+    compute = "fp32"
+    if precision is not None and precision in COMPUTE_PRECISIONS:  # set on the runner
+        if precision not in entry.precisions:
+            able = [n for n, b in BACKENDS.items() if precision in b.precisions]
+            raise LBNetError(f"{precision} runs on the {', '.join(able)} backend, not {backend}")
+        compute, precision = precision, None
     if precision is not None:
         if model.is_file:
             raise LBNetError(f"{spec} has its own precision: --precision is for names and .pt")
         if precision not in FP_PRECISIONS:
-            raise LBNetError(f"precision must be fp32 or fp16 (INT8: `calibrate`), not {precision}")
+            raise LBNetError(
+                f"precision must be fp32, fp16 or bf16 (INT8: `calibrate`), not {precision}"
+            )
         if precision not in entry.precisions:
             raise LBNetError(f"the {backend} backend runs {', '.join(entry.precisions)} only")
     fp = precision or "fp32"
@@ -155,4 +171,4 @@ def open_runner(
         # a name is resolved by the runner; --scale is checked before anything is downloaded
         checked = checkpoint_path(spec, scale) if scale is not None else Path(spec)
         return RunnerFromFile(entry, checked, threads)()
-    return RunnerFromFile(entry, OnnxFromSpec(model, precision=fp), threads)()
+    return RunnerFromFile(entry, OnnxFromSpec(model, precision=fp), threads, compute)()

@@ -14,7 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from lbnet_deploy.metadata import ModelFacts
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import ModelFacts, model_facts
 
 
 @runtime_checkable
@@ -48,6 +49,17 @@ class Runner(Protocol):
         ...
 
 
+@runtime_checkable
+class DeviceMemory(Protocol):
+    """What a runner on a device adds: the device memory it took (bench reports it)."""
+
+    def device_peak_mb(self) -> float | None:
+        """Peak device memory since the last reset, in MiB (None: not on a device)."""
+        ...
+
+    def reset_device_peak(self) -> None: ...
+
+
 def check_batch(batch: np.ndarray, input_size: tuple[int, int] | None) -> np.ndarray:
     """The batch as contiguous float32 NCHW RGB; a wrong shape is a programming error."""
     if batch.ndim != 4 or batch.shape[1] != 3:
@@ -71,6 +83,30 @@ def run_fixed_batch(
             part = np.concatenate([part, np.zeros((short, *part.shape[1:]), part.dtype)])
         outs.append(run(part)[: fixed - short])
     return np.concatenate(outs)
+
+
+def graph_facts(raw: dict[str, str], dims: list[int | None], source: str) -> ModelFacts:
+    """A graph's checked ModelFacts from its lbnet metadata (`raw`, prefix dropped) and its
+    input dims (None where dynamic), for any runtime that reads our ONNX files: the sizes are
+    the metadata's, an older export's graph dims where the metadata has none, and a file whose
+    graph and metadata disagree is one line."""
+    facts = model_facts(raw, source)
+    if len(dims) != 4:
+        raise LBNetError(f"{source}: its input has {len(dims)} dims, not (B, 3, H, W)")
+    graph = (dims[0], dims[2], dims[3])
+    size, batch = facts.input_size, facts.batch
+    if "input_size" not in raw:  # an older export: the graph's own dims decide
+        size = (graph[1], graph[2]) if graph[1] and graph[2] else None
+    if batch is None:
+        batch = graph[0]
+    fixed = (graph[0] or batch, *(size or (None, None)))
+    if any(g and g != f for g, f in zip(graph, fixed, strict=True)):
+        shown = ["?" if d is None else d for d in dims]
+        raise LBNetError(
+            f"{source}: its graph takes {shown}, its metadata says batch "
+            f"{facts.batch or 'any'}, size {size or 'any'}: the file contradicts itself"
+        )
+    return facts.with_sizes(size, batch)
 
 
 def describe_facts(facts: ModelFacts, backend: str, **extra: object) -> dict[str, object]:

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import ModelFacts, from_metadata, model_facts
+from lbnet_deploy.metadata import ModelFacts, from_metadata
 
-from .backend import check_batch, describe_facts, run_fixed_batch
+from .backend import check_batch, describe_facts, graph_facts, run_fixed_batch
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -178,25 +178,10 @@ class OnnxRuntimeRunner:
         self.session = loader()
         self._arena = ArenaGuard()
         raw = from_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
-        facts = model_facts(raw, str(self.path))
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self._output_name = self.session.get_outputs()[0].name
-        if len(inp.shape) != 4:
-            raise LBNetError(f"{self.path}: its input is {list(inp.shape)}, not (B, 3, H, W)")
-        graph = (_dim(inp.shape[0]), _dim(inp.shape[2]), _dim(inp.shape[3]))
-        size, batch = facts.input_size, facts.batch
-        if "input_size" not in raw:  # an older export: the graph's own dims decide
-            size = (graph[1], graph[2]) if graph[1] and graph[2] else None
-        if batch is None:
-            batch = graph[0]
-        fixed = (graph[0] or batch, *(size or (None, None)))
-        if any(g and g != f for g, f in zip(graph, fixed, strict=True)):
-            raise LBNetError(
-                f"{self.path}: its graph takes {list(inp.shape)}, its metadata says batch "
-                f"{facts.batch or 'any'}, size {size or 'any'}: the file contradicts itself"
-            )
-        self.facts = facts.with_sizes(size, batch)
+        self.facts = graph_facts(raw, [_dim(d) for d in inp.shape], str(self.path))
 
     @property
     def model_facts(self) -> ModelFacts:

@@ -22,6 +22,10 @@ from lbnet_deploy.errors import LBNetError
 from .backend import Runner
 
 Artifact = Literal["onnx", "engine", "checkpoint"]
+# Precisions a backend computes in on a graph of another (FP32) precision, set when its runner
+# is opened rather than by converting the file: OpenVINO's BF16 inference hint.
+COMPUTE_PRECISIONS = ("bf16",)
+Opener = Callable[[Path, int | None, str], Runner]
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class Backend:
     gpu: bool
     precisions: tuple[str, ...]  # what it runs (a graph's own precision, or --precision)
     artifact: Artifact  # the file its runner opens
-    open: Callable[[Path, int | None], Runner]  # (file, CPU threads) -> runner
+    open: Opener  # (file, CPU threads, compute precision) -> runner
     where: Callable[[Runner], str]  # where the opened runner really runs, for the summary
 
     def missing(self) -> list[str]:
@@ -47,8 +51,8 @@ class Backend:
             )
 
 
-def _ort(providers: tuple[str, ...]) -> Callable[[Path, int | None], Runner]:
-    def open_ort(path: Path, threads: int | None) -> Runner:
+def _ort(providers: tuple[str, ...]) -> Opener:
+    def open_ort(path: Path, threads: int | None, compute: str = "fp32") -> Runner:
         from .onnxrt import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(path, providers=providers, threads=threads)
@@ -62,16 +66,30 @@ def _ort_where(runner: Runner) -> str:
     return str(providers[0]) if isinstance(providers, list) and providers else "?"
 
 
-def _tensorrt(path: Path, threads: int | None) -> Runner:
+def _tensorrt(path: Path, threads: int | None, compute: str = "fp32") -> Runner:
     from .engine import TensorRTRunner
 
     return TensorRTRunner(path)
 
 
-def _torch(path: Path, threads: int | None) -> Runner:
+def _torch(path: Path, threads: int | None, compute: str = "fp32") -> Runner:
     from .torch_ref import TorchRunner
 
     return TorchRunner(path, threads=threads)
+
+
+def _openvino(name: str) -> Opener:
+    def open_openvino(path: Path, threads: int | None, compute: str = "fp32") -> Runner:
+        from .openvino import DEVICES, OpenVINORunner
+
+        return OpenVINORunner(path, DEVICES[name], threads, compute)
+
+    return open_openvino
+
+
+def _openvino_where(runner: Runner) -> str:
+    facts = runner.describe()
+    return f"OpenVINO {facts.get('device', '?')} ({facts.get('precision', '?')})"
 
 
 BACKENDS: dict[str, Backend] = {
@@ -94,6 +112,18 @@ BACKENDS: dict[str, Backend] = {
             "tensorrt", "native TensorRT engines (fixed size)", (), True,
             ("fp32", "fp16", "int8"), "engine", _tensorrt,
             lambda r: str(r.describe().get("gpu", "GPU")),
+        ),
+        Backend(
+            "openvino", "OpenVINO, CPU (bf16 where the CPU has it)", ("openvino",), False,
+            ("fp32", "fp16", "int8", "bf16"), "onnx", _openvino("openvino"), _openvino_where,
+        ),
+        Backend(
+            "openvino-gpu", "OpenVINO's Intel GPU plugin", ("openvino",), True,
+            ("fp32", "fp16", "int8"), "onnx", _openvino("openvino-gpu"), _openvino_where,
+        ),
+        Backend(
+            "openvino-npu", "OpenVINO's Intel NPU plugin", ("openvino",), False,
+            ("fp32", "fp16", "int8"), "onnx", _openvino("openvino-npu"), _openvino_where,
         ),
         Backend(
             "torch", "the PyTorch reference (the official code's semantics)", ("torch",), False,

@@ -58,9 +58,10 @@ def add_runtime_options(p: argparse.ArgumentParser, budget_mb: int | None = 2048
     p.add_argument("--batch", type=positive_int, default=1, help="tiles per inference call")
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
+        choices=("fp32", "fp16", "bf16"),
         help="for a model name or .pt: the FP32 (default) or FP16 graph, converted once and "
-        "cached (fp16 is the fast path on GPUs: tensorrt, ort-cuda)",
+        "cached (fp16 is the fast path on GPUs: tensorrt, ort-cuda); bf16: the FP32 graph "
+        "computed in BF16 by OpenVINO (--backend openvino, CPUs with AVX512-BF16 or AMX)",
     )
     p.add_argument(
         "--threads", type=positive_int, help="CPU threads (default and most: CPUs available)"

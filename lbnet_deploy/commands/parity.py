@@ -20,7 +20,9 @@ def run(args: argparse.Namespace) -> int:
         models = [Path(m) for m in (args.model_file, args.reference) if Path(m).exists()]
         refuse_inputs_as_outputs([args.json], models)
 
-    runner = open_runner(args.model_file, args.backend, args.threads, tile=args.tile)
+    runner = open_runner(
+        args.model_file, args.backend, args.threads, tile=args.tile, precision=args.precision
+    )
     precision = str(runner.describe().get("precision", "fp32"))
     reference = open_runner(args.reference, "torch", args.threads)
     print(f"parity: {args.model_file} ({precision}, {args.backend}) vs PyTorch {args.reference}")
@@ -59,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     # the model file's backends; the reference is the torch backend
     p.add_argument("--backend", choices=names("onnx") + names("engine"), default=DEFAULT)
     p.add_argument("--tile", type=int, help="engine size for --backend tensorrt (default 96)")
+    p.add_argument(
+        "--precision",
+        choices=("fp16", "bf16"),
+        help="for a model name or .pt: its FP16 graph; bf16: the FP32 graph computed in BF16 "
+        "(--backend openvino)",
+    )
     p.add_argument("--max-abs", type=float, help="override the precision's max abs tolerance")
     p.add_argument("--min-psnr", type=float, help="override the precision's PSNR tolerance")
     p.add_argument("--threads", type=positive_int)

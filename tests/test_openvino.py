@@ -1,0 +1,154 @@
+"""The OpenVINO backend on the weight-free graphs: same output as the reference, the precision
+it says, bounded compiled shapes, and one-line refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lbnet_deploy.cli import main
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.loaders import open_runner
+
+from .conftest import RANDOM_TOL, texture
+
+ov = pytest.importorskip("openvino", reason="openvino is not installed (lbnet-deploy[openvino])")
+
+from lbnet_deploy.runtime.openvino import COMPILED_SHAPES, OpenVINORunner  # noqa: E402
+
+T4 = "random-LBNet-T-x4"
+
+
+def _cpu_has_bf16() -> bool:
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _batch(h: int, w: int, n: int = 1, seed: int = 0) -> np.ndarray:
+    return np.stack([texture(h, w, seed + i).transpose(2, 0, 1) for i in range(n)]).astype(
+        np.float32
+    )
+
+
+def test_matches_the_reference_on_dynamic_and_fixed_graphs(export_cache, checkpoint) -> None:
+    from lbnet_deploy.runtime.torch_ref import TorchRunner
+
+    reference = TorchRunner(checkpoint(T4))
+    dyn = OpenVINORunner(export_cache(T4))
+    fixed = OpenVINORunner(export_cache(T4, (16, 16)))
+    assert dyn.input_size is None and fixed.input_size == (16, 16) and fixed.max_batch == 1
+    assert (dyn.scale, dyn.model_facts.variant, dyn.model_facts.precision) == (4, "LBNet-T", "fp32")
+    for runner, batch in (
+        (dyn, _batch(37, 29)),
+        (dyn, _batch(16, 24, n=2)),
+        (fixed, _batch(16, 16, n=3)),
+    ):
+        out = runner.infer(batch)
+        assert out.shape == (batch.shape[0], 3, 4 * batch.shape[2], 4 * batch.shape[3])
+        assert np.abs(out - reference.infer(batch)).max() < RANDOM_TOL
+    with pytest.raises(ValueError, match="takes"):
+        fixed.infer(_batch(16, 20))
+
+
+def test_results_are_copies_not_the_requests_buffer(export_cache) -> None:
+    runner = OpenVINORunner(export_cache(T4))
+    first = runner.infer(_batch(16, 16, seed=1))
+    kept = first.copy()
+    runner.infer(_batch(16, 16, seed=2))  # same shape: same request, its buffer rewritten
+    assert np.array_equal(first, kept)
+
+
+def test_compiled_shapes_stay_bounded(export_cache) -> None:
+    """Whole images of many sizes must not keep a compiled model each."""
+    runner = OpenVINORunner(export_cache(T4))
+    for h in (8, 12, 16):
+        runner.infer(_batch(h, 8))
+    shapes = runner.describe()["compiled_shapes"]
+    assert shapes == [[1, 3, 12, 8], [1, 3, 16, 8]] and len(shapes) == COMPILED_SHAPES
+
+
+def test_fp32_is_asked_for_explicitly(export_cache) -> None:
+    """OpenVINO's CPU plugin computes in BF16 by default on AMX/AVX512-BF16 CPUs."""
+    runner = OpenVINORunner(export_cache(T4))
+    runner.infer(_batch(8, 8))
+    (request,) = runner._compiled.values()
+    hint = request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+    assert str(hint) in ("<Type: 'float32'>", "f32", "float32")
+
+
+@pytest.mark.skipif(_cpu_has_bf16(), reason="this CPU computes BF16: the refusal is not tested")
+def test_bf16_refused_where_the_cpu_has_none(export_cache, capsys) -> None:
+    with pytest.raises(LBNetError, match="cannot compute in BF16"):
+        OpenVINORunner(export_cache(T4), compute="bf16")
+    photo = export_cache(T4).parent / "bf16.png"
+    Image.fromarray(texture(8, 8)).save(photo)
+    args = ["upscale", str(photo), "-o", str(photo.parent / "out-bf16"), "--model"]
+    assert main([*args, str(export_cache(T4)), "--backend", "openvino", "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot compute in BF16" in err[0]
+    assert not (photo.parent / "out-bf16" / "bf16.png").exists()
+
+
+@pytest.mark.skipif(not _cpu_has_bf16(), reason="this CPU has no BF16 (AVX512-BF16 or AMX)")
+def test_bf16_runs_and_says_so(export_cache, checkpoint) -> None:
+    from lbnet_deploy.parity import TOLERANCES, compare
+    from lbnet_deploy.runtime.torch_ref import TorchRunner
+
+    runner = open_runner(str(export_cache(T4)), "openvino", precision="bf16")
+    assert runner.model_facts.precision == "bf16"
+    batch = _batch(24, 24)
+    max_abs, _, psnr, _ = compare(runner.infer(batch), TorchRunner(checkpoint(T4)).infer(batch))
+    assert max_abs <= TOLERANCES["bf16"][0] and psnr >= TOLERANCES["bf16"][1]
+
+
+def test_bf16_only_where_a_backend_computes_it(export_cache) -> None:
+    with pytest.raises(LBNetError, match="bf16 runs on the openvino backend, not ort"):
+        open_runner(str(export_cache(T4)), "ort", precision="bf16")
+
+
+def test_a_device_openvino_lacks_is_one_line(export_cache) -> None:
+    have = ov.Core().available_devices
+    if any(d.startswith("NPU") for d in have):
+        pytest.skip("this machine has an NPU")
+    with pytest.raises(LBNetError, match="OpenVINO has no NPU device here"):
+        open_runner(str(export_cache(T4)), "openvino-npu")
+
+
+def test_foreign_and_broken_files_are_one_line(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07not a model at all")
+    with pytest.raises(LBNetError, match="not a readable ONNX model"):
+        OpenVINORunner(junk)
+    with pytest.raises(LBNetError, match="not found"):
+        OpenVINORunner(tmp_path / "missing.onnx")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), foreign)
+    with pytest.raises(LBNetError, match="not exported by lbnet-deploy"):
+        OpenVINORunner(foreign)
+
+
+def test_upscale_and_parity_on_openvino(export_cache, checkpoint, tmp_path: Path, capsys) -> None:
+    model = str(export_cache(T4))
+    photo = tmp_path / "p.png"
+    Image.fromarray(texture(20, 24)).save(photo)
+    out = tmp_path / "out"
+    assert (
+        main(["upscale", str(photo), "-o", str(out), "--model", model, "--backend", "openvino"])
+        == 0
+    )
+    assert Image.open(out / "p.png").size == (96, 80)
+    assert "on openvino (OpenVINO CPU (fp32))" in capsys.readouterr().out
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(texture(64, 64)).save(folder / "a.png")
+    args = ["parity", model, "--reference", str(checkpoint(T4)), "--images", str(folder)]
+    assert main([*args, "--backend", "openvino", "--sizes", "16x16,9x13"]) == 0
+    assert "PASS" in capsys.readouterr().out
