@@ -141,7 +141,7 @@ def paper_study(
     warmup: int,
     runs: int,
     threads: int | None,
-    backends: Sequence[str] = ("ort", "torch-reference"),
+    backends: Sequence[str] = ("ort", "torch"),
     random_weights: bool = False,
     peak_gmacs: float | None = None,
     log: Any = print,
@@ -185,9 +185,17 @@ def paper_study(
 
 OURS = "ours (ort)"
 PORT_PLAIN = "plain export (ort-plain)"
-PORT_EAGER = "eager reference (torch-reference)"
+PORT_EAGER = "eager reference (torch)"
 OFFICIAL_PLAIN = "official code, plain export (ort)"
+# OpenVINO beside ONNX Runtime, where it is installed: FP32, and BF16 where the CPU has it
+OPENVINO = {
+    "ours (openvino)": ("openvino", "fp32"),
+    "plain export (openvino-plain)": ("openvino-plain", "fp32"),
+    "ours (openvino bf16)": ("openvino", "bf16"),
+    "plain export (openvino-plain bf16)": ("openvino-plain", "bf16"),
+}
 OFFICIAL_EAGER = "official code, eager (torch)"
+OFFICIAL_PLAIN_OV = "official code, plain export (openvino)"
 
 
 def judged_against(contenders: Collection[str]) -> tuple[str, str]:
@@ -211,28 +219,39 @@ def compare_study(
     log: Any = print,
 ) -> dict[str, Any]:
     """Ours (fixed-size export, ORT) vs the plain export of the straightforward port (ORT) vs
-    the straightforward port in eager PyTorch: interleaved in one process, one input. With
-    `official_repo` (a checkout of IVIPLab/LBNet) the official code, eager and plainly
-    exported, joins them and the goals are judged against it."""
+    the straightforward port in eager PyTorch, and both graphs on OpenVINO where it runs:
+    interleaved in one process, one input. With `official_repo` (a checkout of IVIPLab/LBNet)
+    the official code, eager and plainly exported, joins them and the goals are judged against
+    it. Profiles are ONNX Runtime's, of the ORT contenders."""
+    from lbnet_deploy.runtime.registry import get_backend
+
     from .profile import profile_onnx
 
     x = sample_input(1, size)
     contenders = {
-        OURS: "ort",
-        PORT_PLAIN: "ort-plain",
-        PORT_EAGER: "torch-reference",
+        OURS: ("ort", "fp32"),
+        PORT_PLAIN: ("ort-plain", "fp32"),
+        PORT_EAGER: ("torch", "fp32"),
     }
+    for name, (backend, precision) in OPENVINO.items():
+        reason = skip_reason(backend, precision)
+        if reason:
+            log(f"  not timing {name}: {reason}")
+        else:
+            contenders[name] = (backend, precision)
     runners: dict[str, tuple[Any, Path | None]] = {}
-    for name, backend in contenders.items():
-        runners[name] = open_bench_runner(backend, spec, size, threads=threads)
+    for name, (backend, precision) in contenders.items():
+        runners[name] = open_bench_runner(backend, spec, size, precision=precision, threads=threads)
+    profiled = [n for n, (b, _) in contenders.items() if b.startswith("ort")]
     if official_repo:
-        from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
-
         from .official import OfficialEagerRunner, export_official, load_official
 
         official, desc = load_official(official_repo, spec)
         path = export_official(official, desc, size)
-        runners[OFFICIAL_PLAIN] = (OnnxRuntimeRunner(path, threads=threads), path)
+        runners[OFFICIAL_PLAIN] = (get_backend("ort").open(path, threads, "fp32"), path)
+        profiled.append(OFFICIAL_PLAIN)
+        if "ours (openvino)" in runners:
+            runners[OFFICIAL_PLAIN_OV] = (get_backend("openvino").open(path, threads, "fp32"), path)
         runners[OFFICIAL_EAGER] = (OfficialEagerRunner(official, threads), None)
     log(f"interleaved comparison at {size[0]}x{size[1]}: {runs} rounds of {len(runners)}")
     calls = {name: (lambda r=r: r.infer(x)) for name, (r, _) in runners.items()}
@@ -249,6 +268,8 @@ def compare_study(
         "stats": stats,
         "speedup_vs_eager": round(eager / ours, 2),
         "speedup_vs_plain": round(plain / ours, 2),
+        # every contender against the plain export on ONNX Runtime (> 1: faster than it)
+        "vs_plain": {name: round(plain / st["median_s"], 2) for name, st in stats.items()},
         "goal_vs_eager": GOAL_VS_EAGER,
         "goal_vs_plain": GOAL_VS_PLAIN,
     }
@@ -268,7 +289,7 @@ def compare_study(
         result["profile"] = {
             name: profile_onnx(path, x, threads or 1, runs=2)
             for name, (_, path) in runners.items()
-            if path is not None
+            if path is not None and name in profiled
         }
     return result
 

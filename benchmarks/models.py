@@ -1,15 +1,15 @@
-"""Models and runners to time: our export, the plain export, eager PyTorch, CUDA variants.
+"""What bench times: the product's backends (the registry's entries, on our export) and the
+comparison points beside them (the plain export, eager PyTorch), one table of contenders.
 
-Backends (names used by `bench --backend`):
-  ort              our fixed-size export (`export --input-size HxW`) on ONNX Runtime CPU
+Contenders (names used by `bench --backend`):
+  <every registry backend that runs a file>   our export (fixed size, cached) on that backend:
+                   ort, ort-cuda, ort-tensorrt, tensorrt (an engine built from it), openvino, ...
   ort-plain        the straightforward port (nn.Unfold/Fold + loop over runs) exported with a
-                   plain `torch.onnx.export(dynamo=True)`: stand-in for exporting the official code
-  torch            our module in eager PyTorch (static ops), CPU
-  torch-reference  the straightforward port in eager PyTorch, CPU: stand-in for the official code
-  ort-cuda         our export on ONNX Runtime's CUDA provider (GPU only)
-  torch-cuda       the straightforward port in eager PyTorch on CUDA (GPU only), FP32 or FP16
-  tensorrt         our export built into a fixed-size TensorRT engine (cached), any precision
-                   (GPU with TensorRT only)
+                   plain `torch.onnx.export(dynamo=True)`: stand-in for exporting the official
+                   code, on ONNX Runtime; openvino-plain: the same graph on OpenVINO
+  torch            the registry's PyTorch backend: the straightforward port in eager PyTorch,
+                   CPU (the official code's semantics); torch-cuda: the same on CUDA, FP32/FP16
+  torch-ours       our module (static ops, the exported form) in eager PyTorch, CPU
 
 `recursions` other than the trained 3 is for timing the paper's TM-k rows only (TM-k applies each
 TransBlock k+1 times); 0 removes the recursive transformer entirely (the paper's "without
@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import ModelFacts
-from lbnet_deploy.runtime.backend import check_batch, describe_facts
+from lbnet_deploy.runtime import registry
+from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.weights import cache_root
 
-BACKENDS = ("ort", "ort-plain", "torch", "torch-reference", "ort-cuda", "torch-cuda", "tensorrt")
-CUDA_BACKENDS = ("ort-cuda", "torch-cuda")
+if TYPE_CHECKING:  # the model module imports torch; bench's parser must not
+    from lbnet_deploy.model.lbnet import Ops
+
 TRAINED_RECURSIONS = 3
 # LR sizes of the scaling curve; whole-image 384 and 512 show where memory (and time) runs out
 SCALING_WHOLE = (32, 48, 64, 96, 128, 160, 192, 256, 384, 512)
@@ -47,21 +47,39 @@ def data_dir() -> Path:
     return Path(os.environ.get("LBNET_DATA_DIR", "data"))
 
 
-def cuda_available() -> bool:
-    try:
+@dataclass(frozen=True)
+class Contender:
+    """One thing bench can time: a registry backend on our export, on the plain export, or an
+    eager PyTorch module (ops: the model's attention form, device: where torch runs it)."""
+
+    name: str
+    backend: str  # the registry entry that runs it
+    graph: Literal["ours", "plain", "eager"]
+    ops: Ops = "reference"
+    device: str = "cpu"
+
+
+CONTENDERS: dict[str, Contender] = {
+    c.name: c
+    for c in (
+        *(Contender(n, n, "ours") for n in registry.names("onnx") + registry.names("engine")),
+        Contender("ort-plain", "ort", "plain"),
+        Contender("openvino-plain", "openvino", "plain"),
+        Contender("torch", "torch", "eager"),
+        Contender("torch-ours", "torch", "eager", ops="static"),
+        Contender("torch-cuda", "torch", "eager", device="cuda"),
+    )
+}
+BACKENDS = tuple(CONTENDERS)
+
+
+def _device_reason(c: Contender) -> str | None:
+    """Why the device a contender needs is absent here, or None."""
+    if c.device == "cuda":
         import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
-
-def skip_reason(backend: str, precision: str) -> str | None:
-    """Why a (backend, precision) cannot run here, or None when it can."""
-    if backend not in BACKENDS:
-        raise LBNetError(f"unknown bench backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if backend in CUDA_BACKENDS and not cuda_available():
-        return "no CUDA device (torch.cuda.is_available() is False)"
-    if backend == "tensorrt":
+        return None if torch.cuda.is_available() else "no CUDA device (torch.cuda is False)"
+    if c.backend == "tensorrt":
         from lbnet_deploy.runtime.cuda_layer import load_cuda
         from lbnet_deploy.runtime.trt_common import require_tensorrt
 
@@ -70,17 +88,45 @@ def skip_reason(backend: str, precision: str) -> str | None:
             load_cuda()
         except LBNetError as exc:
             return str(exc)
-    if backend == "ort-cuda":
+    if c.backend.startswith("ort-"):
         import onnxruntime as ort
 
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            return "onnxruntime has no CUDAExecutionProvider"
-    if precision == "fp16" and backend in ("torch", "torch-reference"):
-        return "eager FP16 is timed on CUDA only (CPU PyTorch has no fast FP16 path)"
-    if precision != "fp32" and backend == "ort-plain":
-        return "the plain export is a comparison point in FP32 only"
-    if precision == "int8" and not backend.startswith(("ort", "tensorrt")):
-        return "INT8 is a Q/DQ ONNX graph: timed on ONNX Runtime and TensorRT only"
+        from lbnet_deploy.runtime.onnxrt import PROVIDERS
+
+        provider = PROVIDERS[c.backend.removeprefix("ort-")]
+        if provider not in ort.get_available_providers():
+            return f"onnxruntime has no {provider}"
+    return None
+
+
+def skip_reason(backend: str, precision: str) -> str | None:
+    """Why a (contender, precision) cannot run here, or None when it can."""
+    if backend not in CONTENDERS:
+        raise LBNetError(f"unknown bench backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    c = CONTENDERS[backend]
+    entry = registry.get_backend(c.backend)
+    if entry.missing():
+        return f"needs {', '.join(entry.missing())}, which is not installed"
+    reason = _device_reason(c)
+    if reason:
+        return reason
+    if c.graph == "eager":
+        if precision == "fp16" and c.device == "cpu":
+            return "eager FP16 is timed on CUDA only (CPU PyTorch has no fast FP16 path)"
+        if precision not in ("fp32", "fp16"):
+            return f"eager PyTorch is timed in FP32 and FP16 only, not {precision}"
+        return None
+    if precision not in entry.precisions:
+        return f"the {c.backend} backend runs {', '.join(entry.precisions)} only"
+    if c.graph == "plain" and precision not in ("fp32", *registry.COMPUTE_PRECISIONS):
+        return "the plain export is a comparison point in FP32 (and BF16 compute) only"
+    if precision in registry.COMPUTE_PRECISIONS and c.backend.startswith("openvino"):
+        from lbnet_deploy.runtime.openvino import DEVICES, check_device, core
+
+        try:
+            check_device(core(), DEVICES[c.backend], precision)
+        except LBNetError as exc:
+            return str(exc)
     if precision == "int8" and not calibration_images().is_dir():
         return f"no calibration photos at {calibration_images()} (set LBNET_CALIB_DIR)"
     return None
@@ -186,58 +232,6 @@ def bench_onnx(
     return out
 
 
-class TorchTimingRunner:
-    """Eager PyTorch on CPU or CUDA in FP32/FP16; `infer` returns after the device is done."""
-
-    def __init__(
-        self,
-        model: Any,
-        ops: str,
-        device: str = "cpu",
-        precision: str = "fp32",
-        threads: int | None = None,
-    ) -> None:
-        import torch
-
-        if threads and device == "cpu":
-            torch.set_num_threads(threads)
-        self._torch = torch
-        self.device = torch.device(device)
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.model = model.set_ops(ops).to(self.device, self.dtype).eval()
-        self.descriptor = model.descriptor
-        self.ops, self.precision = ops, precision
-
-    input_size = property(lambda self: None)
-    max_batch = property(lambda self: None)
-    scale = property(lambda self: self.descriptor.scale)
-
-    @property
-    def model_facts(self) -> ModelFacts:
-        return ModelFacts(self.descriptor, self.precision)
-
-    def describe(self) -> dict[str, object]:
-        return describe_facts(self.model_facts, f"torch-{self.ops}", device=str(self.device))
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        x = torch.from_numpy(check_batch(batch, None)).to(self.device, self.dtype)
-        with torch.inference_mode():
-            out = self.model(x)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return out.float().cpu().numpy()
-
-    def device_peak_mb(self) -> float | None:
-        if self.device.type != "cuda":
-            return None
-        return self._torch.cuda.max_memory_allocated() / 2**20
-
-    def reset_device_peak(self) -> None:
-        if self.device.type == "cuda":
-            self._torch.cuda.reset_peak_memory_stats()
-
-
 def open_bench_runner(
     backend: str,
     spec: str,
@@ -248,32 +242,31 @@ def open_bench_runner(
     recursions: int = TRAINED_RECURSIONS,
     threads: int | None = None,
     random_weights: bool = False,
-) -> tuple[Any, Path | None]:
-    """(runner, the ONNX file it runs or None for torch) for one configuration.
-
-    The product's backends (`runtime.registry`: ort, ort-cuda, tensorrt) are opened by their
-    registry entry, as `upscale` opens them, on the graph of this configuration (an engine built
-    from it for tensorrt); the plain export and eager PyTorch are comparison points of bench."""
-    from lbnet_deploy.runtime.registry import BACKENDS as PRODUCT
+) -> tuple[Runner, Path | None]:
+    """(runner, the ONNX file it runs or None for eager PyTorch) for one configuration, opened
+    by its registry entry as `upscale` opens it, on the graph of this configuration (an engine
+    built from it for tensorrt; BF16 as the entry's compute precision over the FP32 graph)."""
+    from lbnet_deploy.runtime.torch_ref import TorchRunner
 
     reason = skip_reason(backend, precision)
     if reason:
         raise LBNetError(f"{backend} {precision}: {reason}")
-    if backend in PRODUCT and PRODUCT[backend].artifact != "checkpoint":
-        entry = PRODUCT[backend]
-        path = bench_onnx(spec, size, batch, recursions, False, precision, random_weights)
-        if entry.artifact == "engine":
-            from lbnet_deploy.resolve import engine_file
+    c = CONTENDERS[backend]
+    if c.graph == "eager":
+        model = build_model(spec, recursions, random_weights)
+        return TorchRunner(
+            model=model, device=c.device, threads=threads, ops=c.ops, precision=precision
+        ), None
+    entry = registry.get_backend(c.backend)
+    compute = precision if precision in registry.COMPUTE_PRECISIONS else "fp32"
+    graph = "fp32" if compute != "fp32" else precision
+    path = bench_onnx(spec, size, batch, recursions, c.graph == "plain", graph, random_weights)
+    if entry.artifact == "engine":
+        from lbnet_deploy.resolve import engine_file
 
-            return entry.open(engine_file(str(path), tile=size[0], batch=batch), threads), path
-        return entry.open(path, threads), path
-    if backend == "ort-plain":
-        path = bench_onnx(spec, size, batch, recursions, True, precision, random_weights)
-        return PRODUCT["ort"].open(path, threads), path
-    model = build_model(spec, recursions, random_weights)
-    ops = "static" if backend == "torch" else "reference"
-    device = "cuda" if backend == "torch-cuda" else "cpu"
-    return TorchTimingRunner(model, ops, device, precision, threads), None
+        engine = engine_file(str(path), tile=size[0], batch=batch)
+        return entry.open(engine, threads, compute), path
+    return entry.open(path, threads, compute), path
 
 
 def threads_default() -> int:

@@ -3,7 +3,7 @@
 Nothing of it is vendored: `--official-repo DIR` points at a clone (it needs its `model/` and
 `util/` folders), imported at run time. The issue's comparison is against that code in eager
 mode and against a plain `torch.onnx.export(dynamo=True)` of it; our straightforward port
-(`torch-reference`, `ort-plain`) stands in for it when no checkout is given.
+(`torch`, `ort-plain`) stands in for it when no checkout is given.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from lbnet_deploy.runtime.backend import DeviceMemory
+
 from .memory import PeakMemory
 from .stats import summarize
 
@@ -38,19 +40,18 @@ def time_forward(runner: Any, x: np.ndarray, warmup: int, runs: int) -> dict[str
     synchronise inside it, so each sample covers the whole device work.
     """
     gc.collect()
-    reset = getattr(runner, "reset_device_peak", None)
-    if reset:
-        reset()
+    on_device = isinstance(runner, DeviceMemory)
+    if on_device:
+        runner.reset_device_peak()
     with PeakMemory() as mem:
         samples = time_calls(lambda: runner.infer(x), warmup, runs)
-    peak = getattr(runner, "device_peak_mb", None)
     return {
         "samples_s": samples,
         "stats": summarize(samples),
         "peak_rss_mb": round(mem.peak_mb, 1),
         "rss_delta_mb": round(mem.delta_mb, 1),
         "memory_method": mem.method,
-        "device_peak_mb": peak() if peak else None,
+        "device_peak_mb": runner.device_peak_mb() if on_device else None,
     }
 
 

@@ -284,9 +284,9 @@ def write_json(result: EvalResult, path: str | Path) -> None:
 def compare_with_float(int8: str | Path, fp32: str | Path, dataset: str | Path) -> EvalResult:
     """`calibrate --eval-dataset`: the INT8 graph's scores beside its FP32 graph's, per image,
     both on ONNX Runtime CPU with the same plan."""
-    from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner
+    from lbnet_deploy.loaders import open_runner
 
-    q, f = Upscaler(OnnxRuntimeRunner(int8)), Upscaler(OnnxRuntimeRunner(fp32))
+    q, f = Upscaler(open_runner(str(int8), "ort")), Upscaler(open_runner(str(fp32), "ort"))
     samples = load_samples(Path(dataset), q.runner.scale)
     return evaluate(
         q, samples, model=str(int8), variant="int8", dataset=str(dataset), baseline=f,

@@ -187,3 +187,6 @@ class TensorRTRunner:
     def device_peak_mb(self) -> float:
         """Device memory this runner took when loading (`bench` reports it)."""
         return self._device_mb
+
+    def reset_device_peak(self) -> None:
+        """Nothing to reset: the engine's device memory is allocated once, when loading."""

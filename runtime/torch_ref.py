@@ -1,4 +1,5 @@
-"""PyTorch reference backend: the eager model from a checkpoint or model name, any input size.
+"""PyTorch backend: the eager model from a checkpoint or model name (or an already built model,
+for bench's variants), any input size, on the CPU or a CUDA device, FP32 or FP16.
 
 The only runtime module that imports torch, and only when a runner is created.
 """
@@ -6,43 +7,78 @@ The only runtime module that imports torch, and only when a runner is created.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
 from .backend import AnySizeRunner, check_batch, describe_facts
 from .onnxrt import bounded_threads
 
+DTYPES = {"fp32": "float32", "fp16": "float16"}
+
 
 class TorchRunner(AnySizeRunner):
-    """Runner over `load_model(spec)` on CPU (or `device`); dynamic size and batch."""
+    """Runner over `load_model(spec)` (or `model`); dynamic size and batch.
 
-    def __init__(self, spec: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+    ops "reference" (default) is the straightforward port (nn.Unfold/Fold, one attention run at
+    a time): the official code's semantics, the oracle for parity, and light on memory for
+    full-image evaluation; "static" is our exported form, run eagerly (bench compares them).
+    `infer` returns after the device is done: the output is copied to the host.
+    """
+
+    def __init__(
+        self,
+        spec: str | Path | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        *,
+        model: Any = None,
+        ops: str = "reference",
+        precision: str = "fp32",
+    ) -> None:
         import torch
 
-        from lbnet_deploy.model.checkpoint import load_model
-
+        if (spec is None) == (model is None):
+            raise ValueError("give a checkpoint spec or a model, not both or neither")
+        if precision not in DTYPES:
+            raise LBNetError(f"the torch backend runs {' or '.join(DTYPES)}, not {precision}")
         if threads:
             torch.set_num_threads(bounded_threads(threads))
         self._torch = torch
         self.device = torch.device(device)
-        self.model, self.descriptor = load_model(spec)
-        # the straightforward port (nn.Unfold/Fold, one attention run at a time): the official
-        # code's semantics, the oracle for parity, and light on memory for full-image evaluation
-        self.model.set_ops("reference")
-        self.model.to(self.device)
+        if spec is not None:
+            from lbnet_deploy.model.checkpoint import load_model
+
+            model, _ = load_model(spec)
+        self.descriptor = model.descriptor
+        self.ops, self.precision = ops, precision
+        self.model = model.set_ops(ops).to(self.device, getattr(torch, DTYPES[precision])).eval()
         self.scale = self.descriptor.scale
 
     @property
     def model_facts(self) -> ModelFacts:
-        return ModelFacts(self.descriptor, "fp32")
+        return ModelFacts(self.descriptor, self.precision)
 
     def describe(self) -> dict[str, object]:
-        return describe_facts(self.model_facts, "torch", device=str(self.device))
+        name = "torch" if self.ops == "reference" else f"torch-{self.ops}"
+        return describe_facts(self.model_facts, name, device=str(self.device))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch, None)
-        with self._torch.inference_mode():
-            out = self.model(self._torch.from_numpy(batch).to(self.device))
-        return out.cpu().numpy()
+        torch = self._torch
+        dtype = getattr(torch, DTYPES[self.precision])
+        x = torch.from_numpy(check_batch(batch, None)).to(self.device, dtype)
+        with torch.inference_mode():
+            out = self.model(x)
+        return out.float().cpu().numpy()
+
+    def device_peak_mb(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        return self._torch.cuda.max_memory_allocated(self.device) / 2**20
+
+    def reset_device_peak(self) -> None:
+        if self.device.type == "cuda":
+            self._torch.cuda.reset_peak_memory_stats(self.device)

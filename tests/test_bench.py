@@ -4,6 +4,7 @@ command end to end on a tiny input. No assertion depends on how fast anything ra
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -18,8 +19,9 @@ from lbnet_deploy.benchmarks.macs import count_macs
 from lbnet_deploy.benchmarks.memory import PeakMemory
 from lbnet_deploy.benchmarks.profile import attention_core_nodes, summarize_profile
 from lbnet_deploy.benchmarks.stats import output_megapixels, summarize, throughput
+from lbnet_deploy.errors import LBNetError
 
-from .conftest import load_study
+from .conftest import RANDOM_TOL, load_study
 
 T4 = "random-LBNet-T-x4"  # bench plumbing does not need trained weights
 
@@ -198,7 +200,7 @@ def test_bench_writes_json_and_png(tmp_path, checkpoint, export_cache, shared_ca
     out_json, out_png, out_md = tmp_path / "B.json", tmp_path / "B.png", tmp_path / "B.md"
     rc = main([
         "--model", str(checkpoint(T4)), "--sizes", "16x16", "--runs", "2", "--warmup", "0",
-        "--threads", "1", "--backend", "ort,torch,torch-cuda",
+        "--threads", "1", "--backend", "ort,torch,torch-cuda,openvino",
         "--json", str(out_json), "--plot", str(out_png), "--markdown", str(out_md),
     ])  # fmt: skip
     assert rc == 0
@@ -207,6 +209,8 @@ def test_bench_writes_json_and_png(tmp_path, checkpoint, export_cache, shared_ca
         assert key in result
     rows = {r["backend"]: r for r in result["forward"]}
     assert set(rows) >= {"ort", "torch"}
+    if importlib.util.find_spec("openvino"):
+        assert "openvino" in rows
     for row in rows.values():
         assert row["stats"]["runs"] == 2 and len(row["samples_s"]) == 2
         for key in ("median_s", "p90_s", "p99_s", "min_s", "max_s"):
@@ -322,7 +326,7 @@ def test_int8_bench_needs_calibration_photos(tmp_path, monkeypatch: pytest.Monke
 
     monkeypatch.setenv("LBNET_CALIB_DIR", str(tmp_path / "missing"))
     assert "no calibration photos" in (skip_reason("ort", "int8") or "")
-    assert "ONNX Runtime and TensorRT only" in (skip_reason("torch", "int8") or "")
+    assert "FP32 and FP16 only" in (skip_reason("torch", "int8") or "")
     monkeypatch.setenv("LBNET_CALIB_DIR", str(tmp_path))
     assert skip_reason("ort", "int8") is None
 
@@ -460,3 +464,30 @@ def test_bench_pins_the_allocator_and_records_it() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert "pinned at 32 MiB" in out.stdout
+
+
+def test_contenders_are_the_registry_backends_plus_comparison_points() -> None:
+    """bench times every backend the product runs files on, under the registry's names (torch
+    is the registry's reference, as in `upscale --backend torch`), and opens each through it."""
+    from lbnet_deploy.benchmarks.models import CONTENDERS, skip_reason
+    from lbnet_deploy.runtime import registry
+
+    for name in registry.names("onnx") + registry.names("engine"):
+        assert CONTENDERS[name].backend == name and CONTENDERS[name].graph == "ours"
+    assert CONTENDERS["torch"].ops == "reference" and CONTENDERS["torch-ours"].ops == "static"
+    assert all(c.backend in registry.BACKENDS for c in CONTENDERS.values())
+    with pytest.raises(LBNetError, match="unknown bench backend"):
+        skip_reason("torch-reference", "fp32")
+    assert "fp32, fp16, int8 only" in (skip_reason("ort", "bf16") or "")
+
+
+def test_eager_contenders_open_the_runtime_torch_runner(checkpoint) -> None:
+    from lbnet_deploy.benchmarks.models import open_bench_runner
+    from lbnet_deploy.runtime.torch_ref import TorchRunner
+
+    ours, _ = open_bench_runner("torch-ours", str(checkpoint(T4)), (8, 8))
+    ref, _ = open_bench_runner("torch", str(checkpoint(T4)), (8, 8))
+    assert isinstance(ours, TorchRunner) and isinstance(ref, TorchRunner)
+    assert (ours.describe()["backend"], ref.describe()["backend"]) == ("torch-static", "torch")
+    x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32) * 255
+    assert np.abs(ours.infer(x) - ref.infer(x)).max() < RANDOM_TOL  # two forms, one network
