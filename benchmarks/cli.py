@@ -55,15 +55,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "--backend",
         type=_choices(BACKENDS),
         default=("ort",),
-        help=f"comma-separated: {', '.join(BACKENDS)} (default ort); CUDA ones are "
-        "skipped without a GPU",
+        help=f"comma-separated: {', '.join(BACKENDS)} (default ort): the product's backends on "
+        "our export, *-plain: the plain export, torch: the reference in eager PyTorch, "
+        "torch-ours: our ops eager; those a machine lacks are skipped with the reason",
     )
     p.add_argument(
         "--precision",
-        type=_choices(("fp32", "fp16", "int8")),
+        type=_choices(("fp32", "fp16", "int8", "bf16")),
         default=("fp32",),
-        help="comma-separated fp32, fp16, int8 (fp16: ort, ort-cuda, torch-cuda; int8: ort, "
-        "ort-cuda, calibrated once with `calibrate`'s defaults on $LBNET_CALIB_DIR or SunHays80)",
+        help="comma-separated fp32, fp16, int8, bf16 (int8: calibrated once with `calibrate`'s "
+        "defaults on $LBNET_CALIB_DIR or SunHays80; bf16: OpenVINO on CPUs with BF16)",
     )
     p.add_argument(
         "--sizes",

@@ -491,3 +491,24 @@ def test_eager_contenders_open_the_runtime_torch_runner(checkpoint) -> None:
     assert (ours.describe()["backend"], ref.describe()["backend"]) == ("torch-static", "torch")
     x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32) * 255
     assert np.abs(ours.infer(x) - ref.infer(x)).max() < RANDOM_TOL  # two forms, one network
+
+
+def test_cpu_backend_study_times_each_runtime_on_the_graphs_users_get(
+    export_cache, shared_cache, checkpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study behind the default CPU backend: interleaved, both runtimes, a table that
+    names the CPU's flags and each contender against the plain export on ONNX Runtime."""
+    study = load_study("cpu_backends")
+    # the dynamic graph (shared by the run) only: the fixed and plain exports cost 20 s each
+    dynamic = [c for c in study.CONTENDERS if c[2] == "dynamic"]
+    monkeypatch.setattr(study, "CONTENDERS", dynamic)
+    monkeypatch.setattr(study, "BASELINE", "ort dynamic")
+    export_cache(T4)
+    row = study.time_size(str(checkpoint(T4)), 8, runs=2, warmup=0, threads=1)
+    assert row["vs_plain_ort"]["ort dynamic"] == 1.0
+    expected = {"ort dynamic"}
+    if importlib.util.find_spec("openvino"):
+        expected.add("openvino dynamic")
+    assert set(row["stats"]) == expected and all(s["runs"] == 2 for s in row["stats"].values())
+    text = study.table([row], {"cpu_model": "X", "threads_used": 1, "cpu_flags": ["avx2", "sse"]})
+    assert "X, 1 threads, flags: avx2" in text and "| 8x8 | " in text

@@ -1,0 +1,107 @@
+"""Which CPU backend and graph form is fastest on this machine, at the sizes the product runs?
+
+Times, interleaved in one process (A, B, C, A, B, C, ...), LBNet on each CPU runtime the
+registry has (ONNX Runtime, OpenVINO) with the graph forms a user gets: the dynamic graph
+`upscale` and `eval` run whole images on, our fixed-size tile graph, and the plain export of
+the straightforward port (the official code's form), at several square LR sizes. Prints a
+Markdown table with the CPU's flags and each contender's speed against the plain export on
+ONNX Runtime; `--json` keeps everything. The product's default CPU backend is chosen from
+what this prints (README, "CPU backends").
+
+    python benchmarks/studies/cpu_backends.py --model lbnet-t-x4 --sizes 64,128,192 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from checkout import use_shared_weights
+
+from lbnet_deploy.benchmarks.machine import machine_info
+from lbnet_deploy.benchmarks.models import open_bench_runner, skip_reason, threads_default
+from lbnet_deploy.benchmarks.stats import summarize
+from lbnet_deploy.benchmarks.timing import interleaved, sample_input
+from lbnet_deploy.loaders import open_runner
+
+BASELINE = "ort plain"
+# (label, bench contender or registry backend, form): "dynamic" = the runner `upscale` opens
+CONTENDERS = [
+    ("ort dynamic", "ort", "dynamic"),
+    ("ort fixed", "ort", "fixed"),
+    (BASELINE, "ort-plain", "fixed"),
+    ("openvino dynamic", "openvino", "dynamic"),
+    ("openvino fixed", "openvino", "fixed"),
+    ("openvino plain", "openvino-plain", "fixed"),
+]
+
+
+def time_size(model: str, size: int, runs: int, warmup: int, threads: int) -> dict[str, object]:
+    x = sample_input(1, (size, size))
+    calls = {}
+    for label, backend, form in CONTENDERS:
+        if skip_reason(backend, "fp32"):
+            continue
+        if form == "dynamic":
+            runner = open_runner(model, backend, threads)
+        else:
+            runner, _ = open_bench_runner(backend, model, (size, size), threads=threads)
+        calls[label] = lambda r=runner: r.infer(x)
+    print(f"{size}x{size}: {len(calls)} contenders, {runs} rounds", file=sys.stderr, flush=True)
+    stats = {k: summarize(v) for k, v in interleaved(calls, warmup, runs).items()}
+    base = stats[BASELINE]["median_s"]
+    return {
+        "size": size,
+        "stats": stats,
+        "vs_plain_ort": {k: round(base / s["median_s"], 2) for k, s in stats.items()},
+    }
+
+
+def table(rows: list[dict], machine: dict) -> str:
+    labels = list(rows[0]["stats"])
+    flags = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+             if f in machine.get("cpu_flags", [])]  # fmt: skip
+    lines = [
+        f"{machine.get('cpu_model', '?')}, {machine.get('threads_used')} threads, flags: "
+        f"{', '.join(flags) or 'none of avx2/avx512/vnni/bf16/amx'}",
+        "",
+        "| LR size | " + " | ".join(labels) + " |",
+        "|---" * (len(labels) + 1) + "|",
+    ]
+    for row in rows:
+        cells = [
+            f"{row['stats'][k]['median_s'] * 1e3:.0f} ms ({row['vs_plain_ort'][k]:.2f}x)"
+            for k in labels
+        ]
+        lines.append(f"| {row['size']}x{row['size']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"median of the interleaved rounds; (Nx): speed against {BASELINE}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lbnet-t-x4")
+    parser.add_argument("--sizes", default="64,128,192")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    use_shared_weights()
+    threads = args.threads or threads_default()
+    machine = machine_info(threads)
+    rows = [
+        time_size(args.model, int(s), args.runs, args.warmup, threads)
+        for s in args.sizes.split(",")
+    ]
+    print(table(rows, machine))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
