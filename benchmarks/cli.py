@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lbnet_deploy.metadata import RUNS
+
 from .models import BACKENDS, SCALING_TILED, SCALING_WHOLE
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        type=_choices(("fp32", "fp16", "int8", "bf16")),
+        type=_choices(RUNS),
         default=("fp32",),
         help="comma-separated fp32, fp16, int8, bf16 (int8: calibrated once with `calibrate`'s "
         "defaults on $LBNET_CALIB_DIR or SunHays80; bf16: OpenVINO on CPUs with BF16)",

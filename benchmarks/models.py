@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import PRECISIONS
 from lbnet_deploy.runtime import registry
 from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.weights import cache_root
@@ -192,16 +193,19 @@ def bench_onnx(
 ) -> Path:
     """A fixed-size ONNX file for one configuration, exported once and cached.
 
-    The shipped configuration (recursions 3, our ops, fp32) is the same file `upscale` and
-    `export` use (resolve.model_file's cache); the others live in `<cache>/bench/`.
+    The shipped configuration (recursions 3, our ops; FP32 or FP16) is the same file `upscale`
+    and `export` use (resolve.model_file's cache); the others, and INT8 graphs calibrated with
+    `calibrate`'s defaults, live beside their FP32 graph in `<cache>/bench/` or that cache.
     """
 
     from lbnet_deploy.resolve import checkpoint_path, model_file
     from lbnet_deploy.weights import sha256_file
 
-    if precision not in ("fp32", "fp16", "int8"):
+    if precision not in PRECISIONS:
         raise LBNetError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     shipped = recursions == TRAINED_RECURSIONS and not plain and not random_weights
+    if shipped and precision in ("fp32", "fp16"):  # the product's own cached file
+        return model_file(spec, input_size=size, batch=batch, precision=precision)
     if precision != "fp32":
         # made from the FP32 graph as a user would: `export --precision fp16`'s conversion,
         # `calibrate`'s defaults on the calibration photos
@@ -218,8 +222,6 @@ def bench_onnx(
 
             calibrate_file(fp32, calibration_images(), out)
         return out
-    if shipped:
-        return model_file(spec, input_size=size, batch=batch)
     key = f"random-{spec}" if random_weights else sha256_file(checkpoint_path(spec))[:16]
     ops = "plain" if plain else "ours"
     name = f"{key}-{size[0]}x{size[1]}-b{batch}-r{recursions}-{ops}-v{__version__}.onnx"

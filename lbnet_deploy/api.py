@@ -52,8 +52,9 @@ def export_onnx(
     from lbnet_deploy.errors import LBNetError
     from lbnet_deploy.export.fp16 import write_fp16
     from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
+    from lbnet_deploy.metadata import EXPORTED
 
-    if precision not in ("fp32", "fp16"):
+    if precision not in EXPORTED:
         raise LBNetError(f"precision must be fp32 or fp16 (INT8: `calibrate`), not {precision!r}")
     if not hasattr(model, "state_dict"):
         model, _ = load_checkpoint(model)  # type: ignore[arg-type]

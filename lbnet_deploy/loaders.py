@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import EXPORTED
 from lbnet_deploy.resolve import checkpoint_path, engine_file, model_file
 from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.registry import (
@@ -35,10 +36,7 @@ from lbnet_deploy.runtime.registry import (
 from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
 from lbnet_deploy.runtime.upscaler import DEFAULT_TILE
 
-FP_PRECISIONS = (
-    "fp32",
-    "fp16",
-)  # what --precision picks for a name or checkpoint (INT8: calibrate)
+FP_PRECISIONS = EXPORTED  # what --precision picks for a name or checkpoint (INT8: calibrate)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,13 @@ from lbnet_deploy.descriptor import VARIANTS, ModelDescriptor
 from lbnet_deploy.errors import LBNetError
 
 PREFIX = "lbnet."
+# The precisions, in one place. A model file is FP32, FP16 or INT8 (PRECISIONS); a name or
+# checkpoint is exported to FP32 or FP16 (EXPORTED; INT8 is made by `calibrate`); a backend may
+# also compute an FP32 graph in a precision it sets when opening it (COMPUTE: OpenVINO's bf16).
 PRECISIONS = ("fp32", "fp16", "int8")
+EXPORTED = ("fp32", "fp16")
+COMPUTE = ("bf16",)
+RUNS = PRECISIONS + COMPUTE  # what a run may be timed or checked in
 
 # Peak inference memory model, fitted to ORT CPU peak RSS above the loaded session (LBNet-T x4,
 # dynamic graph, batch 1): 1024 tokens +16 MiB, 4096 +100, 9216 +365, 16384 +991, 25600 +2277,

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Literal
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import COMPUTE, PRECISIONS
 
 from .backend import Runner
 
 Artifact = Literal["onnx", "engine", "checkpoint"]
-# Precisions a backend computes in on a graph of another (FP32) precision, set when its runner
-# is opened rather than by converting the file: OpenVINO's BF16 inference hint.
-COMPUTE_PRECISIONS = ("bf16",)
+COMPUTE_PRECISIONS = COMPUTE  # set when a runner is opened, over the FP32 graph
 Opener = Callable[[Path, int | None, str], Runner]
 
 
@@ -97,33 +96,33 @@ BACKENDS: dict[str, Backend] = {
     for b in (
         Backend(
             "ort", "ONNX Runtime, CPU (default)", ("onnxruntime",), False,
-            ("fp32", "fp16", "int8"), "onnx", _ort(("cpu",)), _ort_where,
+            PRECISIONS, "onnx", _ort(("cpu",)), _ort_where,
         ),
         Backend(
             "ort-cuda", "ONNX Runtime's CUDA provider", ("onnxruntime",), True,
-            ("fp32", "fp16", "int8"), "onnx", _ort(("cuda",)), _ort_where,
+            PRECISIONS, "onnx", _ort(("cuda",)), _ort_where,
         ),
         Backend(
             "ort-tensorrt", "ONNX Runtime's TensorRT provider", ("onnxruntime",), True,
-            ("fp32", "fp16", "int8"), "onnx", _ort(("tensorrt", "cuda")), _ort_where,
+            PRECISIONS, "onnx", _ort(("tensorrt", "cuda")), _ort_where,
         ),
         Backend(
             # TensorRT and CUDA are probed by trt_common (stubs are not TensorRT; install hint)
             "tensorrt", "native TensorRT engines (fixed size)", (), True,
-            ("fp32", "fp16", "int8"), "engine", _tensorrt,
+            PRECISIONS, "engine", _tensorrt,
             lambda r: str(r.describe().get("gpu", "GPU")),
         ),
         Backend(
             "openvino", "OpenVINO, CPU (bf16 where the CPU has it)", ("openvino",), False,
-            ("fp32", "fp16", "int8", "bf16"), "onnx", _openvino("openvino"), _openvino_where,
+            PRECISIONS + COMPUTE, "onnx", _openvino("openvino"), _openvino_where,
         ),
         Backend(
             "openvino-gpu", "OpenVINO's Intel GPU plugin", ("openvino",), True,
-            ("fp32", "fp16", "int8"), "onnx", _openvino("openvino-gpu"), _openvino_where,
+            PRECISIONS, "onnx", _openvino("openvino-gpu"), _openvino_where,
         ),
         Backend(
             "openvino-npu", "OpenVINO's Intel NPU plugin", ("openvino",), False,
-            ("fp32", "fp16", "int8"), "onnx", _openvino("openvino-npu"), _openvino_where,
+            PRECISIONS, "onnx", _openvino("openvino-npu"), _openvino_where,
         ),
         Backend(
             "torch", "the PyTorch reference (the official code's semantics)", ("torch",), False,

@@ -512,3 +512,16 @@ def test_cpu_backend_study_times_each_runtime_on_the_graphs_users_get(
     assert set(row["stats"]) == expected and all(s["runs"] == 2 for s in row["stats"].values())
     text = study.table([row], {"cpu_model": "X", "threads_used": 1, "cpu_flags": ["avx2", "sse"]})
     assert "X, 1 threads, flags: avx2" in text and "| 8x8 | " in text
+
+
+def test_bench_times_the_products_own_fp16_graph(export_cache, shared_cache, checkpoint) -> None:
+    """One FP16 cache: bench's FP16 graph of the shipped configuration is `upscale`'s file."""
+    from lbnet_deploy.benchmarks.models import bench_onnx
+    from lbnet_deploy.resolve import model_file
+
+    export_cache(T4, (16, 16))
+    ckpt = str(checkpoint(T4))
+    path = bench_onnx(ckpt, (16, 16), precision="fp16")
+    assert path == model_file(ckpt, input_size=(16, 16), batch=1, precision="fp16")
+    key = path.name.split("-")[0]  # the checkpoint's hash: other tests share this cache
+    assert len(list(path.parent.rglob(f"{key}*16x16*fp16*.onnx"))) == 1

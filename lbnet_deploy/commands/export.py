@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lbnet_deploy.metadata import EXPORTED
+
 from .options import parse_size, positive_int
 
 if TYPE_CHECKING:
@@ -74,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", choices=("LBNet", "LBNet-T"), help="expected variant (checked)")
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
+        choices=EXPORTED,
         default="fp32",
         help="fp16: FP16 graph with FP32 I/O (INT8: see `calibrate`)",
     )

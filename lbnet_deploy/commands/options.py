@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import COMPUTE, EXPORTED
 from lbnet_deploy.runtime.registry import BACKENDS, DEFAULT, help_text
 
 
@@ -58,7 +59,7 @@ def add_runtime_options(p: argparse.ArgumentParser, budget_mb: int | None = 2048
     p.add_argument("--batch", type=positive_int, default=1, help="tiles per inference call")
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16", "bf16"),
+        choices=EXPORTED + COMPUTE,
         help="for a model name or .pt: the FP32 (default) or FP16 graph, converted once and "
         "cached (fp16 is the fast path on GPUs: tensorrt, ort-cuda); bf16: the FP32 graph "
         "computed in BF16 by OpenVINO (--backend openvino, CPUs with AVX512-BF16 or AMX)",
