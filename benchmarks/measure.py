@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.upscaler import available_memory_mb
 
 from .macs import count_macs
@@ -90,16 +91,21 @@ def forward_study(
                 if reason:
                     skipped.append({"config": label, "reason": reason})
                     continue
-                runner, path = open_bench_runner(
-                    backend,
-                    spec,
-                    size,
-                    batch=batch,
-                    precision=precision,
-                    recursions=recursions,
-                    threads=threads,
-                    random_weights=random_weights,
-                )
+                try:
+                    runner, path = open_bench_runner(
+                        backend,
+                        spec,
+                        size,
+                        batch=batch,
+                        precision=precision,
+                        recursions=recursions,
+                        threads=threads,
+                        random_weights=random_weights,
+                    )
+                except LBNetError as exc:  # a probe passed but the backend did not open
+                    skipped.append({"config": label, "reason": str(exc)})
+                    log(f"  {label}: skipped ({exc})")
+                    continue
                 result = time_forward(runner, x, warmup, runs)
                 scale = runner.scale
                 del runner

@@ -74,12 +74,28 @@ CONTENDERS: dict[str, Contender] = {
 BACKENDS = tuple(CONTENDERS)
 
 
-def _device_reason(c: Contender) -> str | None:
-    """Why the device a contender needs is absent here, or None."""
-    if c.device == "cuda":
+def cuda_device() -> bool:
+    """A CUDA device is here (torch's probe where torch is installed, else the CUDA layer's)."""
+    try:
         import torch
 
-        return None if torch.cuda.is_available() else "no CUDA device (torch.cuda is False)"
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        from lbnet_deploy.runtime.cuda_layer import load_cuda
+
+        try:
+            load_cuda().facts(0)
+        except LBNetError:
+            return False
+        return True
+
+
+def _device_reason(c: Contender) -> str | None:
+    """Why the device a contender needs is absent here, or None. onnxruntime-gpu lists its CUDA
+    and TensorRT providers with no GPU present, and OpenVINO names its devices: both asked."""
+    needs_cuda = c.device == "cuda" or c.backend in ("ort-cuda", "ort-tensorrt")
+    if needs_cuda and not cuda_device():
+        return "no CUDA device"
     if c.backend == "tensorrt":
         from lbnet_deploy.runtime.cuda_layer import load_cuda
         from lbnet_deploy.runtime.trt_common import require_tensorrt
@@ -97,6 +113,13 @@ def _device_reason(c: Contender) -> str | None:
         provider = PROVIDERS[c.backend.removeprefix("ort-")]
         if provider not in ort.get_available_providers():
             return f"onnxruntime has no {provider}"
+    if c.backend.startswith("openvino"):
+        from lbnet_deploy.runtime.openvino import DEVICES, check_device, core
+
+        try:
+            check_device(core(), DEVICES[c.backend])
+        except LBNetError as exc:
+            return str(exc)
     return None
 
 

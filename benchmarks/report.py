@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--model",
             "lbnet-t-x4",
             "--backend",
-            "ort,torch,ort-cuda,torch-cuda",
+            "ort,torch-ours,ort-cuda,torch-cuda",  # torch-ours: RESULTS' eager row, our ops
             "--precision",
             "fp32,fp16,int8",
             "--sizes",

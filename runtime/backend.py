@@ -124,6 +124,37 @@ def describe_facts(facts: ModelFacts, backend: str, **extra: object) -> dict[str
     }
 
 
+class GraphRunner:
+    """Shared part of the runners over one of our ONNX files (ONNX Runtime, OpenVINO): sizes and
+    scale from the file's checked `facts`, `infer` in slices of its fixed batch (`_run`: one
+    batch the graph takes)."""
+
+    facts: ModelFacts
+
+    @property
+    def model_facts(self) -> ModelFacts:
+        return self.facts
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self.facts.input_size
+
+    @property
+    def max_batch(self) -> int | None:
+        return self.facts.batch
+
+    @property
+    def scale(self) -> int:
+        return self.facts.scale
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = check_batch(batch, self.input_size)
+        return run_fixed_batch(self._run, batch, self.max_batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
 class AnySizeRunner:
     """Shared part of runners that take any height, width and batch (PyTorch, bicubic)."""
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import ModelFacts, from_metadata
+from lbnet_deploy.metadata import from_metadata
 
-from .backend import check_batch, describe_facts, graph_facts, run_fixed_batch
+from .backend import GraphRunner, describe_facts, graph_facts
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -160,7 +160,7 @@ def _dim(value: object) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(GraphRunner):
     """Runner over an lbnet-deploy ONNX file; facts come from its `lbnet.*` metadata."""
 
     def __init__(
@@ -183,30 +183,10 @@ class OnnxRuntimeRunner:
         self._output_name = self.session.get_outputs()[0].name
         self.facts = graph_facts(raw, [_dim(d) for d in inp.shape], str(self.path))
 
-    @property
-    def model_facts(self) -> ModelFacts:
-        return self.facts
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return self.facts.input_size
-
-    @property
-    def max_batch(self) -> int | None:
-        return self.facts.batch
-
-    @property
-    def scale(self) -> int:
-        return self.facts.scale
-
     def describe(self) -> dict[str, object]:
         return describe_facts(
             self.facts, "onnxruntime", path=str(self.path), providers=self.session.get_providers()
         )
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch, self.input_size)
-        return run_fixed_batch(self._run, batch, self.max_batch)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         feeds = {self._input_name: batch}

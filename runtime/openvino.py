@@ -11,6 +11,7 @@ ONNX Runtime's arena).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
@@ -19,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import ModelFacts, from_metadata
+from lbnet_deploy.metadata import from_metadata
 
-from .backend import check_batch, describe_facts, graph_facts, run_fixed_batch
+from .backend import GraphRunner, describe_facts, graph_facts
 from .onnxrt import bounded_threads
 
 COMPILED_SHAPES = 2
@@ -38,7 +39,7 @@ def core() -> Any:
     return ov.Core()
 
 
-def check_device(ov_core: Any, device: str, compute: str) -> None:
+def check_device(ov_core: Any, device: str, compute: str = "fp32") -> None:
     """One line where OpenVINO has no such device, or where the device cannot compute `compute`."""
     have = list(ov_core.available_devices)
     if not any(d == device or d.startswith(device + ".") for d in have):
@@ -52,7 +53,7 @@ def check_device(ov_core: Any, device: str, compute: str) -> None:
             )
 
 
-class OpenVINORunner:
+class OpenVINORunner(GraphRunner):
     """Runner over an lbnet-deploy ONNX file on an OpenVINO device; facts from its metadata."""
 
     def __init__(
@@ -69,7 +70,7 @@ class OpenVINORunner:
             raise LBNetError(f"OpenVINO computes in {' or '.join(HINTS)}, not {compute}")
         self.device, self.compute = device, compute
         self._core = core()
-        check_device(self._core, device, compute)
+        check_device(self._core, device)
         try:
             self._model = self._core.read_model(str(self.path))
         except Exception as exc:  # a file OpenVINO's ONNX frontend cannot read, whatever why
@@ -82,6 +83,13 @@ class OpenVINORunner:
         shape = self._model.input(0).get_partial_shape()
         dims = [d.get_length() if d.is_static else None for d in shape]
         facts = graph_facts(self._metadata(), dims, str(self.path))
+        if compute != "fp32":
+            if facts.precision != "fp32":  # BF16 compute is a precision of FP32 graphs only
+                raise LBNetError(
+                    f"{self.path} is a {facts.precision} graph: --precision {compute} computes "
+                    "an FP32 graph in it"
+                )
+            check_device(self._core, device, compute)
         # what this runner computes in: a bf16 run of an FP32 graph is a bf16 run
         self.facts = facts if compute == "fp32" else replace(facts, precision=compute)
         self._config = {
@@ -92,6 +100,10 @@ class OpenVINORunner:
         self._config = {k: v for k, v in self._config.items() if v is not None}
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._last: tuple[int, ...] | None = None
+        # one infer request per shape, a model reshaped in place: one batch at a time
+        self._lock = threading.Lock()
+        if facts.input_size and facts.batch:  # a fixed graph: compiled now, not in the first run
+            self._request((facts.batch, 3, *facts.input_size))
 
     def _metadata(self) -> dict[str, str]:
         # the ONNX frontend keeps the graph's metadata_props under rt_info["framework"]
@@ -101,22 +113,6 @@ class OpenVINORunner:
         framework = info["framework"]
         return from_metadata({str(k): framework[k].astype(str) for k in framework})
 
-    @property
-    def model_facts(self) -> ModelFacts:
-        return self.facts
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return self.facts.input_size
-
-    @property
-    def max_batch(self) -> int | None:
-        return self.facts.batch
-
-    @property
-    def scale(self) -> int:
-        return self.facts.scale
-
     def describe(self) -> dict[str, object]:
         import openvino as ov
 
@@ -125,22 +121,29 @@ class OpenVINORunner:
             openvino=ov.get_version(), compiled_shapes=[list(s) for s in self._compiled],
         )  # fmt: skip
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch, self.input_size)
-        return run_fixed_batch(self._run, batch, self.max_batch)
-
     def _request(self, shape: tuple[int, ...]) -> Any:
         if shape in self._compiled:
             self._compiled.move_to_end(shape)
             return self._compiled[shape]
         while len(self._compiled) >= COMPILED_SHAPES:
             self._compiled.popitem(last=False)  # frees the compiled model and its buffers
-        self._model.reshape(list(shape))  # its one input
-        compiled = self._core.compile_model(self._model, self.device, self._config)
+        try:
+            self._model.reshape(list(shape))  # its one input
+            compiled = self._core.compile_model(self._model, self.device, self._config)
+        except Exception as exc:  # a plugin's refusal or a failed allocation, whatever why
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise LBNetError(
+                f"OpenVINO could not compile {self.path.name} for {list(shape)} on {self.device} "
+                f"({type(exc).__name__}: {first})"
+            ) from None
         self._compiled[shape] = compiled.create_infer_request()
         return self._compiled[shape]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._run_locked(batch)
+
+    def _run_locked(self, batch: np.ndarray) -> np.ndarray:
         request = self._request(batch.shape)
         request.infer({0: batch})
         # the output tensor is the request's own buffer, overwritten by its next run

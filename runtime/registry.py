@@ -50,10 +50,16 @@ class Backend:
             )
 
 
+def _fp32_only(name: str, compute: str) -> None:
+    if compute != "fp32":
+        raise LBNetError(f"the {name} backend does not compute in {compute}")
+
+
 def _ort(providers: tuple[str, ...]) -> Opener:
     def open_ort(path: Path, threads: int | None, compute: str = "fp32") -> Runner:
         from .onnxrt import OnnxRuntimeRunner
 
+        _fp32_only("ONNX Runtime", compute)
         return OnnxRuntimeRunner(path, providers=providers, threads=threads)
 
     return open_ort
@@ -68,12 +74,14 @@ def _ort_where(runner: Runner) -> str:
 def _tensorrt(path: Path, threads: int | None, compute: str = "fp32") -> Runner:
     from .engine import TensorRTRunner
 
+    _fp32_only("tensorrt", compute)
     return TensorRTRunner(path)
 
 
 def _torch(path: Path, threads: int | None, compute: str = "fp32") -> Runner:
     from .torch_ref import TorchRunner
 
+    _fp32_only("torch", compute)
     return TorchRunner(path, threads=threads)
 
 

@@ -63,7 +63,7 @@ class TorchRunner(AnySizeRunner):
         return ModelFacts(self.descriptor, self.precision)
 
     def describe(self) -> dict[str, object]:
-        name = "torch" if self.ops == "reference" else f"torch-{self.ops}"
+        name = "torch" if self.ops == "reference" else "torch-ours"  # bench's contender names
         return describe_facts(self.model_facts, name, device=str(self.device))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -229,6 +229,17 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def foreign_graph(path: Path) -> Path:
+    """A valid ONNX file that lbnet-deploy did not make (no lbnet.* metadata): an Identity."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every onnxruntime loads
+    onnx.save(model, path)
+    return path
+
+
 def stand_in_graph(
     path: Path, dims: list[int | str], precision: str = "fp32", op: str = "Identity"
 ) -> Path:

@@ -488,7 +488,7 @@ def test_eager_contenders_open_the_runtime_torch_runner(checkpoint) -> None:
     ours, _ = open_bench_runner("torch-ours", str(checkpoint(T4)), (8, 8))
     ref, _ = open_bench_runner("torch", str(checkpoint(T4)), (8, 8))
     assert isinstance(ours, TorchRunner) and isinstance(ref, TorchRunner)
-    assert (ours.describe()["backend"], ref.describe()["backend"]) == ("torch-static", "torch")
+    assert (ours.describe()["backend"], ref.describe()["backend"]) == ("torch-ours", "torch")
     x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32) * 255
     assert np.abs(ours.infer(x) - ref.infer(x)).max() < RANDOM_TOL  # two forms, one network
 
@@ -525,3 +525,18 @@ def test_bench_times_the_products_own_fp16_graph(export_cache, shared_cache, che
     assert path == model_file(ckpt, input_size=(16, 16), batch=1, precision="fp16")
     key = path.name.split("-")[0]  # the checkpoint's hash: other tests share this cache
     assert len(list(path.parent.rglob(f"{key}*16x16*fp16*.onnx"))) == 1
+
+
+def test_device_contenders_skip_where_the_device_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime-gpu lists CUDA and TensorRT providers without a GPU: bench must ask for the
+    device, not the provider, or it exports and then fails the whole run."""
+    from lbnet_deploy.benchmarks import models
+
+    monkeypatch.setattr(models, "cuda_device", lambda: False)
+    for name in ("ort-cuda", "ort-tensorrt", "torch-cuda"):
+        assert models.skip_reason(name, "fp32") == "no CUDA device"
+    if importlib.util.find_spec("openvino"):
+        import openvino as ov
+
+        if "NPU" not in ov.Core().available_devices:
+            assert "no NPU device" in (models.skip_reason("openvino-npu", "fp32") or "")

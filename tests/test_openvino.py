@@ -13,7 +13,7 @@ from lbnet_deploy.cli import main
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.loaders import open_runner
 
-from .conftest import RANDOM_TOL, texture
+from .conftest import RANDOM_TOL, foreign_graph, texture
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (lbnet-deploy[openvino])")
 
@@ -72,6 +72,7 @@ def test_compiled_shapes_stay_bounded(export_cache) -> None:
 def test_fp32_is_asked_for_explicitly(export_cache) -> None:
     """OpenVINO's CPU plugin computes in BF16 by default on AMX/AVX512-BF16 CPUs."""
     runner = OpenVINORunner(export_cache(T4))
+    assert runner._config["INFERENCE_PRECISION_HINT"] == "f32"  # what compile_model is given
     runner.infer(_batch(8, 8))
     (request,) = runner._compiled.values()
     hint = request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
@@ -79,10 +80,10 @@ def test_fp32_is_asked_for_explicitly(export_cache) -> None:
 
 
 @pytest.mark.skipif(_cpu_has_bf16(), reason="this CPU computes BF16: the refusal is not tested")
-def test_bf16_refused_where_the_cpu_has_none(export_cache, capsys) -> None:
+def test_bf16_refused_where_the_cpu_has_none(export_cache, tmp_path: Path, capsys) -> None:
     with pytest.raises(LBNetError, match="cannot compute in BF16"):
         OpenVINORunner(export_cache(T4), compute="bf16")
-    photo = export_cache(T4).parent / "bf16.png"
+    photo = tmp_path / "bf16.png"
     Image.fromarray(texture(8, 8)).save(photo)
     args = ["upscale", str(photo), "-o", str(photo.parent / "out-bf16"), "--model"]
     assert main([*args, str(export_cache(T4)), "--backend", "openvino", "--precision", "bf16"]) == 2
@@ -117,22 +118,14 @@ def test_a_device_openvino_lacks_is_one_line(export_cache) -> None:
 
 
 def test_foreign_and_broken_files_are_one_line(tmp_path: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper
-
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x08\x07not a model at all")
     with pytest.raises(LBNetError, match="not a readable ONNX model"):
         OpenVINORunner(junk)
     with pytest.raises(LBNetError, match="not found"):
         OpenVINORunner(tmp_path / "missing.onnx")
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
-    foreign = tmp_path / "foreign.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), foreign)
     with pytest.raises(LBNetError, match="not exported by lbnet-deploy"):
-        OpenVINORunner(foreign)
+        OpenVINORunner(foreign_graph(tmp_path / "foreign.onnx"))
 
 
 def test_upscale_and_parity_on_openvino(export_cache, checkpoint, tmp_path: Path, capsys) -> None:
@@ -152,3 +145,26 @@ def test_upscale_and_parity_on_openvino(export_cache, checkpoint, tmp_path: Path
     args = ["parity", model, "--reference", str(checkpoint(T4)), "--images", str(folder)]
     assert main([*args, "--backend", "openvino", "--sizes", "16x16,9x13"]) == 0
     assert "PASS" in capsys.readouterr().out
+
+
+def test_fp16_graphs_run_and_bf16_is_for_fp32_graphs_only(
+    export_cache, shared_cache, checkpoint
+) -> None:
+    from lbnet_deploy.resolve import model_file
+    from lbnet_deploy.runtime.torch_ref import TorchRunner
+
+    export_cache(T4, (16, 16))
+    fp16 = model_file(str(checkpoint(T4)), input_size=(16, 16), batch=1, precision="fp16")
+    runner = OpenVINORunner(fp16)
+    assert runner.model_facts.precision == "fp16"
+    batch = _batch(16, 16)
+    assert np.abs(runner.infer(batch) - TorchRunner(checkpoint(T4)).infer(batch)).max() < 2.0
+    with pytest.raises(LBNetError, match="is a fp16 graph: --precision bf16 computes an FP32"):
+        OpenVINORunner(fp16, compute="bf16")
+
+
+def test_other_backends_refuse_a_compute_precision(export_cache) -> None:
+    from lbnet_deploy.runtime.registry import get_backend
+
+    with pytest.raises(LBNetError, match="does not compute in bf16"):
+        get_backend("ort").open(export_cache(T4), 1, "bf16")

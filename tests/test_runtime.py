@@ -17,7 +17,7 @@ from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner, resolve_providers
 from lbnet_deploy.runtime.tiling import Merger, TileGrid, axis_starts
 from lbnet_deploy.runtime.upscaler import Upscaler, image_bytes, largest_square_tile
 
-from .conftest import DATA, RANDOM_TOL, needs_data, needs_weights, set5_lr, texture
+from .conftest import DATA, RANDOM_TOL, foreign_graph, needs_data, needs_weights, set5_lr, texture
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CKPT = "random-LBNet-T-x4"  # random weights: shapes, tiling and plumbing do not need trained ones
@@ -65,9 +65,6 @@ def test_providers_only_when_available_and_asked() -> None:
 
 
 def test_not_onnx_or_foreign_onnx_is_one_line_error(tmp_path) -> None:
-    import onnx
-    from onnx import TensorProto, helper
-
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"definitely not protobuf" * 10)
     with pytest.raises(LBNetError, match="not a readable ONNX model") as err:
@@ -75,15 +72,8 @@ def test_not_onnx_or_foreign_onnx_is_one_line_error(tmp_path) -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(LBNetError, match="not found"):
         OnnxRuntimeRunner(tmp_path / "missing.onnx")
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
-    foreign = tmp_path / "foreign.onnx"
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what every onnxruntime loads
-    onnx.save(model, foreign)
     with pytest.raises(LBNetError, match="not exported by lbnet-deploy"):
-        OnnxRuntimeRunner(foreign)
+        OnnxRuntimeRunner(foreign_graph(tmp_path / "foreign.onnx"))
 
 
 def test_ort_matches_torch_reference(dyn: OnnxRuntimeRunner, fixed16, checkpoint) -> None:

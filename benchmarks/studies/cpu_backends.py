@@ -42,7 +42,9 @@ def time_size(model: str, size: int, runs: int, warmup: int, threads: int) -> di
     x = sample_input(1, (size, size))
     calls = {}
     for label, backend, form in CONTENDERS:
-        if skip_reason(backend, "fp32"):
+        reason = skip_reason(backend, "fp32")
+        if reason:
+            print(f"  not timing {label}: {reason}", file=sys.stderr)
             continue
         if form == "dynamic":
             runner = open_runner(model, backend, threads)
@@ -51,6 +53,8 @@ def time_size(model: str, size: int, runs: int, warmup: int, threads: int) -> di
         calls[label] = lambda r=runner: r.infer(x)
     print(f"{size}x{size}: {len(calls)} contenders, {runs} rounds", file=sys.stderr, flush=True)
     stats = {k: summarize(v) for k, v in interleaved(calls, warmup, runs).items()}
+    if BASELINE not in stats:
+        raise SystemExit(f"the baseline {BASELINE} did not run: nothing to compare against")
     base = stats[BASELINE]["median_s"]
     return {
         "size": size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lbnet_deploy.metadata import COMPUTE, EXPORTED
 from lbnet_deploy.runtime.registry import DEFAULT, names
 
 from .options import parse_size, positive_int
@@ -63,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, help="engine size for --backend tensorrt (default 96)")
     p.add_argument(
         "--precision",
-        choices=("fp16", "bf16"),
+        choices=EXPORTED[1:] + COMPUTE,  # FP32 is the default
         help="for a model name or .pt: its FP16 graph; bf16: the FP32 graph computed in BF16 "
         "(--backend openvino)",
     )
