@@ -31,6 +31,7 @@ from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import PRECISIONS
 from lbnet_deploy.runtime import registry
 from lbnet_deploy.runtime.backend import Runner
+from lbnet_deploy.runtime.torch_ref import DTYPES
 from lbnet_deploy.weights import cache_root
 
 if TYPE_CHECKING:  # the model module imports torch; bench's parser must not
@@ -90,7 +91,7 @@ def cuda_device() -> bool:
         return True
 
 
-def _device_reason(c: Contender) -> str | None:
+def _device_reason(c: Contender, precision: str) -> str | None:
     """Why the device a contender needs is absent here, or None. onnxruntime-gpu lists its CUDA
     and TensorRT providers with no GPU present, and OpenVINO names its devices: both asked."""
     needs_cuda = c.device == "cuda" or c.backend in ("ort-cuda", "ort-tensorrt")
@@ -117,7 +118,7 @@ def _device_reason(c: Contender) -> str | None:
         from lbnet_deploy.runtime.openvino import DEVICES, check_device, core
 
         try:
-            check_device(core(), DEVICES[c.backend])
+            check_device(core(), DEVICES[c.backend], precision)  # and BF16 where asked
         except LBNetError as exc:
             return str(exc)
     return None
@@ -131,26 +132,19 @@ def skip_reason(backend: str, precision: str) -> str | None:
     entry = registry.get_backend(c.backend)
     if entry.missing():
         return f"needs {', '.join(entry.missing())}, which is not installed"
-    reason = _device_reason(c)
+    reason = _device_reason(c, precision)
     if reason:
         return reason
     if c.graph == "eager":
         if precision == "fp16" and c.device == "cpu":
             return "eager FP16 is timed on CUDA only (CPU PyTorch has no fast FP16 path)"
-        if precision not in ("fp32", "fp16"):
+        if precision not in DTYPES:  # what the torch runner runs
             return f"eager PyTorch is timed in FP32 and FP16 only, not {precision}"
         return None
     if precision not in entry.precisions:
         return f"the {c.backend} backend runs {', '.join(entry.precisions)} only"
     if c.graph == "plain" and precision not in ("fp32", *registry.COMPUTE_PRECISIONS):
         return "the plain export is a comparison point in FP32 (and BF16 compute) only"
-    if precision in registry.COMPUTE_PRECISIONS and c.backend.startswith("openvino"):
-        from lbnet_deploy.runtime.openvino import DEVICES, check_device, core
-
-        try:
-            check_device(core(), DEVICES[c.backend], precision)
-        except LBNetError as exc:
-            return str(exc)
     if precision == "int8" and not calibration_images().is_dir():
         return f"no calibration photos at {calibration_images()} (set LBNET_CALIB_DIR)"
     return None
