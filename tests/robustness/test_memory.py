@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent(
     """
     import sys, numpy as np
     from onnx import helper, TensorProto
-    from lbnet_deploy.runtime.onnxrt import ArenaGuard, create_session
+    from lbnet_deploy.runtime.onnxrt import ArenaGuard, create_session, run_guarded
     f = TensorProto.FLOAT
     x = helper.make_tensor_value_info("x", f, [1, 3, None, None])
     y = helper.make_tensor_value_info("y", f, [1, 3, None, None])
@@ -26,11 +26,15 @@ SCRIPT = textwrap.dedent(
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     session = create_session(m.SerializeToString())
-    guard = ArenaGuard() if sys.argv[1] == "guard" else None
+    guard = ArenaGuard()
     for n in (500, 600, 700, 800, 900, 1000):
         a = np.ones((1, 3, n, n), np.float32)
-        session.run(None, {"x": a}, guard.run_options(a.shape) if guard else None)
-        del a
+        if sys.argv[1] == "guard":
+            out = run_guarded(session, guard, a, 1)
+        else:
+            out = session.run(None, {"x": a})[0]
+        assert abs(float(out.mean()) - 0.0192) < 1e-3  # the output is the graph's
+        del a, out
     status = dict(line.split(":", 1) for line in open("/proc/self/status"))
     print(int(status["VmRSS"].split()[0]) // 1024, int(status["VmHWM"].split()[0]) // 1024)
     """
@@ -59,9 +63,10 @@ def test_arena_guard_shrinks_only_when_the_shape_changes() -> None:
 
     guard = ArenaGuard()
     first = guard.run_options((1, 3, 8, 8))
-    assert first is not None
     assert first.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
-    assert guard.run_options((1, 3, 8, 8)) is None  # tiles of one shape keep the arena
+    repeat = guard.run_options((1, 3, 8, 8))  # tiles of one shape keep the arena
+    with pytest.raises(RuntimeError):
+        repeat.get_run_config_entry("memory.enable_memory_arena_shrinkage")
     assert guard.run_options((1, 3, 8, 9)) is first
 
 
@@ -124,16 +129,17 @@ def test_the_runner_runs_through_its_arena_guard(tmp_path) -> None:
 
     runner = OnnxRuntimeRunner(lying_graph(tmp_path / "g.onnx", real_scale=2))
     seen: list[object] = []
-    real_run = runner.session.run
+    real_run = runner.session.run_with_iobinding
 
-    def spy(outputs, feeds, options=None):
+    def spy(binding, options=None):
         seen.append(options)
-        return real_run(outputs, feeds, options)
+        return real_run(binding, options)
 
-    runner.session.run = spy  # type: ignore[method-assign]
+    runner.session.run_with_iobinding = spy  # type: ignore[method-assign]
     for shape in ((1, 3, 4, 4), (1, 3, 4, 4), (1, 3, 5, 4)):
-        runner.infer(np.zeros(shape, np.float32))
-    assert seen[0] is not None and seen[1] is None and seen[2] is seen[0]
+        out = runner.infer(np.full(shape, 7.0, np.float32))
+        assert out.shape == (1, 3, shape[2] * 2, shape[3] * 2) and (out == 7.0).all()
+    assert seen[0] is not seen[1] and seen[2] is seen[0]
 
 
 OPENVINO_SCRIPT = textwrap.dedent(
