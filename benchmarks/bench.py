@@ -77,9 +77,9 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     if opts.roofline:
         from .roofline import measure_peak
 
-        _log("measuring this CPU's FP32 MatMul peak")
+        _log("measuring this CPU's MatMul peak per precision (FP32, BF16, INT8)")
         result["roofline"] = measure_peak(threads)
-    peak = result.get("roofline", {}).get("peak_gmacs")
+    peaks = result.get("roofline", {}).get("peaks_gmacs")
     _log(
         f"forward pass: {', '.join(opts.backends)} at "
         f"{', '.join(f'{h}x{w}' for h, w in opts.sizes)}"
@@ -94,7 +94,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         runs=opts.runs,
         threads=threads,
         recursions=opts.recursions,
-        peak_gmacs=peak,
+        peaks=peaks,
         random_weights=opts.random_weights,
         log=_log,
     )
@@ -106,7 +106,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             runs=opts.runs,
             threads=threads,
             profile=opts.profile,
-            peak_gmacs=peak,
+            peaks=peaks,
             official_repo=opts.official_repo,
             log=_log,
         )
@@ -119,7 +119,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             runs=opts.runs,
             threads=threads,
             random_weights=opts.random_weights,
-            peak_gmacs=peak,
+            peaks=peaks,
             log=_log,
         )
     if opts.scaling:

@@ -21,7 +21,7 @@ def cpus_available() -> int:
     return default_threads()  # the runtime's count: bench times with the threads upscale uses
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -57,7 +57,7 @@ def _version(dist: str) -> str | None:
 
 def library_versions() -> dict[str, str | None]:
     ort = _version("onnxruntime-gpu") or _version("onnxruntime")
-    names = ("numpy", "onnx", "torch", "lbnet-deploy", "tensorrt", "matplotlib")
+    names = ("numpy", "onnx", "torch", "lbnet-deploy", "tensorrt", "openvino", "matplotlib")
     return {"python": platform.python_version(), "onnxruntime": ort} | {
         n: _version(n) for n in names
     }
@@ -136,7 +136,7 @@ def machine_info(threads: int | None = None) -> dict[str, object]:
     except ImportError:
         pass
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
         "cpu_logical": os.cpu_count(),
         "cpu_physical_cores": _physical_cores(),

@@ -47,13 +47,26 @@ def _roofline(result: dict[str, Any]) -> list[str]:
     r = result.get("roofline")
     if not r:
         return []
+    rates = r["rates_gmacs"]
+    libraries = sorted({lib for by in rates.values() for lib in by})
+    table = _table(
+        ["precision", *libraries, "peak"],
+        [
+            [p, *(by.get(lib, "—") for lib in libraries), f"**{max(by.values())}**"]
+            for p, by in rates.items()
+        ],
+    )
     return [
         "## CPU roofline",
         "",
-        f"Measured FP32 peak: **{r['peak_gmacs']} GMAC/s** (numpy {r['numpy_gmacs']}, "
-        f"ORT {r['ort_gmacs']}): {r['method']}. MACs are counted from our fixed-size ONNX graph "
-        "after shape inference (Conv, MatMul, Gemm), attention products included; 'of peak' "
-        "is those MACs per second over this peak. Every backend is charged the same MACs.",
+        f"Measured MatMul peak per precision, GMAC/s: {r['method']}.",
+        "",
+        *table,
+        "",
+        "MACs are counted from our fixed-size ONNX graph after shape inference (Conv, MatMul, "
+        "Gemm), attention products included; 'of peak' is those MACs per second over the peak "
+        "of the precision the row computes in (FP16 on a CPU: FP32's). Every backend is charged "
+        "the same MACs.",
         "",
     ]
 
@@ -254,8 +267,9 @@ def _floor(c: dict[str, Any], roofline: dict[str, Any] | None) -> list[str]:
         fractions = ", ".join(f"{k} {100 * v:.0f}%" for k, v in c["fraction_of_peak"].items())
         out.append(
             f"One forward pass is {macs['total'] / 1e9:.1f} GMACs ({100 * attn:.0f}% of them the "
-            f"attention products); at the measured peak of {peak} GMAC/s no backend can take "
-            f"less than {c['floor_s'] * 1e3:.0f} ms here. Fraction of that peak: {fractions}."
+            f"attention products); at the measured FP32 peak of {peak} GMAC/s no FP32 backend "
+            f"can take less than {c['floor_s'] * 1e3:.0f} ms here. Fraction of the peak of the "
+            f"precision each computes in (BF16, INT8: their own peaks above): {fractions}."
         )
         from .measure import judged_against
 

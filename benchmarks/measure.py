@@ -22,7 +22,8 @@ from lbnet_deploy.runtime.upscaler import available_memory_mb
 
 from .macs import count_macs
 from .memory import PeakMemory
-from .models import TRAINED_RECURSIONS, bench_onnx, open_bench_runner, skip_reason
+from .models import TRAINED_RECURSIONS, bench_onnx, is_gpu, open_bench_runner, skip_reason
+from .roofline import peak_for
 from .stats import output_megapixels, summarize, throughput
 from .timing import interleaved, sample_input, time_calls, time_forward
 
@@ -52,6 +53,8 @@ def graph_macs(
 def _row(
     result: dict[str, Any], macs: int | None, megapixels: float, peak_gmacs: float | None
 ) -> dict[str, Any]:
+    """Throughput, GMAC/s and the fraction of `peak_gmacs` (the peak of the precision the row
+    computes in) of one timed configuration."""
     median = result["stats"]["median_s"]
     result["output_mpix"] = megapixels
     result["throughput_mpix_s"] = round(throughput(megapixels, median), 4)
@@ -74,12 +77,13 @@ def forward_study(
     runs: int = 5,
     threads: int | None = None,
     recursions: int = TRAINED_RECURSIONS,
-    peak_gmacs: float | None = None,
+    peaks: dict[str, float] | None = None,
     random_weights: bool = False,
     image: np.ndarray | None = None,
     log: Any = print,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """(rows, skipped): one row per runnable (backend, precision, size)."""
+    """(rows, skipped): one row per runnable (backend, precision, size); `peaks`: the CPU's
+    GMAC/s per precision (roofline.measure_peak), each row judged by its own precision's."""
     rows, skipped = [], []
     for size in sizes:
         macs = graph_macs(spec, size, batch, recursions, random_weights)
@@ -119,7 +123,8 @@ def forward_study(
                     "onnx": str(path) if path else None,
                 }
                 mpix = output_megapixels(batch, size, scale)
-                row |= _row(result, macs["total"], mpix, peak_gmacs)
+                peak = peak_for(peaks, precision, is_gpu(backend))
+                row |= _row(result, macs["total"], mpix, peak)
                 rows.append(row)
                 log(
                     f"  {label}: median {row['stats']['median_s'] * 1e3:.1f} ms, "
@@ -149,7 +154,7 @@ def paper_study(
     threads: int | None,
     backends: Sequence[str] = ("ort", "torch"),
     random_weights: bool = False,
-    peak_gmacs: float | None = None,
+    peaks: dict[str, float] | None = None,
     log: Any = print,
 ) -> list[dict[str, Any]]:
     """The paper's x4 running-time rows, timed here for each backend on one Set5 image."""
@@ -168,7 +173,7 @@ def paper_study(
             runs=runs,
             threads=threads,
             recursions=recursions,
-            peak_gmacs=peak_gmacs,
+            peaks=peaks,
             random_weights=random_weights,
             image=image,
             log=log,
@@ -220,7 +225,7 @@ def compare_study(
     runs: int,
     threads: int | None,
     profile: bool = True,
-    peak_gmacs: float | None = None,
+    peaks: dict[str, float] | None = None,
     official_repo: str | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
@@ -281,11 +286,15 @@ def compare_study(
     }
     macs = graph_macs(spec, size)
     result["macs"] = macs
-    if peak_gmacs:
-        # no backend can beat MACs / peak: the floor this CPU sets for one forward pass
-        result["floor_s"] = round(macs["total"] / 1e9 / peak_gmacs, 4)
+    if peaks:
+        # no FP32 backend can beat MACs / peak: the floor this CPU sets for one FP32 pass; each
+        # contender's fraction is of the peak of the precision it computes in
+        result["floor_s"] = round(macs["total"] / 1e9 / peaks["fp32"], 4)
+        computes = {name: contenders.get(name, ("", "fp32"))[1] for name in stats}
         result["fraction_of_peak"] = {
-            name: round(result["floor_s"] / st["median_s"], 3) for name, st in stats.items()
+            name: round(macs["total"] / 1e9 / st["median_s"] / peaks[computes[name]], 3)
+            for name, st in stats.items()
+            if computes[name] in peaks
         }
     result["goals_met"] = (
         result["speedup_vs_eager"] >= GOAL_VS_EAGER and result["speedup_vs_plain"] >= GOAL_VS_PLAIN

@@ -75,6 +75,12 @@ CONTENDERS: dict[str, Contender] = {
 BACKENDS = tuple(CONTENDERS)
 
 
+def is_gpu(backend: str) -> bool:
+    """A contender that runs on a GPU (its time is not judged by the CPU's peak)."""
+    c = CONTENDERS[backend]
+    return c.device != "cpu" or registry.get_backend(c.backend).gpu
+
+
 def cuda_device() -> bool:
     """A CUDA device is here (torch's probe where torch is installed, else the CUDA layer's)."""
     try:

@@ -53,6 +53,16 @@ def check_device(ov_core: Any, device: str, compute: str = "fp32") -> None:
             )
 
 
+def compile_config(device: str, threads: int | None, compute: str) -> dict[str, object]:
+    """The one set of compile properties of the product's OpenVINO models."""
+    config = {
+        "INFERENCE_NUM_THREADS": bounded_threads(threads) if device == "CPU" else None,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": HINTS[compute],
+    }
+    return {k: v for k, v in config.items() if v is not None}
+
+
 class OpenVINORunner(GraphRunner):
     """Runner over an lbnet-deploy ONNX file on an OpenVINO device; facts from its metadata."""
 
@@ -92,12 +102,7 @@ class OpenVINORunner(GraphRunner):
             check_device(self._core, device, compute)
         # what this runner computes in: a bf16 run of an FP32 graph is a bf16 run
         self.facts = facts if compute == "fp32" else replace(facts, precision=compute)
-        self._config = {
-            "INFERENCE_NUM_THREADS": bounded_threads(threads) if device == "CPU" else None,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": HINTS[compute],
-        }
-        self._config = {k: v for k, v in self._config.items() if v is not None}
+        self._config = compile_config(device, threads, compute)
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._last: tuple[int, ...] | None = None
         # one infer request per shape, a model reshaped in place: one batch at a time

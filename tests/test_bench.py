@@ -540,3 +540,31 @@ def test_device_contenders_skip_where_the_device_is_absent(monkeypatch: pytest.M
 
         if "NPU" not in ov.Core().available_devices:
             assert "no NPU device" in (models.skip_reason("openvino-npu", "fp32") or "")
+
+
+def test_the_peak_is_measured_per_precision_with_the_models_libraries() -> None:
+    from lbnet_deploy.benchmarks.roofline import matmul_graph, measure_peak, peak_for
+    from lbnet_deploy.runtime.onnxrt import create_session
+
+    # the INT8 graph is the product it claims: int8 weights times the rounded activation
+    x = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    graph = onnx.load_from_string(matmul_graph(64, int8=True))
+    w = numpy_helper.to_array(next(i for i in graph.graph.initializer if i.name == "w_q"))
+    want = np.clip(np.round(x / 0.01), -128, 127) * 0.01 @ (w.astype(np.float32) * 0.01)
+    got = create_session(matmul_graph(64, int8=True)).run(None, {"a": x})[0]
+    assert np.abs(got - want).max() < 1e-3
+    r = measure_peak(threads=1, n=64, repeats=1)
+    rates = r["rates_gmacs"]
+    assert set(rates["fp32"]) >= {"onnxruntime"} and set(rates["int8"]) >= {"onnxruntime"}
+    assert r["peaks_gmacs"] == {p: max(by.values()) for p, by in rates.items()}
+    assert r["peak_gmacs"] == r["peaks_gmacs"]["fp32"]
+    if importlib.util.find_spec("openvino"):
+        from lbnet_deploy.benchmarks.models import skip_reason
+
+        assert "openvino" in rates["fp32"] and "openvino" in rates["int8"]
+        assert ("bf16" in rates) == (skip_reason("openvino", "bf16") is None)
+    peaks = {"fp32": 100.0, "int8": 400.0}
+    assert peak_for(peaks, "fp16", gpu=False) == 100.0  # FP16 on a CPU: FP32 kernels
+    assert peak_for(peaks, "int8", gpu=False) == 400.0
+    assert peak_for(peaks, "bf16", gpu=False) is None  # not measured: no fraction
+    assert peak_for(peaks, "fp32", gpu=True) is None  # a GPU row is not judged by the CPU
