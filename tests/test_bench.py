@@ -355,6 +355,28 @@ def test_precision_study_counts_nonfinite_outputs() -> None:
     assert (check.nonfinite, check.calls, check.scale) == (2, 1, 2)
 
 
+@pytest.mark.parametrize(("drop", "verdict"), [(0.004, "could be a default"), (0.02, "opt-in")])
+def test_precision_study_judges_bf16_against_its_bound(drop: float, verdict: str) -> None:
+    study = load_study("precision_study")
+
+    def run(psnr: float) -> dict:
+        return {"psnr": psnr, "images": {"a": psnr}, "tiled": [], "nonfinite_values": 0}
+
+    rows = {"openvino-fp32": run(30.0), "openvino-bf16": run(30.0 - drop)}
+    study._drops(rows, "openvino-fp32", ("openvino-bf16",))
+    bf16 = {"openvino": "2026.4", "cpu": "X", "cpu_flags": ["avx512_bf16"], "datasets": {}}
+    results = [
+        {"model": "m", "bf16": bf16 | {"datasets": {"Set5": rows}}},
+        {
+            "model": "n",
+            "bf16": bf16 | {"datasets": {"Set5": {k: dict(v) for k, v in rows.items()}}},
+        },
+    ]
+    text = study.markdown(results, "machine")
+    assert verdict in text and f"| m | Set5 | 30.0000 | {30 - drop:.4f} | {drop:+.4f}" in text
+    assert text.count("(over)") == (2 if drop > study.BF16_LIMIT_DB else 0)
+
+
 def test_which_qdq_patterns_ort_runs_as_integer_kernels() -> None:
     """The placement rule `calibrate`'s notes rely on: ORT CPU turns DQ->MatMul (float out)
     into MatMulIntegerToFloat, but a Conv needs its output quantized (DQ->Conv->Q) to become
@@ -498,17 +520,21 @@ def test_cpu_backend_study_times_each_runtime_on_the_graphs_users_get(
 ) -> None:
     """The study behind the default CPU backend: interleaved, both runtimes, a table that
     names the CPU's flags and each contender against the plain export on ONNX Runtime."""
+    from lbnet_deploy.benchmarks.models import skip_reason
+
     study = load_study("cpu_backends")
     # the dynamic graph (shared by the run) only: the fixed and plain exports cost 20 s each
     dynamic = [c for c in study.CONTENDERS if c[2] == "dynamic"]
     monkeypatch.setattr(study, "CONTENDERS", dynamic)
     monkeypatch.setattr(study, "BASELINE", "ort dynamic")
     export_cache(T4)
-    row = study.time_size(str(checkpoint(T4)), 8, runs=2, warmup=0, threads=1)
+    row = study.time_size(str(checkpoint(T4)), 8, 2, 0, 1, {"fp32", "bf16"})
     assert row["vs_plain_ort"]["ort dynamic"] == 1.0
     expected = {"ort dynamic"}
     if importlib.util.find_spec("openvino"):
         expected.add("openvino dynamic")
+        if skip_reason("openvino", "bf16") is None:  # a CPU with AVX512-BF16 or AMX
+            expected.add("openvino dynamic bf16")
     assert set(row["stats"]) == expected and all(s["runs"] == 2 for s in row["stats"].values())
     text = study.table([row], {"cpu_model": "X", "threads_used": 1, "cpu_flags": ["avx2", "sse"]})
     assert "X, 1 threads, flags: avx2" in text and "| 8x8 | " in text

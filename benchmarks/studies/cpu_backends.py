@@ -27,29 +27,43 @@ from lbnet_deploy.benchmarks.timing import interleaved, sample_input
 from lbnet_deploy.loaders import open_runner
 
 BASELINE = "ort plain"
-# (label, bench contender or registry backend, form): "dynamic" = the runner `upscale` opens
+# (label, bench contender or registry backend, form, precision): "dynamic" = the runner
+# `upscale` opens; bf16 is OpenVINO's compute precision over the FP32 graph (CPUs with
+# AVX512-BF16 or AMX), int8 the graph `calibrate` makes with its defaults
 CONTENDERS = [
-    ("ort dynamic", "ort", "dynamic"),
-    ("ort fixed", "ort", "fixed"),
-    (BASELINE, "ort-plain", "fixed"),
-    ("openvino dynamic", "openvino", "dynamic"),
-    ("openvino fixed", "openvino", "fixed"),
-    ("openvino plain", "openvino-plain", "fixed"),
+    ("ort dynamic", "ort", "dynamic", "fp32"),
+    ("ort fixed", "ort", "fixed", "fp32"),
+    (BASELINE, "ort-plain", "fixed", "fp32"),
+    ("openvino dynamic", "openvino", "dynamic", "fp32"),
+    ("openvino fixed", "openvino", "fixed", "fp32"),
+    ("openvino plain", "openvino-plain", "fixed", "fp32"),
+    ("openvino dynamic bf16", "openvino", "dynamic", "bf16"),
+    ("openvino fixed bf16", "openvino", "fixed", "bf16"),
+    ("openvino plain bf16", "openvino-plain", "fixed", "bf16"),
+    ("ort fixed int8", "ort", "fixed", "int8"),
+    ("openvino fixed int8", "openvino", "fixed", "int8"),
 ]
 
 
-def time_size(model: str, size: int, runs: int, warmup: int, threads: int) -> dict[str, object]:
+def time_size(
+    model: str, size: int, runs: int, warmup: int, threads: int, precisions: set[str]
+) -> dict[str, object]:
     x = sample_input(1, (size, size))
     calls = {}
-    for label, backend, form in CONTENDERS:
-        reason = skip_reason(backend, "fp32")
+    for label, backend, form, precision in CONTENDERS:
+        if precision not in precisions:
+            continue
+        reason = skip_reason(backend, precision)
         if reason:
             print(f"  not timing {label}: {reason}", file=sys.stderr)
             continue
         if form == "dynamic":
-            runner = open_runner(model, backend, threads)
+            compute = precision if precision == "bf16" else None
+            runner = open_runner(model, backend, threads, precision=compute)
         else:
-            runner, _ = open_bench_runner(backend, model, (size, size), threads=threads)
+            runner, _ = open_bench_runner(
+                backend, model, (size, size), threads=threads, precision=precision
+            )
         calls[label] = lambda r=runner: r.infer(x)
     print(f"{size}x{size}: {len(calls)} contenders, {runs} rounds", file=sys.stderr, flush=True)
     stats = {k: summarize(v) for k, v in interleaved(calls, warmup, runs).items()}
@@ -93,12 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--precisions", default="fp32,bf16", help="of fp32, bf16, int8 (int8 calibrates once)"
+    )
     args = parser.parse_args(argv)
     use_shared_weights()
     threads = args.threads or threads_default()
     machine = machine_info(threads)
+    precisions = set(args.precisions.split(","))
     rows = [
-        time_size(args.model, int(s), args.runs, args.warmup, threads)
+        time_size(args.model, int(s), args.runs, args.warmup, threads, precisions)
         for s in args.sizes.split(",")
     ]
     print(table(rows, machine))

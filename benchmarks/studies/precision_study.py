@@ -1,4 +1,4 @@
-"""FP16 and INT8 graphs of each checkpoint scored beside their FP32 graph on Set5/Set14.
+"""FP16, INT8 and BF16 of each checkpoint scored beside FP32 on Set5/Set14.
 
     LBNET_WEIGHTS_DIR=../shared/weights python benchmarks/studies/precision_study.py \
         --models lbnet-t-x4,lbnet-x3 --datasets ../shared/data/Set5,../shared/data/Set14 \
@@ -8,8 +8,10 @@ For each model: the dynamic FP32 graph (`export --dynamic`), its FP16 graph (`ex
 --precision fp16`, default FP32 islands) and its INT8 graph (`calibrate` with the defaults, on
 the calibration photos only), each run through `eval`'s path (whole images within 75% of the
 available memory, else tiled; the same plan for all three graphs, so drops compare like with
-like). Every raw float output is checked for Inf/NaN before it is rounded to 8 bits.
-Writes `precision.json` and `PRECISION.md`; one model at a time, so partial runs keep results.
+like). BF16 (`--parts bf16`, a CPU with AVX512-BF16 or AMX): the FP32 graph computed in BF16
+by OpenVINO, beside the same graph in OpenVINO FP32, same plan. Every raw float output is
+checked for Inf/NaN before it is rounded to 8 bits. Writes `precision.json` and `PRECISION.md`;
+one model at a time, so partial runs keep results, and a run of one part keeps the other's.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from lbnet_deploy.runtime.upscaler import Upscaler, available_memory_mb
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FP16_LIMIT_DB, INT8_LIMIT_DB = 0.01, 0.10  # issue 5's acceptance bounds
+BF16_LIMIT_DB = 0.01  # BF16 may be a default only within this of FP32 on every checkpoint
+OPENVINO = ("openvino-fp32", "openvino-bf16")  # the BF16 part's two runs, same FP32 graph
 
 
 @dataclass
@@ -74,8 +78,15 @@ def make_graphs(spec: str, images: Path, work: Path) -> tuple[dict[str, Path], d
     return {"fp32": fp32, "fp16": fp16, "int8": int8}, info
 
 
-def score(graph: Path, dataset: Path, budget_mb: int) -> dict[str, Any]:
-    runner = FiniteCheck(OnnxRuntimeRunner(graph))
+def score(graph: Path, dataset: Path, budget_mb: int, run: str = "ort") -> dict[str, Any]:
+    """eval's path on one graph; `run`: ONNX Runtime, or "openvino-fp32"/"openvino-bf16"."""
+    if run == "ort":
+        opened: Any = OnnxRuntimeRunner(graph)
+    else:
+        from lbnet_deploy.runtime.openvino import OpenVINORunner
+
+        opened = OpenVINORunner(graph, compute=run.removeprefix("openvino-"))
+    runner = FiniteCheck(opened)
     upscaler = Upscaler(runner, memory_budget_mb=budget_mb)  # type: ignore[arg-type]
     samples = load_samples(dataset, runner.scale)
     res = evaluate(
@@ -91,6 +102,13 @@ def score(graph: Path, dataset: Path, budget_mb: int) -> dict[str, Any]:
     }
 
 
+def _drops(rows: dict[str, Any], ref: str, others: tuple[str, ...]) -> None:
+    for name in others:
+        before, after = rows[ref]["images"], rows[name]["images"]
+        rows[name]["drop_db"] = rows[ref]["psnr"] - rows[name]["psnr"]
+        rows[name]["worst_image_drop_db"] = max(before[k] - after[k] for k in before)
+
+
 def study_model(
     spec: str, datasets: list[Path], images: Path, work: Path, budget_mb: int | None = None
 ) -> dict[str, Any]:
@@ -104,20 +122,42 @@ def study_model(
         for precision in PRECISIONS:
             print(f"== {spec} {precision} {dataset.name}", file=sys.stderr, flush=True)
             rows[precision] = score(graphs[precision], dataset, budget)
-        for precision in ("fp16", "int8"):
-            ref, new = rows["fp32"]["images"], rows[precision]["images"]
-            rows[precision]["drop_db"] = rows["fp32"]["psnr"] - rows[precision]["psnr"]
-            rows[precision]["worst_image_drop_db"] = max(ref[k] - new[k] for k in ref)
+        _drops(rows, "fp32", ("fp16", "int8"))
+        out["datasets"][dataset.name] = rows
+    return out
+
+
+def study_bf16(spec: str, datasets: list[Path], budget_mb: int | None = None) -> dict[str, Any]:
+    """OpenVINO BF16 beside OpenVINO FP32 on the dynamic FP32 graph, same plan per image."""
+    import openvino as ov
+
+    from lbnet_deploy.benchmarks.machine import cpu_flags, cpu_model
+
+    graph = model_file(spec)
+    budget = budget_mb or available_memory_mb() * 3 // 4
+    out: dict[str, Any] = {
+        "openvino": ov.get_version(), "cpu": cpu_model(), "cpu_flags": cpu_flags(),
+        "memory_budget_mb": budget, "datasets": {},
+    }  # fmt: skip
+    for dataset in datasets:
+        rows = {}
+        for run in OPENVINO:
+            print(f"== {spec} {run} {dataset.name}", file=sys.stderr, flush=True)
+            rows[run] = score(graph, dataset, budget, run)
+        _drops(rows, OPENVINO[0], OPENVINO[1:])
         out["datasets"][dataset.name] = rows
     return out
 
 
 def markdown(results: list[dict[str, Any]], machine: str) -> str:
     lines = [
-        "# FP16 and INT8 accuracy beside FP32 (ONNX Runtime CPU)",
+        "# FP16, INT8 and BF16 accuracy beside FP32",
         "",
         "Regenerate: `LBNET_WEIGHTS_DIR=../shared/weights python "
-        "benchmarks/studies/precision_study.py --out-dir benchmarks` (hours on 2 cores).",
+        "benchmarks/studies/precision_study.py --out-dir benchmarks` (hours on 2 cores; "
+        "`--parts fp16-int8` or `--parts bf16` for one table, keeping the other's results).",
+        "",
+        "## FP16 and INT8 (ONNX Runtime CPU)",
         "",
         f"Machine: {machine}. PSNR/SSIM on Y, paper protocol; INT8 calibrated on SunHays80 only "
         "(`calibrate` defaults); drop = FP32 - other, mean over the set; worst = the largest "
@@ -128,7 +168,7 @@ def markdown(results: list[dict[str, Any]], machine: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        for name, rows in r["datasets"].items():
+        for name, rows in r.get("datasets", {}).items():
             bad = sum(rows[p]["nonfinite_values"] for p in PRECISIONS)
             ok16 = abs(rows["fp16"]["drop_db"]) <= FP16_LIMIT_DB
             ok8 = rows["int8"]["drop_db"] <= INT8_LIMIT_DB
@@ -141,7 +181,46 @@ def markdown(results: list[dict[str, Any]], machine: str) -> str:
                 f"| {len(rows['fp32']['tiled'])} "
                 f"| {', '.join(r['calibration']['float_blocks']) or 'none'} |"
             )
+    bf16 = [r for r in results if "bf16" in r]
+    if bf16:
+        lines += bf16_markdown(bf16)
     return "\n".join(lines) + "\n"
+
+
+def bf16_markdown(results: list[dict[str, Any]]) -> list[str]:
+    tables = [r["bf16"]["datasets"] for r in results]
+    drops = [rows[OPENVINO[1]]["drop_db"] for t in tables for rows in t.values()]
+    verdict = (
+        f"within {BF16_LIMIT_DB} dB on every row: BF16 could be a default"
+        if all(abs(d) <= BF16_LIMIT_DB for d in drops)
+        else f"over {BF16_LIMIT_DB} dB on {sum(abs(d) > BF16_LIMIT_DB for d in drops)} of "
+        f"{len(drops)} rows: BF16 stays opt-in (`--precision bf16`)"
+    )
+    first = results[0]["bf16"]
+    lines = [
+        "",
+        f"## BF16 (OpenVINO {first['openvino']}) beside FP32",
+        "",
+        "`--precision bf16 --backend openvino`: the FP32 graph computed in BF16 by OpenVINO's CPU "
+        "plugin, beside the same graph in OpenVINO FP32 (same tiling plan), on "
+        f"{first['cpu']} (flags {', '.join(first['cpu_flags'])}). Drop = FP32 - BF16; worst = "
+        f"the largest per-image drop. Verdict: {verdict}.",
+        "",
+        "| model | set | OpenVINO FP32 PSNR | BF16 PSNR | BF16 drop | BF16 worst "
+        "| Inf/NaN values | tiled images |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for name, rows in r["bf16"]["datasets"].items():
+            fp32, bf16 = rows[OPENVINO[0]], rows[OPENVINO[1]]
+            over = "" if abs(bf16["drop_db"]) <= BF16_LIMIT_DB else " (over)"
+            lines.append(
+                f"| {r['model']} | {name} | {fp32['psnr']:.4f} | {bf16['psnr']:.4f} "
+                f"| {bf16['drop_db']:+.4f}{over} | {bf16['worst_image_drop_db']:+.4f} "
+                f"| {fp32['nonfinite_values'] + bf16['nonfinite_values']} "
+                f"| {len(fp32['tiled'])} |"
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--memory-budget", type=int, help="MB per inference (default: eval's, 75%% of available)"
     )
+    p.add_argument(
+        "--parts", default="fp16-int8,bf16", help="fp16-int8 (ONNX Runtime), bf16 (OpenVINO)"
+    )
     args = p.parse_args(argv)
     out = Path(args.out_dir)
     work = Path(args.work) if args.work else out
@@ -162,9 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(json_path.read_text()) if json_path.is_file() else []
     datasets = [Path(d) for d in args.datasets.split(",")]
     machine = f"{platform.processor() or platform.machine()}, {platform.platform()}"
+    parts = set(args.parts.split(","))
     for spec in args.models.split(","):
+        kept = next((r for r in results if r["model"] == spec), {"model": spec})
         results = [r for r in results if r["model"] != spec]
-        results.append(study_model(spec, datasets, Path(args.images), work, args.memory_budget))
+        if "fp16-int8" in parts:
+            new = study_model(spec, datasets, Path(args.images), work, args.memory_budget)
+            kept = new | ({"bf16": kept["bf16"]} if "bf16" in kept else {})
+        if "bf16" in parts:
+            kept["bf16"] = study_bf16(spec, datasets, args.memory_budget)
+        results.append(kept)
         json_path.write_text(json.dumps(results, indent=1))
         (out / "PRECISION.md").write_text(markdown(results, machine))
     return 0
