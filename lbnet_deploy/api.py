@@ -100,11 +100,20 @@ def build_engine(
 
 
 def open_runner(spec: str | Path, backend: str = "ort", **options: Any) -> Runner:
-    """A runner for a name, checkpoint, .onnx or engine on a backend of `runtime.registry`
+    """A runner for a name, checkpoint, .onnx or engine on a backend of `runtime.registry`, or
+    "auto" (the fastest installed CPU backend here, measured once; `upscale`'s default)
     (`options`: threads, tile, batch, precision, scale); close it with `close()` where it has
     one (TensorRT)."""
     from lbnet_deploy.loaders import open_runner as open_chain
+    from lbnet_deploy.runtime.registry import AUTO
 
+    if backend == AUTO:
+        from lbnet_deploy.benchmarks.choose import choose_backend
+
+        picked = choose_backend(
+            str(spec), options.get("precision"), options.get("threads"), options.get("scale")
+        )
+        backend = picked.backend
     return open_chain(str(spec), backend, **options)
 
 

@@ -140,6 +140,9 @@ BACKENDS: dict[str, Backend] = {
 }  # fmt: skip
 
 DEFAULT = "ort"
+# not an entry: `upscale`'s default, the fastest installed CPU backend measured on this machine
+# (lbnet_deploy.benchmarks.choose; engine files: tensorrt)
+AUTO = "auto"
 
 
 def get_backend(name: str) -> Backend:

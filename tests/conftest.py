@@ -193,6 +193,13 @@ def load_study(name: str):
 
 
 @pytest.fixture(autouse=True)
+def _user_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product's user cache is the run's own, never ~/.cache: what a command keeps there
+    (`upscale`'s backend choice, first-use exports) unless a test names its own."""
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(_run_root(tmp_path_factory) / "user-cache"))
+
+
+@pytest.fixture(autouse=True)
 def _weights_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     """Named models resolve to ../shared/weights and data to ../shared/data unless a test says
     otherwise."""

@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     # memory budget None: scores are compared with whole-image results (the paper, the official
     # code), so every image runs whole that this machine can hold (75% of available memory,
     # re-read per image)
-    upscaler = upscaler_for(args, model, args.precision)
-    baseline = upscaler_for(args, args.baseline) if args.baseline else None  # as it is
+    upscaler, _ = upscaler_for(args, model, args.precision)
+    baseline = upscaler_for(args, args.baseline)[0] if args.baseline else None  # as it is
     failed: list[LBNetError] = []
 
     def skip(exc: LBNetError) -> None:  # one line per bad image; the others are scored

@@ -6,7 +6,7 @@ import argparse
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import COMPUTE, EXPORTED
-from lbnet_deploy.runtime.registry import BACKENDS, DEFAULT, help_text
+from lbnet_deploy.runtime.registry import AUTO, BACKENDS, DEFAULT, help_text
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -31,15 +31,19 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_runtime_options(p: argparse.ArgumentParser, budget_mb: int | None = 2048) -> None:
-    """Options every command that runs a model shares (budget None: decided by the command)."""
+def add_runtime_options(
+    p: argparse.ArgumentParser, budget_mb: int | None = 2048, backend: str = DEFAULT
+) -> None:
+    """Options every command that runs a model shares (budget None: decided by the command;
+    `backend`: the command's default backend)."""
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
     p.add_argument(
         "--backend",
-        choices=tuple(BACKENDS),
-        default=DEFAULT,
-        help=f"{help_text()}. tensorrt builds a --tile x --tile engine on first use (engine "
-        "files choose it by themselves)",
+        choices=(AUTO, *BACKENDS),
+        default=backend,
+        help=f"{AUTO}: the fastest installed CPU backend for the model, measured once on this "
+        f"machine at FP32 (engine files: tensorrt); {help_text()}. Default {backend}. tensorrt "
+        "builds a --tile x --tile engine on first use (engine files choose it by themselves)",
     )
     p.add_argument(
         "--tile",

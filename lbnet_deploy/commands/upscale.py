@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lbnet_deploy.runtime.registry import AUTO
+
 from .options import add_runtime_options, check_scale
 
 if TYPE_CHECKING:
@@ -25,13 +27,13 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     outputs = output_paths(inputs, out_dir)  # an output that is an input: before any export
     check_output_dir(out_dir)
-    upscaler = upscaler_for(args, args.model, args.precision)
+    upscaler, where = upscaler_for(args, args.model, args.precision)
     summary = upscale_files(upscaler, inputs, out_dir, progress=not args.quiet, outputs=outputs)
-    print(f"{summary.line()} on {where(upscaler.runner, args.backend, args.model)}")
+    print(f"{summary.line()} on {where}")
     return 1 if summary.failed else 0
 
 
-def where(runner: Runner, backend: str, model: str) -> str:
+def describe_where(runner: Runner, backend: str, model: str) -> str:
     """Which backend really ran, as its registry entry reports it (bicubic: numpy)."""
     from lbnet_deploy.runtime.registry import BACKENDS
     from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
@@ -42,19 +44,30 @@ def where(runner: Runner, backend: str, model: str) -> str:
     return f"{name} ({BACKENDS[name].where(runner)})"
 
 
-def upscaler_for(args: argparse.Namespace, model: str, precision: str | None = None) -> Upscaler:
+def upscaler_for(
+    args: argparse.Namespace, model: str, precision: str | None = None
+) -> tuple[Upscaler, str]:
+    """The Upscaler the options ask for, and where it runs (for the summary line; with
+    `--backend auto`, also which backend was chosen and why)."""
     from lbnet_deploy.loaders import open_runner
     from lbnet_deploy.runtime.upscaler import Upscaler
 
+    backend, why = args.backend, ""
+    if backend == AUTO:
+        from lbnet_deploy.benchmarks.choose import choose_backend
+
+        choice = choose_backend(model, precision, args.threads, args.scale)
+        backend, why = choice.backend, f"; {choice.note()}"
     runner = open_runner(
-        model, args.backend, args.threads, tile=args.tile, batch=args.batch,
+        model, backend, args.threads, tile=args.tile, batch=args.batch,
         precision=precision, scale=args.scale,
     )  # fmt: skip
     check_scale(runner.scale, args.scale, model)
-    return Upscaler(
+    upscaler = Upscaler(
         runner, tile=args.tile, overlap=args.overlap, memory_budget_mb=args.memory_budget,
         batch=args.batch, merge=args.merge,
     )  # fmt: skip
+    return upscaler, describe_where(runner, backend, model) + why
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("-o", "--output", required=True, help="output folder (PNG, same base names)")
     p.add_argument("--model", default="lbnet-t-x4", help="name, .pt or .onnx (default lbnet-t-x4)")
-    add_runtime_options(p)
+    add_runtime_options(p, backend=AUTO)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -1,0 +1,117 @@
+"""`--backend auto`: the CPU backend chosen by measurement, kept per machine and model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lbnet_deploy.benchmarks import choose
+from lbnet_deploy.cli import main
+from lbnet_deploy.runtime.registry import BACKENDS
+
+from .conftest import texture
+
+T4 = "random-LBNet-T-x4"
+
+
+@pytest.fixture
+def graph(export_cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    return str(export_cache(T4, (16, 16)))
+
+
+def _fake_timings(monkeypatch: pytest.MonkeyPatch, seconds: dict[str, float]) -> list[int]:
+    """Timing that says `seconds` per backend; returns a list that counts the measurements."""
+    measured: list[int] = []
+
+    def interleaved(calls, warmup, runs):
+        measured.append(1)
+        for fn in calls.values():
+            fn()  # the runners are real and run once
+        return {name: [seconds[name]] * runs for name in calls}
+
+    monkeypatch.setattr(choose, "interleaved", interleaved)
+    return measured
+
+
+def _openvino_installed() -> None:
+    if BACKENDS["openvino"].missing():
+        pytest.skip("openvino is not installed: nothing to choose between")
+
+
+@pytest.mark.parametrize(
+    ("ort_s", "openvino_s", "chosen"),
+    [(1.0, 0.90, "openvino"), (1.0, 0.97, "ort"), (0.9, 1.0, "ort")],
+    ids=["openvino clearly faster", "openvino within the margin", "ort faster"],
+)
+def test_the_clearly_fastest_backend_is_chosen(
+    graph: str, monkeypatch: pytest.MonkeyPatch, ort_s: float, openvino_s: float, chosen: str
+) -> None:
+    _openvino_installed()
+    _fake_timings(monkeypatch, {"ort": ort_s, "openvino": openvino_s})
+    choice = choose.choose_backend(graph)
+    assert choice.backend == chosen
+    assert choice.ms == pytest.approx({"ort": ort_s * 1e3, "openvino": openvino_s * 1e3})
+    assert choice.size == (16, 16)  # a fixed graph is timed at its own size
+    assert ("fastest here" in choice.note()) == (min(choice.ms, key=choice.ms.get) == chosen)
+
+
+def test_the_choice_is_measured_once_per_machine_and_model(
+    graph: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _openvino_installed()
+    measured = _fake_timings(monkeypatch, {"ort": 1.0, "openvino": 0.5})
+    assert choose.choose_backend(graph).backend == "openvino"
+    assert choose.choose_backend(graph).backend == "openvino"
+    assert len(measured) == 1
+    assert choose.choose_backend(graph, threads=1).backend == "openvino"  # other threads
+    assert len(measured) == 2
+    cache = tmp_path / "cache" / "backend-choice.json"
+    for broken in ("{not json", '{"k": {"backend": "auto"}}', "[1, 2]", ""):
+        cache.write_text(broken)  # hand-edited or cut short: measured again, not an error
+        assert choose.choose_backend(graph).backend == "openvino"
+    assert len(measured) == 6
+    assert len(json.loads(cache.read_text())) == 1
+
+
+def test_without_a_second_backend_nothing_is_timed(
+    graph: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measured = _fake_timings(monkeypatch, {})
+    real = type(BACKENDS["ort"]).missing
+    monkeypatch.setattr(
+        type(BACKENDS["ort"]),
+        "missing",
+        lambda self: ["openvino"] if self.name.startswith("openvino") else real(self),
+    )
+    choice = choose.choose_backend(graph)
+    assert (choice.backend, measured) == ("ort", [])
+    assert "only installed CPU backend" in choice.note()
+    # bf16 is computed by OpenVINO alone: chosen without timing, and opening it names what
+    # is missing
+    assert choose.choose_backend(graph, "bf16").backend == "openvino"
+
+
+def test_engine_files_run_on_tensorrt() -> None:
+    assert choose.choose_backend("t4.plan").backend == "tensorrt"
+
+
+def test_the_api_opens_what_auto_chooses(graph: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lbnet_deploy
+
+    monkeypatch.setattr(choose, "choose_backend", lambda *a: choose.Choice("ort"))
+    runner = lbnet_deploy.open_runner(graph, "auto")
+    assert runner.describe()["backend"] == "onnxruntime"
+
+
+def test_upscale_says_what_auto_chose(graph: str, tmp_path: Path, capsys) -> None:
+    image = tmp_path / "a.png"
+    Image.fromarray(texture(16, 16)).save(image)
+    assert main(["upscale", str(image), "-o", str(tmp_path / "out"), "--model", graph, "-q"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    choice = choose.choose_backend(graph)  # the kept choice, no second measurement
+    assert f"on {choice.backend} (" in line and choice.note() in line, line
+    assert Image.open(tmp_path / "out" / "a.png").size == (64, 64)
