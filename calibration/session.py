@@ -17,12 +17,18 @@ class GraphRunner:
 
         data = graph.SerializeToString() if isinstance(graph, onnx.ModelProto) else Path(graph)
         self.session = create_session(data, threads=threads or None)
-        self.input = self.session.get_inputs()[0].name
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.scale = int(meta.get("lbnet.scale", "0") or 0)
         self._arena = ArenaGuard()  # crops and images of many sizes: memory must not pile up
 
     def raw(self, lr: np.ndarray) -> np.ndarray:
+        from lbnet_deploy.runtime.onnxrt import run_guarded
+
         x = np.ascontiguousarray(lr.transpose(2, 0, 1)[None].astype(np.float32))
-        return self.session.run(None, {self.input: x}, self._arena.run_options(x.shape))[0][0]
+        if not self.scale:  # a graph without our metadata: ORT allocates the output
+            name = self.session.get_inputs()[0].name
+            return self.session.run(None, {name: x}, self._arena.run_options(x.shape))[0][0]
+        return run_guarded(self.session, self._arena, x, self.scale)[0]
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         y = self.raw(lr).transpose(1, 2, 0)
