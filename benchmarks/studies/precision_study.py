@@ -114,8 +114,12 @@ def study_model(
 ) -> dict[str, Any]:
     graphs, calibration = make_graphs(spec, images, work)
     budget = budget_mb or available_memory_mb() * 3 // 4
+    from lbnet_deploy.benchmarks.machine import cpu_model
+
+    machine = f"{cpu_model()}, {platform.platform()}"
     out: dict[str, Any] = {
-        "model": spec, "calibration": calibration, "memory_budget_mb": budget, "datasets": {}
+        "model": spec, "calibration": calibration, "memory_budget_mb": budget,
+        "machine": machine, "datasets": {},
     }  # fmt: skip
     for dataset in datasets:
         rows = {}
@@ -149,7 +153,8 @@ def study_bf16(spec: str, datasets: list[Path], budget_mb: int | None = None) ->
     return out
 
 
-def markdown(results: list[dict[str, Any]], machine: str) -> str:
+def markdown(results: list[dict[str, Any]]) -> str:
+    machines = sorted({r.get("machine", "not recorded") for r in results if "datasets" in r})
     lines = [
         "# FP16, INT8 and BF16 accuracy beside FP32",
         "",
@@ -159,9 +164,10 @@ def markdown(results: list[dict[str, Any]], machine: str) -> str:
         "",
         "## FP16 and INT8 (ONNX Runtime CPU)",
         "",
-        f"Machine: {machine}. PSNR/SSIM on Y, paper protocol; INT8 calibrated on SunHays80 only "
-        "(`calibrate` defaults); drop = FP32 - other, mean over the set; worst = the largest "
-        f"per-image drop. Bounds: FP16 within {FP16_LIMIT_DB} dB, INT8 within {INT8_LIMIT_DB} dB.",
+        f"Machine: {'; '.join(machines)}. PSNR/SSIM on Y, paper protocol; INT8 calibrated on "
+        "SunHays80 only (`calibrate` defaults); drop = FP32 - other, mean over the set; "
+        "worst = the largest per-image drop."
+        f" Bounds: FP16 within {FP16_LIMIT_DB} dB, INT8 within {INT8_LIMIT_DB} dB.",
         "",
         "| model | set | FP32 PSNR | FP16 drop | FP16 worst | INT8 drop | INT8 worst "
         "| Inf/NaN values | tiled images | INT8 float blocks |",
@@ -243,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     json_path = out / "precision.json"
     results = json.loads(json_path.read_text()) if json_path.is_file() else []
     datasets = [Path(d) for d in args.datasets.split(",")]
-    machine = f"{platform.processor() or platform.machine()}, {platform.platform()}"
     parts = set(args.parts.split(","))
     for spec in args.models.split(","):
         kept = next((r for r in results if r["model"] == spec), {"model": spec})
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             kept["bf16"] = study_bf16(spec, datasets, args.memory_budget)
         results.append(kept)
         json_path.write_text(json.dumps(results, indent=1))
-        (out / "PRECISION.md").write_text(markdown(results, machine))
+        (out / "PRECISION.md").write_text(markdown(results))
     return 0
 
 
