@@ -1,14 +1,17 @@
 """`--backend auto`: the fastest installed CPU backend for a model on this machine, measured.
 
 No CPU backend wins everywhere. The interleaved CPU study (`benchmarks/studies/cpu_backends.py`)
-found ONNX Runtime fastest at 128x128 and 192x192 and OpenVINO at 64x64 on an AVX2-only EPYC,
-and OpenVINO ahead on AVX-512 machines. So the choice is measured where it is made: the first
-time a model runs with `auto` on a machine, each installed CPU backend of `CANDIDATES` runs the
-graph `upscale` would give it, at the tile size (the shape most of a big image runs at),
-interleaved, and the fastest median wins. The result is kept in the cache, keyed by the CPU, the
-threads, the graph file's hash, the precision and the backends' versions, so later runs on the
-same machine cost nothing. BF16 is never chosen by itself: a precision the user did not ask for
-is not the fastest FP32 backend.
+found ONNX Runtime fastest at 128x128 and 192x192 and OpenVINO at 64x64 on an AVX2-only EPYC;
+on an AVX-512 EPYC, OpenVINO at 64x64 and 192x192 and ONNX Runtime at 128x128. So the choice
+is measured where it is made: the first time a model runs with `auto` on a machine, each
+installed CPU backend of `CANDIDATES` runs the graph the command runs, at the tile size it will
+use (`--tile`, else the Upscaler's; a fixed graph at its own size), interleaved, and the fastest
+median wins (ONNX Runtime unless another is `MARGIN` faster). Left out: OpenVINO compiles once
+per new input shape (about a second), which whole images of many sizes pay each time. The
+result is kept in the cache, keyed by the CPU, the threads, the graph file's hash, the shape,
+the precision and the versions, so later runs on the same machine cost nothing. A backend that
+cannot open or run the graph is left out with a warning. BF16 is never chosen by itself: it is
+a precision the user asks for (`--precision bf16`).
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from functools import partial
 from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.loaders import ModelSpec, OnnxFromSpec, open_runner
+from lbnet_deploy.loaders import ModelSpec, open_runner
 from lbnet_deploy.metadata import COMPUTE
 from lbnet_deploy.runtime.atomic import write_json_atomic
+from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.onnxrt import bounded_threads
-from lbnet_deploy.runtime.registry import AUTO, BACKENDS
+from lbnet_deploy.runtime.registry import BACKENDS
 from lbnet_deploy.runtime.upscaler import DEFAULT_TILE
 from lbnet_deploy.weights import cache_root, sha256_file
 
@@ -36,11 +40,12 @@ from .timing import interleaved, sample_input
 log = logging.getLogger("lbnet_deploy")
 
 CANDIDATES = ("ort", "openvino")  # the CPU backends auto chooses among, ONNX Runtime first
-# Another backend must beat ONNX Runtime by this much: closer than that, two runs of the same
-# backend differ as much (interleaved medians of 5 here), and ONNX Runtime compiles nothing
-# per input shape (OpenVINO: about a second per new whole-image size).
+# Another backend must beat ONNX Runtime by this much: closer than that, repeated interleaved
+# runs of one backend differ as much here, and ONNX Runtime compiles nothing per input shape
+# (OpenVINO: about a second per new whole-image size, which the timing at one size leaves out).
 MARGIN = 1.05
 WARMUP, ROUNDS = 1, 3
+RULE = 1  # bump when how the choice is measured changes: kept choices are then measured again
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,10 @@ class Choice:
 
     def note(self) -> str:
         """For the summary line: why this backend."""
-        if not self.ms:
+        if not self.ms or self.size is None:
             return f"auto: {self.why}"
         times = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.ms.items())
-        h, w = self.size or (0, 0)
+        h, w = self.size
         if self.backend == min(self.ms, key=self.ms.__getitem__):
             return f"auto: fastest here at {h}x{w} ({times})"
         margin = f"{MARGIN - 1:.0%}"
@@ -65,9 +70,15 @@ class Choice:
 
 
 def choose_backend(
-    spec: str, precision: str | None = None, threads: int | None = None, scale: int | None = None
+    spec: str,
+    precision: str | None = None,
+    threads: int | None = None,
+    scale: int | None = None,
+    tile: int | None = None,
+    batch: int = 1,
 ) -> Choice:
-    """The backend `--backend auto` runs `spec` on (see the module docstring)."""
+    """The backend `--backend auto` runs `spec` on (see the module docstring), timed at `tile`
+    (default: the Upscaler's tile size) with `batch` tiles per run."""
     model = ModelSpec(spec, scale)
     if model.is_engine:
         return Choice("tensorrt", why="a TensorRT engine runs on tensorrt")
@@ -82,54 +93,73 @@ def choose_backend(
         # the one there is, or the first that could run it (its opening names what is missing)
         name = (installed or able)[0]
         return Choice(name, why=f"the only installed CPU backend that runs {wanted}")
+    # the first opens as the command would (every check of the request, the export) and names
+    # the graph file all of them run
     compute = wanted if wanted in COMPUTE else None
-    graph = model_graph(model, wanted)
-    key = choice_key(graph, installed, wanted, bounded_threads(threads))
+    first = open_runner(spec, installed[0], threads, precision=precision, scale=scale)
+    size = first.input_size or (tile or DEFAULT_TILE,) * 2
+    graph = Path(first.describe()["path"])  # type: ignore[arg-type]
+    key = choice_key(graph, installed, wanted, bounded_threads(threads), (batch, *size))
     cached = _read_cache().get(key)
     if cached is not None:
         return cached
-    choice = measure(graph, installed, threads, compute)
-    _write_cache(key, choice)
+    runners = {installed[0]: first}
+    for name in installed[1:]:
+        try:
+            runners[name] = open_runner(str(graph), name, threads, precision=compute)
+        except LBNetError as exc:  # a backend that cannot run this graph is not a candidate
+            log.warning("auto: not timing %s: %s", name, exc)
+    choice = measure(runners, (batch, *size))
+    if len(choice.ms) == len(installed):  # a choice without a candidate is not kept
+        _write_cache(key, choice)
     return choice
 
 
-def model_graph(model: ModelSpec, precision: str) -> Path:
-    """The ONNX file the backends would run: the file as given, else the cached export."""
-    if model.is_onnx:
-        return Path(model.spec)
-    graph = "fp32" if precision in COMPUTE else precision
-    return OnnxFromSpec(model, precision=graph)()
-
-
-def choice_key(graph: Path, names: list[str], precision: str, threads: int) -> str:
-    """What decides which backend is fastest: the CPU, threads, the graph, versions."""
+def choice_key(
+    graph: Path, names: list[str], precision: str, threads: int, shape: tuple[int, ...]
+) -> str:
+    """What decides which backend is fastest: the CPU, threads, the graph and the shape it is
+    timed at, the versions of the backends and of this tool, and how the choice is made."""
     versions = library_versions()
     facts = {
         "cpu": cpu_model(),
         "flags": cpu_flags(),
         "threads": threads,
         "graph": sha256_file(graph),
+        "shape": list(shape),
         "precision": precision,
         "backends": {n: [versions.get(m) for m in BACKENDS[n].requires] for n in names},
+        "lbnet-deploy": versions.get("lbnet-deploy"),
+        "rule": [RULE, MARGIN, WARMUP, ROUNDS],
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def measure(graph: Path, names: list[str], threads: int | None, compute: str | None) -> Choice:
-    """Each backend on `graph` at its size (a dynamic graph: the tile size), interleaved."""
-    runners = {n: open_runner(str(graph), n, threads, precision=compute) for n in names}
-    size = next(iter(runners.values())).input_size or (DEFAULT_TILE, DEFAULT_TILE)
-    x = sample_input(1, size)
+def measure(runners: dict[str, Runner], shape: tuple[int, int, int]) -> Choice:
+    """Each runner on a (batch, 3, h, w) input, interleaved; a runner that fails is dropped."""
+    batch, *size = shape
+    x = sample_input(batch, (size[0], size[1]))
     log.info(
         "choosing the CPU backend: timing %s on a %dx%d input (once per machine and model) ...",
-        ", ".join(names), *size,
+        ", ".join(runners), *size,
     )  # fmt: skip
-    samples = interleaved({n: partial(r.infer, x) for n, r in runners.items()}, WARMUP, ROUNDS)
+    calls = {}
+    for name, runner in runners.items():
+        try:
+            runner.infer(x)  # the warm-up run, also the check that it runs at all
+        except (LBNetError, RuntimeError) as exc:
+            log.warning("auto: not timing %s: %s", name, str(exc).splitlines()[0][:160])
+            continue
+        calls[name] = partial(runner.infer, x)
+    samples = interleaved(calls, WARMUP - 1, ROUNDS)
     ms = {n: round(statistics.median(s) * 1e3, 1) for n, s in samples.items()}
+    first = next(iter(runners))
+    if not ms:  # nothing ran: the command's own run of the first says why
+        return Choice(first, why="no CPU backend ran the timing input")
     best = min(ms, key=ms.__getitem__)
-    if names[0] != best and ms[names[0]] < ms[best] * MARGIN:
-        best = names[0]  # not clearly faster: keep the first (ONNX Runtime)
-    return Choice(best, ms, size)
+    if best != first and first in ms and ms[first] < ms[best] * MARGIN:
+        best = first  # not clearly faster: keep the first (ONNX Runtime)
+    return Choice(best, ms, (size[0], size[1]))
 
 
 def _cache_file() -> Path:
@@ -140,11 +170,13 @@ def _read_cache() -> dict[str, Choice]:
     """Earlier choices; an unreadable or hand-edited file is measured again, never an error."""
     try:
         raw = json.loads(_cache_file().read_text())
-        return {
-            key: Choice(v["backend"], dict(v["ms"]), tuple(v["size"]))  # type: ignore[arg-type]
-            for key, v in raw.items()
-            if v.get("backend") in BACKENDS and v.get("backend") != AUTO
-        }
+        kept = {}
+        for key, v in raw.items():
+            ms = {str(k): float(t) for k, t in v["ms"].items()}
+            h, w = (int(d) for d in v["size"])
+            if v["backend"] in CANDIDATES and v["backend"] in ms:
+                kept[key] = Choice(v["backend"], ms, (h, w))
+        return kept
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
 
@@ -158,5 +190,5 @@ def _write_cache(key: str, choice: Choice) -> None:
     try:
         _cache_file().parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(_cache_file(), entries)
-    except OSError as exc:  # a read-only cache: measured again next time, not an error
+    except (OSError, LBNetError) as exc:  # a read-only cache: measured again next time
         log.warning("could not keep the backend choice in %s (%s)", _cache_file(), exc)

@@ -111,8 +111,9 @@ def open_runner(spec: str | Path, backend: str = "ort", **options: Any) -> Runne
         from lbnet_deploy.benchmarks.choose import choose_backend
 
         picked = choose_backend(
-            str(spec), options.get("precision"), options.get("threads"), options.get("scale")
-        )
+            str(spec), options.get("precision"), options.get("threads"), options.get("scale"),
+            tile=options.get("tile"), batch=options.get("batch", 1),
+        )  # fmt: skip
         backend = picked.backend
     return open_chain(str(spec), backend, **options)
 

@@ -200,6 +200,16 @@ def _user_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 
 
 @pytest.fixture(autouse=True)
+def _auto_is_onnx_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`upscale`'s default `--backend auto` runs ONNX Runtime in tests, untimed: a test's
+    backend must not depend on which runtime is faster on the machine (tests/test_choose.py
+    tests the choice itself)."""
+    from lbnet_deploy.benchmarks import choose
+
+    monkeypatch.setattr(choose, "CANDIDATES", ("ort",))
+
+
+@pytest.fixture(autouse=True)
 def _weights_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     """Named models resolve to ../shared/weights and data to ../shared/data unless a test says
     otherwise."""

@@ -20,6 +20,7 @@ T4 = "random-LBNet-T-x4"
 @pytest.fixture
 def graph(export_cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(choose, "CANDIDATES", ("ort", "openvino"))  # conftest pins ort
     return str(export_cache(T4, (16, 16)))
 
 
@@ -102,16 +103,73 @@ def test_engine_files_run_on_tensorrt() -> None:
 def test_the_api_opens_what_auto_chooses(graph: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import lbnet_deploy
 
-    monkeypatch.setattr(choose, "choose_backend", lambda *a: choose.Choice("ort"))
+    _openvino_installed()
+    monkeypatch.setattr(choose, "choose_backend", lambda *a, **k: choose.Choice("openvino"))
     runner = lbnet_deploy.open_runner(graph, "auto")
-    assert runner.describe()["backend"] == "onnxruntime"
+    assert runner.describe()["backend"] == "openvino"
 
 
-def test_upscale_says_what_auto_chose(graph: str, tmp_path: Path, capsys) -> None:
+def test_a_cache_that_cannot_be_written_is_measured_again_not_an_error(
+    graph: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog
+) -> None:
+    from lbnet_deploy.errors import LBNetError
+
+    _openvino_installed()
+    measured = _fake_timings(monkeypatch, {"ort": 1.0, "openvino": 0.5})
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(blocker))  # mkdir fails (as root too)
+    assert choose.choose_backend(graph).backend == "openvino"
+
+    def refuse(path, data):  # how the atomic writer reports a read-only or full disk
+        raise LBNetError(f"cannot write {path}: read-only file system")
+
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(choose, "write_json_atomic", refuse)
+    assert choose.choose_backend(graph).backend == "openvino"
+    assert len(measured) == 2 and caplog.text.count("could not keep the backend choice") == 2
+
+
+def test_a_backend_that_cannot_run_the_graph_is_left_out(
+    graph: str, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    _openvino_installed()
+    from lbnet_deploy.runtime.openvino import OpenVINORunner
+
+    def broken(self, batch):
+        raise RuntimeError("the plugin gave up\nsecond line")
+
+    monkeypatch.setattr(OpenVINORunner, "infer", broken)
+    choice = choose.choose_backend(graph)
+    assert choice.backend == "ort" and set(choice.ms) == {"ort"}
+    assert "not timing openvino: the plugin gave up" in caplog.text
+    assert choose._read_cache() == {}  # a choice made without a candidate is not kept
+
+
+def test_the_request_is_checked_before_anything_is_timed(
+    graph: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from lbnet_deploy.errors import LBNetError
+
+    _openvino_installed()
+    measured = _fake_timings(monkeypatch, {"ort": 1.0, "openvino": 0.5})
+    with pytest.raises(LBNetError, match="has its own precision"):
+        choose.choose_backend(graph, "fp16")
+    with pytest.raises(LBNetError, match="not found"):
+        choose.choose_backend(str(tmp_path / "missing.onnx"))
+    assert measured == []
+
+
+def test_upscale_says_what_auto_chose(
+    graph: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, measured = choose.measure, []
+    monkeypatch.setattr(choose, "measure", lambda *a: measured.append(1) or real(*a))
     image = tmp_path / "a.png"
     Image.fromarray(texture(16, 16)).save(image)
     assert main(["upscale", str(image), "-o", str(tmp_path / "out"), "--model", graph, "-q"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    choice = choose.choose_backend(graph)  # the kept choice, no second measurement
+    choice = choose.choose_backend(graph)  # the kept choice
+    assert len(measured) == (1 if not BACKENDS["openvino"].missing() else 0)
     assert f"on {choice.backend} (" in line and choice.note() in line, line
     assert Image.open(tmp_path / "out" / "a.png").size == (64, 64)

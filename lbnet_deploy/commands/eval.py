@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     # memory budget None: scores are compared with whole-image results (the paper, the official
     # code), so every image runs whole that this machine can hold (75% of available memory,
     # re-read per image)
-    upscaler, _ = upscaler_for(args, model, args.precision)
+    upscaler, where = upscaler_for(args, model, args.precision)
     baseline = upscaler_for(args, args.baseline)[0] if args.baseline else None  # as it is
     failed: list[LBNetError] = []
 
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.images:
         raise LBNetError(f"no image of {dataset} could be scored")
     print(table(result))
+    print(f"ran on {where}", file=sys.stderr)
     if failed:
         total = len(result.images) + len(failed)
         print(f"scored {len(result.images)} of {total} images", file=sys.stderr)

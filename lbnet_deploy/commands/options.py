@@ -41,8 +41,9 @@ def add_runtime_options(
         "--backend",
         choices=(AUTO, *BACKENDS),
         default=backend,
-        help=f"{AUTO}: the fastest installed CPU backend for the model, measured once on this "
-        f"machine at FP32 (engine files: tensorrt); {help_text()}. Default {backend}. tensorrt "
+        help=f"{AUTO}: the fastest installed CPU backend for the model at the precision asked "
+        f"for, measured once on this machine (engine files: tensorrt); {help_text()}. Default "
+        f"{backend}. tensorrt "
         "builds a --tile x --tile engine on first use (engine files choose it by themselves)",
     )
     p.add_argument(

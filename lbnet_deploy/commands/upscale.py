@@ -56,7 +56,9 @@ def upscaler_for(
     if backend == AUTO:
         from lbnet_deploy.benchmarks.choose import choose_backend
 
-        choice = choose_backend(model, precision, args.threads, args.scale)
+        choice = choose_backend(
+            model, precision, args.threads, args.scale, tile=args.tile, batch=args.batch
+        )
         backend, why = choice.backend, f"; {choice.note()}"
     runner = open_runner(
         model, backend, args.threads, tile=args.tile, batch=args.batch,
