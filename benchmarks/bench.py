@@ -7,10 +7,10 @@ comparison with profiles) run only when asked for.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import measure
@@ -23,7 +23,7 @@ from .models import (
     threads_default,
 )
 
-SCHEMA = "lbnet-deploy/bench/1"
+SCHEMA = "lbnet-deploy/bench/2"  # 2: roofline per precision (peaks_gmacs, rates_gmacs)
 
 
 def default_set5() -> str:
@@ -59,8 +59,7 @@ class BenchOptions:
     paper_data: str = field(default_factory=default_set5)
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+_log = logging.getLogger("lbnet_deploy").info  # progress, on stderr under the CLI
 
 
 def run_bench(opts: BenchOptions) -> dict[str, Any]:
@@ -80,70 +79,32 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         _log("measuring this CPU's MatMul peak per precision (FP32, BF16, INT8)")
         result["roofline"] = measure_peak(threads)
     peaks = result.get("roofline", {}).get("peaks_gmacs")
+    timing = measure.Timing(opts.warmup, opts.runs, threads, opts.random_weights, peaks=peaks)
     _log(
         f"forward pass: {', '.join(opts.backends)} at "
         f"{', '.join(f'{h}x{w}' for h, w in opts.sizes)}"
     )
     result["forward"], result["skipped"] = measure.forward_study(
-        opts.model,
-        opts.backends,
-        opts.precisions,
-        opts.sizes,
-        batch=opts.batch,
-        warmup=opts.warmup,
-        runs=opts.runs,
-        threads=threads,
-        recursions=opts.recursions,
-        peaks=peaks,
-        random_weights=opts.random_weights,
-        log=_log,
-    )
+        opts.model, opts.backends, opts.precisions, opts.sizes, timing,
+        batch=opts.batch, recursions=opts.recursions,
+    )  # fmt: skip
     if opts.compare:
         result["comparison"] = measure.compare_study(
-            opts.model,
-            opts.compare_size,
-            warmup=opts.warmup,
-            runs=opts.runs,
-            threads=threads,
-            profile=opts.profile,
-            peaks=peaks,
+            opts.model, opts.compare_size, timing, profile=opts.profile,
             official_repo=opts.official_repo,
-            log=_log,
-        )
+        )  # fmt: skip
     if opts.paper:
         image = measure.set5_image(opts.paper_data, opts.paper_image)
-        result["paper"] = measure.paper_study(
-            opts.model,
-            image,
-            warmup=opts.warmup,
-            runs=opts.runs,
-            threads=threads,
-            random_weights=opts.random_weights,
-            peaks=peaks,
-            log=_log,
-        )
+        result["paper"] = measure.paper_study(opts.model, image, timing)
     if opts.scaling:
         _log("scaling curve (ORT, ours): whole image, then tiled")
         result["scaling"] = measure.scaling_study(
-            opts.model,
-            opts.scaling_whole,
-            opts.scaling_tiled,
-            tile=opts.scaling_tile,
-            warmup=opts.warmup,
-            runs=min(opts.runs, 3),
-            threads=threads,
+            opts.model, opts.scaling_whole, opts.scaling_tiled,
+            replace(timing, runs=min(opts.runs, 3)), tile=opts.scaling_tile,
             max_seconds=opts.scaling_max_seconds,
-            log=_log,
-        )
+        )  # fmt: skip
     if opts.dataset:
         _log(f"end-to-end upscale of {opts.dataset}")
-        result["end_to_end"] = measure.end_to_end_study(
-            opts.model,
-            opts.dataset,
-            warmup=opts.warmup,
-            runs=opts.runs,
-            threads=threads,
-            log=_log,
-        )
+        result["end_to_end"] = measure.end_to_end_study(opts.model, opts.dataset, timing)
     result["seconds_total"] = round(time.perf_counter() - start, 1)
     return result

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 import gc
+import json
+import logging
 import tempfile
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from lbnet_deploy.runtime.upscaler import available_memory_mb
 
 from .macs import count_macs
 from .memory import PeakMemory
-from .models import TRAINED_RECURSIONS, bench_onnx, is_gpu, open_bench_runner, skip_reason
+from .models import TRAINED_RECURSIONS, bench_onnx, off_cpu, open_bench_runner, skip_reason
 from .roofline import peak_for
 from .stats import output_megapixels, summarize, throughput
 from .timing import interleaved, sample_input, time_calls, time_forward
@@ -36,6 +39,18 @@ PAPER_ROWS = (
     ("TM-3", 4),
 )
 GOAL_VS_EAGER, GOAL_VS_PLAIN = 4.0, 1.3  # the issue's targets at 128x128
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How every study of one bench run times and reports (one object, not ten arguments)."""
+
+    warmup: int = 1
+    runs: int = 5
+    threads: int | None = None
+    random_weights: bool = False  # seeded random weights instead of the checkpoint's
+    peaks: dict[str, float] | None = None  # the CPU's GMAC/s per precision (roofline)
+    log: Callable[[str], None] = logging.getLogger("lbnet_deploy").info  # progress
 
 
 def graph_macs(
@@ -71,22 +86,18 @@ def forward_study(
     backends: Sequence[str],
     precisions: Sequence[str],
     sizes: Sequence[tuple[int, int]],
+    timing: Timing,
     *,
     batch: int = 1,
-    warmup: int = 1,
-    runs: int = 5,
-    threads: int | None = None,
     recursions: int = TRAINED_RECURSIONS,
-    peaks: dict[str, float] | None = None,
-    random_weights: bool = False,
     image: np.ndarray | None = None,
-    log: Any = print,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """(rows, skipped): one row per runnable (backend, precision, size); `peaks`: the CPU's
-    GMAC/s per precision (roofline.measure_peak), each row judged by its own precision's."""
+    """(rows, skipped): one row per runnable (backend, precision, size), each row's fraction of
+    peak against the peak of its own precision (`timing.peaks`)."""
+    t, log = timing, timing.log
     rows, skipped = [], []
     for size in sizes:
-        macs = graph_macs(spec, size, batch, recursions, random_weights)
+        macs = graph_macs(spec, size, batch, recursions, t.random_weights)
         x = image if image is not None else sample_input(batch, size)
         for backend in backends:
             for precision in precisions:
@@ -103,14 +114,14 @@ def forward_study(
                         batch=batch,
                         precision=precision,
                         recursions=recursions,
-                        threads=threads,
-                        random_weights=random_weights,
+                        threads=t.threads,
+                        random_weights=t.random_weights,
                     )
                 except LBNetError as exc:  # a probe passed but the backend did not open
                     skipped.append({"config": label, "reason": str(exc)})
                     log(f"  {label}: skipped ({exc})")
                     continue
-                result = time_forward(runner, x, warmup, runs)
+                result = time_forward(runner, x, t.warmup, t.runs)
                 scale = runner.scale
                 del runner
                 gc.collect()
@@ -123,7 +134,7 @@ def forward_study(
                     "onnx": str(path) if path else None,
                 }
                 mpix = output_megapixels(batch, size, scale)
-                peak = peak_for(peaks, precision, is_gpu(backend))
+                peak = peak_for(t.peaks, precision, off_cpu(backend))
                 row |= _row(result, macs["total"], mpix, peak)
                 rows.append(row)
                 log(
@@ -148,14 +159,9 @@ def set5_image(dataset: str | Path, name: str = "baby") -> np.ndarray:
 def paper_study(
     spec: str,
     image: np.ndarray,
+    timing: Timing,
     *,
-    warmup: int,
-    runs: int,
-    threads: int | None,
     backends: Sequence[str] = ("ort", "torch"),
-    random_weights: bool = False,
-    peaks: dict[str, float] | None = None,
-    log: Any = print,
 ) -> list[dict[str, Any]]:
     """The paper's x4 running-time rows, timed here for each backend on one Set5 image."""
     from lbnet_deploy.paper import RUNNING_TIME_X4
@@ -163,20 +169,9 @@ def paper_study(
     size = (int(image.shape[2]), int(image.shape[3]))
     rows = []
     for label, recursions in PAPER_ROWS:
-        log(f"paper row {label} (recursions {recursions})")
+        timing.log(f"paper row {label} (recursions {recursions})")
         timed, _ = forward_study(
-            spec,
-            backends,
-            ["fp32"],
-            [size],
-            warmup=warmup,
-            runs=runs,
-            threads=threads,
-            recursions=recursions,
-            peaks=peaks,
-            random_weights=random_weights,
-            image=image,
-            log=log,
+            spec, backends, ["fp32"], [size], timing, recursions=recursions, image=image
         )
         ours = {r["backend"]: r["stats"]["median_s"] for r in timed}
         paper_s = RUNNING_TIME_X4[label]
@@ -198,15 +193,76 @@ OURS = "ours (ort)"
 PORT_PLAIN = "plain export (ort-plain)"
 PORT_EAGER = "eager reference (torch)"
 OFFICIAL_PLAIN = "official code, plain export (ort)"
+PORT_PLAIN_OV = "plain export (openvino-plain)"
 # OpenVINO beside ONNX Runtime, where it is installed: FP32, and BF16 where the CPU has it
 OPENVINO = {
     "ours (openvino)": ("openvino", "fp32"),
-    "plain export (openvino-plain)": ("openvino-plain", "fp32"),
+    PORT_PLAIN_OV: ("openvino-plain", "fp32"),
     "ours (openvino bf16)": ("openvino", "bf16"),
     "plain export (openvino-plain bf16)": ("openvino-plain", "bf16"),
 }
 OFFICIAL_EAGER = "official code, eager (torch)"
 OFFICIAL_PLAIN_OV = "official code, plain export (openvino)"
+
+
+# The CPU issue's goals (ratios against the plain export, one interleaved run): the default CPU
+# path at FP32 >= 1.5x that export on ONNX Runtime and >= 1.0x it on OpenVINO; the fastest path
+# (BF16 where the CPU has it, within 0.01 dB: PRECISION.md) >= 2.5x it on ONNX Runtime.
+CPU_GOALS = {
+    "default_vs_plain_ort": 1.5,
+    "default_vs_plain_openvino": 1.0,
+    "fastest_vs_plain_ort": 2.5,
+}
+OURS_ON_CPU = {"ours (ort)": "fp32", "ours (openvino)": "fp32", "ours (openvino bf16)": "bf16"}
+
+
+def bf16_within_bound(spec: str, bound_db: float = 0.01) -> bool | None:
+    """Whether PRECISION.md's BF16 rows for `spec` (a model name) are all within `bound_db` of
+    FP32; None where they were not measured (another model, or precision.json not installed)."""
+    path = Path(__file__).with_name("precision.json")
+    try:
+        results = json.loads(path.read_text())
+        rows = next(r["bf16"]["datasets"] for r in results if r["model"] == spec and "bf16" in r)
+        return all(abs(d["openvino-bf16"]["drop_db"]) <= bound_db for d in rows.values())
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
+
+
+def cpu_goals(stats: dict[str, dict[str, float]], bf16_counts: bool) -> dict[str, Any] | None:
+    """The CPU goals judged on one comparison: the default path as `--backend auto` picks it
+    (ours on ONNX Runtime unless ours on OpenVINO is `choose.MARGIN` faster, at FP32), the
+    fastest any of ours (BF16 only where `bf16_counts`: within 0.01 dB for this model)."""
+    from .choose import MARGIN
+
+    plain, _ = judged_against(stats)
+    plain_ov = OFFICIAL_PLAIN_OV if plain == OFFICIAL_PLAIN else PORT_PLAIN_OV
+    ours = {
+        name: stats[name]["median_s"]
+        for name, precision in OURS_ON_CPU.items()
+        if name in stats and (precision == "fp32" or bf16_counts)
+    }
+    fp32 = {name: s for name, s in ours.items() if OURS_ON_CPU[name] == "fp32"}
+    if not fp32 or plain not in stats:
+        return None
+    default = next(iter(fp32))  # ours on ONNX Runtime, where it ran
+    quickest = min(fp32, key=fp32.__getitem__)
+    if fp32[default] >= fp32[quickest] * MARGIN:
+        default = quickest
+    fastest = min(ours, key=ours.__getitem__)
+    ratios = {
+        "default_vs_plain_ort": stats[plain]["median_s"] / fp32[default],
+        "default_vs_plain_openvino": (
+            stats[plain_ov]["median_s"] / fp32[default] if plain_ov in stats else None
+        ),
+        "fastest_vs_plain_ort": stats[plain]["median_s"] / ours[fastest],
+    }
+    return {
+        "default": default, "fastest": fastest, "against": [plain, plain_ov],
+        "bf16_counts": bf16_counts,
+        "ratios": {k: None if v is None else round(v, 2) for k, v in ratios.items()},
+        "goals": CPU_GOALS,
+        "met": {k: v is not None and v >= CPU_GOALS[k] for k, v in ratios.items()},
+    }  # fmt: skip
 
 
 def judged_against(contenders: Collection[str]) -> tuple[str, str]:
@@ -220,14 +276,10 @@ def judged_against(contenders: Collection[str]) -> tuple[str, str]:
 def compare_study(
     spec: str,
     size: tuple[int, int],
+    timing: Timing,
     *,
-    warmup: int,
-    runs: int,
-    threads: int | None,
     profile: bool = True,
-    peaks: dict[str, float] | None = None,
     official_repo: str | None = None,
-    log: Any = print,
 ) -> dict[str, Any]:
     """Ours (fixed-size export, ORT) vs the plain export of the straightforward port (ORT) vs
     the straightforward port in eager PyTorch, and both graphs on OpenVINO where it runs:
@@ -236,8 +288,9 @@ def compare_study(
     it. Profiles are ONNX Runtime's, of the ORT contenders."""
     from lbnet_deploy.runtime.registry import get_backend
 
-    from .profile import profile_onnx
+    from .profile import profile_onnx, profile_openvino
 
+    threads, log, peaks = timing.threads, timing.log, timing.peaks
     x = sample_input(1, size)
     contenders = {
         OURS: ("ort", "fp32"),
@@ -264,9 +317,9 @@ def compare_study(
         if "ours (openvino)" in runners:
             runners[OFFICIAL_PLAIN_OV] = (get_backend("openvino").open(path, threads, "fp32"), path)
         runners[OFFICIAL_EAGER] = (OfficialEagerRunner(official, threads), None)
-    log(f"interleaved comparison at {size[0]}x{size[1]}: {runs} rounds of {len(runners)}")
+    log(f"interleaved comparison at {size[0]}x{size[1]}: {timing.runs} rounds of {len(runners)}")
     calls = {name: (lambda r=r: r.infer(x)) for name, (r, _) in runners.items()}
-    samples = interleaved(calls, warmup, runs)
+    samples = interleaved(calls, timing.warmup, timing.runs)
     stats = {name: summarize(s) for name, s in samples.items()}
     plain_name, eager_name = judged_against(stats)
     ours = stats[OURS]["median_s"]
@@ -299,12 +352,18 @@ def compare_study(
     result["goals_met"] = (
         result["speedup_vs_eager"] >= GOAL_VS_EAGER and result["speedup_vs_plain"] >= GOAL_VS_PLAIN
     )
+    result["cpu_goals"] = cpu_goals(stats, bf16_within_bound(spec) is True)
     if profile:
-        log("profiling ours and the plain export with ORT")
+        log("profiling ours and the plain export with ORT, and the OpenVINO contenders")
         result["profile"] = {
             name: profile_onnx(path, x, threads or 1, runs=2)
             for name, (_, path) in runners.items()
             if path is not None and name in profiled
+        }
+        result["profile_openvino"] = {
+            name: profile_openvino(path, x, threads or 1, contenders[name][1])
+            for name, (_, path) in runners.items()
+            if path is not None and contenders.get(name, ("",))[0].startswith("openvino")
         }
     return result
 
@@ -320,15 +379,12 @@ def scaling_study(
     spec: str,
     whole_sizes: Sequence[int],
     tiled_sizes: Sequence[int],
+    timing: Timing,
     *,
     tile: int = 96,
     overlap: int = 16,
-    warmup: int = 1,
-    runs: int = 3,
-    threads: int | None = None,
     max_seconds: float = 60.0,
     memory_cap_mb: float | None = None,
-    log: Any = print,
 ) -> list[dict[str, Any]]:
     """Latency, peak memory and MACs vs square LR size: whole image (one fixed-size graph per
     size) and tiled (the tile-size graph through the Upscaler, feather merge).
@@ -339,6 +395,7 @@ def scaling_study(
     from lbnet_deploy.metadata import ModelFacts
     from lbnet_deploy.runtime.upscaler import Upscaler
 
+    warmup, runs, threads, log = timing.warmup, timing.runs, timing.threads, timing.log
     # eval's whole-image budget: the 256x256 whole graph (~14 GB for LBNet-T) fits 24 GB
     cap = memory_cap_mb if memory_cap_mb is not None else 0.75 * available_memory_mb()
     rows: list[dict[str, Any]] = []
@@ -418,12 +475,9 @@ def scaling_study(
 def end_to_end_study(
     spec: str,
     dataset: str | Path,
+    timing: Timing,
     *,
     backend: str = "ort",
-    warmup: int = 1,
-    runs: int = 3,
-    threads: int | None = None,
-    log: Any = print,
 ) -> dict[str, Any]:
     """`upscale` of every LR image in a folder (decode, plan/tile, infer, merge, PNG encode),
     with the runtime's defaults (dynamic graph, whole image within the 2 GiB budget)."""
@@ -435,18 +489,20 @@ def end_to_end_study(
     if (folder / "LR_bicubic" / "X4").is_dir():
         folder = folder / "LR_bicubic" / "X4"
     inputs = expand_inputs([str(folder)])
-    upscaler = Upscaler(open_runner(spec, backend, threads))
+    upscaler = Upscaler(open_runner(spec, backend, timing.threads))
     seconds, summary = [], None
     gc.collect()
     with tempfile.TemporaryDirectory() as out, PeakMemory() as mem:
-        for i in range(warmup + runs):
+        for i in range(timing.warmup + timing.runs):
             start = time.perf_counter()
             summary = upscale_files(upscaler, inputs, Path(out), progress=False)
-            if i >= warmup:
+            if i >= timing.warmup:
                 seconds.append(time.perf_counter() - start)
     assert summary is not None
     stats = summarize(seconds)
-    log(f"  end-to-end {folder}: {stats['median_s']:.2f} s per pass of {summary.images} images")
+    timing.log(
+        f"  end-to-end {folder}: {stats['median_s']:.2f} s per pass of {summary.images} images"
+    )
     return {
         "dataset": str(folder),
         "backend": backend,

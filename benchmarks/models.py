@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import PRECISIONS
+from lbnet_deploy.metadata import COMPUTE, PRECISIONS
 from lbnet_deploy.runtime import registry
 from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.torch_ref import DTYPES
@@ -75,10 +75,10 @@ CONTENDERS: dict[str, Contender] = {
 BACKENDS = tuple(CONTENDERS)
 
 
-def is_gpu(backend: str) -> bool:
-    """A contender that runs on a GPU (its time is not judged by the CPU's peak)."""
+def off_cpu(backend: str) -> bool:
+    """A contender that runs on a GPU or NPU (its time is not judged by the CPU's peak)."""
     c = CONTENDERS[backend]
-    return c.device != "cpu" or registry.get_backend(c.backend).gpu
+    return c.device != "cpu" or registry.get_backend(c.backend).gpu or c.backend.endswith("-npu")
 
 
 def cuda_device() -> bool:
@@ -149,7 +149,7 @@ def skip_reason(backend: str, precision: str) -> str | None:
         return None
     if precision not in entry.precisions:
         return f"the {c.backend} backend runs {', '.join(entry.precisions)} only"
-    if c.graph == "plain" and precision not in ("fp32", *registry.COMPUTE_PRECISIONS):
+    if c.graph == "plain" and precision not in ("fp32", *COMPUTE):
         return "the plain export is a comparison point in FP32 (and BF16 compute) only"
     if precision == "int8" and not calibration_images().is_dir():
         return f"no calibration photos at {calibration_images()} (set LBNET_CALIB_DIR)"
@@ -283,7 +283,7 @@ def open_bench_runner(
             model=model, device=c.device, threads=threads, ops=c.ops, precision=precision
         ), None
     entry = registry.get_backend(c.backend)
-    compute = precision if precision in registry.COMPUTE_PRECISIONS else "fp32"
+    compute = precision if precision in COMPUTE else "fp32"
     graph = "fp32" if compute != "fp32" else precision
     path = bench_onnx(spec, size, batch, recursions, c.graph == "plain", graph, random_weights)
     if entry.artifact == "engine":

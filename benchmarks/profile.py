@@ -1,5 +1,7 @@
-"""ONNX Runtime's own profile of a graph, summarised as the op types that take the time and the
-share spent in the attention core (Softmax and the two products around it)."""
+"""The runtimes' own profiles of a graph: ONNX Runtime's, summarised as the op types that take
+the time and the share spent in the attention core (Softmax and the two products around it),
+and OpenVINO's per-node counters, which also name the kernel each node ran (its ISA and
+library: `brgemm_avx512_bf16`, `jit_avx2`, ...)."""
 
 from __future__ import annotations
 
@@ -61,6 +63,10 @@ def summarize_profile(
         count[op] += 1
         if name in core:
             core_s += seconds
+    return _top(total, count, runs, top) | {"attention_core_s": round(core_s / runs, 4)}
+
+
+def _top(total: dict[str, float], count: dict[str, int], runs: int, top: int) -> dict[str, Any]:
     grand = sum(total.values()) or 1.0
     rows = sorted(total.items(), key=lambda kv: -kv[1])[:top]
     return {
@@ -74,7 +80,6 @@ def summarize_profile(
             for op, sec in rows
         ],
         "kernel_s": round(sum(total.values()) / runs, 4),
-        "attention_core_s": round(core_s / runs, 4),
     }
 
 
@@ -98,3 +103,27 @@ def profile_onnx(path: str | Path, x: np.ndarray, threads: int, runs: int = 2) -
             session.run(None, {name: x})
         events = json.loads(Path(session.end_profiling()).read_text())
     return summarize_profile(events, runs + 1, core=attention_core_nodes(optimized.graph))
+
+
+def profile_openvino(
+    path: str | Path, x: np.ndarray, threads: int, compute: str = "fp32", runs: int = 2
+) -> dict[str, Any]:
+    """OpenVINO's per-node counters (PERF_COUNT) of a fixed-size graph on the CPU, after one
+    uncounted warm-up run: the top "node type (kernel)" pairs by time per run, where the kernel
+    is OpenVINO's exec type (which ISA and library ran it)."""
+    from lbnet_deploy.runtime.openvino import compile_config, core
+
+    ov_core = core()
+    config = compile_config("CPU", threads, compute) | {"PERF_COUNT": True}
+    request = ov_core.compile_model(str(path), "CPU", config).create_infer_request()
+    request.infer({0: x})
+    total: dict[str, float] = defaultdict(float)
+    count: dict[str, int] = defaultdict(int)
+    for _ in range(runs):
+        request.infer({0: x})  # the counters are the last run's
+        for info in request.get_profiling_info():
+            if info.status.name == "EXECUTED":
+                key = f"{info.node_type} ({info.exec_type})"
+                total[key] += info.real_time.total_seconds()
+                count[key] += 1
+    return _top(total, count, runs, top=10) | {"compute": compute}

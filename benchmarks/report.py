@@ -31,9 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--model",
             "lbnet-t-x4",
             "--backend",
-            "ort,torch-ours,ort-cuda,torch-cuda",  # torch-ours: RESULTS' eager row, our ops
+            # torch-ours: RESULTS' eager row, our ops; openvino: the other CPU runtime
+            "ort,openvino,torch-ours,ort-cuda,torch-cuda",
             "--precision",
-            "fp32,fp16,int8",
+            "fp32,fp16,bf16,int8",
             "--sizes",
             "64x64,128x128",
             "--all",

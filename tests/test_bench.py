@@ -271,6 +271,11 @@ def test_bench_compare_splits_each_profile_into_attention_core_and_rest(
         assert 0 < prof["attention_core_s"] < prof["kernel_s"]
     text = out_md.read_text()
     assert "the attention core" in text and "For 1.3x, a pass must take at most" in text
+    assert "CPU goals. The default CPU path" in text
+    if importlib.util.find_spec("openvino"):
+        ov = json.loads(out_json.read_text())["comparison"]["profile_openvino"]
+        assert "ours (openvino)" in ov and ov["ours (openvino)"]["compute"] == "fp32"
+        assert "OpenVINO profile, ours (openvino)" in text
 
 
 def test_fused_attention_kernels_agree_with_the_exported_form() -> None:
@@ -372,7 +377,7 @@ def test_precision_study_judges_bf16_against_its_bound(drop: float, verdict: str
             "bf16": bf16 | {"datasets": {"Set5": {k: dict(v) for k, v in rows.items()}}},
         },
     ]
-    text = study.markdown(results, "machine")
+    text = study.markdown(results)
     assert verdict in text and f"| m | Set5 | 30.0000 | {30 - drop:.4f} | {drop:+.4f}" in text
     assert text.count("(over)") == (2 if drop > study.BF16_LIMIT_DB else 0)
 
@@ -458,10 +463,10 @@ def test_scaling_skips_whole_sizes_that_exceed_the_memory_cap_without_exporting_
     monkeypatch.setattr(studies, "open_bench_runner", recording_open)
     facts = ModelFacts(describe("LBNet-T", 4))
     cap_mb = facts.inference_bytes(24 * 24) / 2**20  # 16 fits, 32 does not
+    timing = studies.Timing(warmup=0, runs=1, threads=1, log=lambda *_: None)
     rows = studies.scaling_study(
-        str(checkpoint(T4)), (16, 32), (32,), tile=16, overlap=4, warmup=0, runs=1, threads=1,
-        memory_cap_mb=cap_mb, log=lambda *_: None,
-    )  # fmt: skip
+        str(checkpoint(T4)), (16, 32), (32,), timing, tile=16, overlap=4, memory_cap_mb=cap_mb
+    )
     whole = {r["size"]: r for r in rows if r["mode"] == "whole"}
     assert "stats" in whole[16]
     assert "needs ~" in whole[32]["skipped"] and "stats" not in whole[32]
@@ -537,7 +542,8 @@ def test_cpu_backend_study_times_each_runtime_on_the_graphs_users_get(
             expected.add("openvino dynamic bf16")
     assert set(row["stats"]) == expected and all(s["runs"] == 2 for s in row["stats"].values())
     text = study.table([row], {"cpu_model": "X", "threads_used": 1, "cpu_flags": ["avx2", "sse"]})
-    assert "X, 1 threads, flags: avx2" in text and "| 8x8 | " in text
+    assert "X, 1 threads, flags: avx2" in text and "| contender | 8x8 |" in text
+    assert "| ort dynamic | " in text and "(1.00x)" in text
 
 
 def test_bench_times_the_products_own_fp16_graph(export_cache, shared_cache, checkpoint) -> None:
@@ -594,3 +600,58 @@ def test_the_peak_is_measured_per_precision_with_the_models_libraries() -> None:
     assert peak_for(peaks, "int8", gpu=False) == 400.0
     assert peak_for(peaks, "bf16", gpu=False) is None  # not measured: no fraction
     assert peak_for(peaks, "fp32", gpu=True) is None  # a GPU row is not judged by the CPU
+
+
+def test_openvino_profile_names_the_kernel_each_node_ran(tmp_path: Path) -> None:
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from lbnet_deploy.benchmarks.profile import profile_openvino
+    from lbnet_deploy.benchmarks.roofline import matmul_graph
+
+    path = tmp_path / "mm.onnx"
+    path.write_bytes(matmul_graph(512))  # ~1 ms: more than the 0.1 ms the summary resolves
+    x = np.ones((512, 512), np.float32)
+    prof = profile_openvino(path, x, threads=1, runs=3)
+    product = next(t for t in prof["top"] if t["op"].startswith("FullyConnected ("))
+    assert product["nodes"] == 1  # per run, not summed over the 3 runs
+    assert product["op"].endswith(")") and len(product["op"]) > len("FullyConnected ()")
+    assert 0 < product["seconds_per_run"] <= prof["kernel_s"]
+    assert sum(t["share"] for t in prof["top"]) == pytest.approx(1.0, abs=0.01)
+
+
+def test_cpu_goals_judge_the_path_auto_runs_and_the_fastest_of_ours() -> None:
+    from lbnet_deploy.benchmarks import measure
+    from lbnet_deploy.benchmarks.markdown import _cpu_goals
+
+    def stats(**ms: float) -> dict:
+        names = {
+            "ort": "ours (ort)", "ov": "ours (openvino)", "bf16": "ours (openvino bf16)",
+            "plain": measure.OFFICIAL_PLAIN, "plain_ov": measure.OFFICIAL_PLAIN_OV,
+        }  # fmt: skip
+        return {names[k]: {"median_s": v} for k, v in ms.items()}
+
+    g = measure.cpu_goals(stats(ort=0.6, ov=0.5, bf16=0.3, plain=0.9, plain_ov=0.45), True)
+    assert (g["default"], g["fastest"]) == ("ours (openvino)", "ours (openvino bf16)")
+    assert g["ratios"] == {
+        "default_vs_plain_ort": 1.8, "default_vs_plain_openvino": 0.9, "fastest_vs_plain_ort": 3.0
+    }  # fmt: skip
+    assert g["met"] == {
+        "default_vs_plain_ort": True, "default_vs_plain_openvino": False,
+        "fastest_vs_plain_ort": True,
+    }  # fmt: skip
+    text = " ".join(_cpu_goals(g))
+    assert "**0.9x** (goal >= 1.0x: missed)" in text and "**3.0x** (goal >= 2.5x: met)" in text
+    assert "BF16 counts" in text
+    # BF16 over its bound for the model: the fastest FP32 path is judged
+    g = measure.cpu_goals(stats(ort=0.6, ov=0.5, bf16=0.3, plain=0.9), False)
+    assert g["fastest"] == "ours (openvino)" and "BF16 does not count" in _cpu_goals(g)[0]
+    # OpenVINO faster by less than auto's margin: auto keeps ONNX Runtime, so does the goal
+    assert measure.cpu_goals(stats(ort=0.52, ov=0.5, plain=0.9), False)["default"] == "ours (ort)"
+    # without OpenVINO: ONNX Runtime is the default and the OpenVINO goal is not timed
+    g = measure.cpu_goals(stats(ort=0.6, plain=0.9), True)
+    assert g["default"] == g["fastest"] == "ours (ort)"
+    assert g["ratios"]["default_vs_plain_openvino"] is None and "not timed" in _cpu_goals(g)[0]
+    assert measure.cpu_goals(stats(plain=0.9), True) is None  # nothing of ours timed
+    # the BF16 verdict per model comes from PRECISION.md's data
+    assert measure.bf16_within_bound("lbnet-t-x4") is True  # -0.002 dB on Set5 and Set14
+    assert measure.bf16_within_bound("lbnet-t-x2") is False  # -0.049 dB on Set5
+    assert measure.bf16_within_bound("not-a-model") is None
