@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import EXPORTED
+from lbnet_deploy.metadata import COMPUTE, EXPORTED
 from lbnet_deploy.resolve import checkpoint_path, engine_file, model_file
 from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.registry import (
     BACKENDS,
-    COMPUTE_PRECISIONS,
     DEFAULT,
     Backend,
     get_backend,
@@ -140,7 +139,7 @@ def open_runner(
     entry = get_backend(backend)
     entry.check_installed()  # one line naming the missing library, before any export
     compute = "fp32"
-    if precision is not None and precision in COMPUTE_PRECISIONS:  # set on the runner
+    if precision is not None and precision in COMPUTE:  # set on the runner
         if precision not in entry.precisions:
             able = [n for n, b in BACKENDS.items() if precision in b.precisions]
             raise LBNetError(f"{precision} runs on the {', '.join(able)} backend, not {backend}")

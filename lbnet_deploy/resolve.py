@@ -8,13 +8,18 @@ and needs no torch.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
-from lbnet_deploy.weights import cache_root, get_named_model, resolve_weights, sha256_file
+from lbnet_deploy.weights import (
+    cache_root,
+    get_named_model,
+    is_model_name,
+    resolve_weights,
+    sha256_file,
+)
 
 log = logging.getLogger("lbnet_deploy")
 
@@ -23,7 +28,7 @@ def checkpoint_path(spec: str, scale: int | None = None) -> Path:
     """A checkpoint file for a model name or path (names resolve through the weights lookup).
     `scale`, where given, is checked against a name before anything is downloaded."""
     path = Path(spec)
-    if path.suffix or path.exists() or os.sep in spec:  # a path, not a name like lbnet-t-x4
+    if not is_model_name(spec):
         if not path.is_file():
             raise LBNetError(f"checkpoint not found: {path}")
         return path

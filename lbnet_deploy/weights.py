@@ -89,6 +89,13 @@ def named_models() -> tuple[NamedModel, ...]:
     return NAMED_MODELS
 
 
+def is_model_name(spec: str | os.PathLike[str]) -> bool:
+    """`lbnet-t-x4` is a name; anything with a suffix or a separator, or that exists, a path.
+    The one rule every command uses to tell them apart."""
+    text = str(spec)
+    return not (Path(text).suffix or Path(text).exists() or os.sep in text)
+
+
 def get_named_model(name: str) -> NamedModel:
     """The table row for `name` (case-insensitive); `LBNetError` listing the names otherwise."""
     key = name.strip().lower()

@@ -23,7 +23,6 @@ from lbnet_deploy.metadata import COMPUTE, PRECISIONS
 from .backend import Runner
 
 Artifact = Literal["onnx", "engine", "checkpoint"]
-COMPUTE_PRECISIONS = COMPUTE  # set when a runner is opened, over the FP32 graph
 Opener = Callable[[Path, int | None, str], Runner]
 
 

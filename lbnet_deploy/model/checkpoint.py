@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import pickle
 from pathlib import Path
 
@@ -92,9 +91,9 @@ def load_model(
     spec: str | Path, *, scale: int | None = None, variant: str | None = None
 ) -> tuple[LBNet, ModelDescriptor]:
     """A model name (`lbnet-t-x4`) or a checkpoint path -> eval-mode model and descriptor."""
-    from lbnet_deploy.weights import get_named_model, resolve_weights
+    from lbnet_deploy.weights import get_named_model, is_model_name, resolve_weights
 
     path = Path(spec)
-    if not path.exists() and path.suffix == "" and os.sep not in str(spec):
+    if is_model_name(spec):
         path = resolve_weights(get_named_model(str(spec)).name)
     return load_checkpoint(path, scale=scale, variant=variant)
