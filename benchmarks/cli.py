@@ -202,8 +202,10 @@ def _check_before_timing(opts: BenchOptions, plot: str | None) -> None:
     if opts.dataset:
         from lbnet_deploy.runtime.files import expand_inputs
 
+        from .measure import upscale_folder
+
         try:  # what the end-to-end study will upscale: the same checks as `upscale`
-            expand_inputs([opts.dataset])
+            expand_inputs([str(upscale_folder(opts.dataset))])
         except LBNetError as exc:
             raise LBNetError(f"--dataset: {exc}") from None
     if opts.official_repo:

@@ -472,6 +472,12 @@ def scaling_study(
     return rows
 
 
+def upscale_folder(dataset: str | Path) -> Path:
+    """The images the end-to-end study upscales: an EDSR-layout set's x4 LR, else the folder."""
+    folder = Path(dataset)
+    return folder / "LR_bicubic" / "X4" if (folder / "LR_bicubic" / "X4").is_dir() else folder
+
+
 def end_to_end_study(
     spec: str,
     dataset: str | Path,
@@ -485,9 +491,7 @@ def end_to_end_study(
     from lbnet_deploy.runtime.files import expand_inputs, upscale_files
     from lbnet_deploy.runtime.upscaler import Upscaler
 
-    folder = Path(dataset)
-    if (folder / "LR_bicubic" / "X4").is_dir():
-        folder = folder / "LR_bicubic" / "X4"
+    folder = upscale_folder(dataset)
     inputs = expand_inputs([str(folder)])
     upscaler = Upscaler(open_runner(spec, backend, timing.threads))
     seconds, summary = [], None

@@ -422,6 +422,29 @@ def test_installed_bench_finds_data_where_the_user_says(monkeypatch: pytest.Monk
     assert str(calibration_images()) == "/data/here/SunHays80"
 
 
+def test_an_edsr_layout_dataset_is_what_all_times_end_to_end(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--all`'s default --dataset is Set5 (HR/ and LR_bicubic/X4/): accepted, its x4 LR run."""
+    from PIL import Image
+
+    from lbnet_deploy.benchmarks import bench
+    from lbnet_deploy.benchmarks.cli import main
+
+    class TimingStarted(Exception):
+        pass
+
+    def run_bench(opts):
+        raise TimingStarted(opts.dataset)
+
+    lr = tmp_path / "Set5" / "LR_bicubic" / "X4"
+    lr.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(lr / "a.png")
+    monkeypatch.setattr(bench, "run_bench", run_bench)
+    with pytest.raises(TimingStarted):  # the options passed their checks
+        main(["--dataset", str(tmp_path / "Set5")])
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
