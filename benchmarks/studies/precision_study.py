@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from checkout import SHARED_DATA
 
+from lbnet_deploy.benchmarks.machine import cpu_flags, cpu_model
 from lbnet_deploy.evaluate import evaluate, load_samples
 from lbnet_deploy.export.fp16 import write_fp16
 from lbnet_deploy.resolve import model_file
@@ -109,48 +110,46 @@ def _drops(rows: dict[str, Any], ref: str, others: tuple[str, ...]) -> None:
         rows[name]["worst_image_drop_db"] = max(before[k] - after[k] for k in before)
 
 
+def _score_sets(
+    spec: str, datasets: list[Path], runs: dict[str, tuple[Path, str]], budget: int
+) -> dict[str, Any]:
+    """Every dataset scored by each named (graph, runtime) of `runs`; drops against the first."""
+    names = list(runs)
+    out = {}
+    for dataset in datasets:
+        rows = {}
+        for name, (graph, runtime) in runs.items():
+            print(f"== {spec} {name} {dataset.name}", file=sys.stderr, flush=True)
+            rows[name] = score(graph, dataset, budget, runtime)
+        _drops(rows, names[0], tuple(names[1:]))
+        out[dataset.name] = rows
+    return out
+
+
 def study_model(
     spec: str, datasets: list[Path], images: Path, work: Path, budget_mb: int | None = None
 ) -> dict[str, Any]:
     graphs, calibration = make_graphs(spec, images, work)
     budget = budget_mb or available_memory_mb() * 3 // 4
-    from lbnet_deploy.benchmarks.machine import cpu_model
-
-    machine = f"{cpu_model()}, {platform.platform()}"
-    out: dict[str, Any] = {
+    runs = {p: (graphs[p], "ort") for p in PRECISIONS}
+    return {
         "model": spec, "calibration": calibration, "memory_budget_mb": budget,
-        "machine": machine, "datasets": {},
+        "machine": f"{cpu_model()}, {platform.platform()}",
+        "datasets": _score_sets(spec, datasets, runs, budget),
     }  # fmt: skip
-    for dataset in datasets:
-        rows = {}
-        for precision in PRECISIONS:
-            print(f"== {spec} {precision} {dataset.name}", file=sys.stderr, flush=True)
-            rows[precision] = score(graphs[precision], dataset, budget)
-        _drops(rows, "fp32", ("fp16", "int8"))
-        out["datasets"][dataset.name] = rows
-    return out
 
 
 def study_bf16(spec: str, datasets: list[Path], budget_mb: int | None = None) -> dict[str, Any]:
     """OpenVINO BF16 beside OpenVINO FP32 on the dynamic FP32 graph, same plan per image."""
     import openvino as ov
 
-    from lbnet_deploy.benchmarks.machine import cpu_flags, cpu_model
-
     graph = model_file(spec)
     budget = budget_mb or available_memory_mb() * 3 // 4
-    out: dict[str, Any] = {
+    return {
         "openvino": ov.get_version(), "cpu": cpu_model(), "cpu_flags": cpu_flags(),
-        "memory_budget_mb": budget, "datasets": {},
+        "memory_budget_mb": budget,
+        "datasets": _score_sets(spec, datasets, {r: (graph, r) for r in OPENVINO}, budget),
     }  # fmt: skip
-    for dataset in datasets:
-        rows = {}
-        for run in OPENVINO:
-            print(f"== {spec} {run} {dataset.name}", file=sys.stderr, flush=True)
-            rows[run] = score(graph, dataset, budget, run)
-        _drops(rows, OPENVINO[0], OPENVINO[1:])
-        out["datasets"][dataset.name] = rows
-    return out
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
