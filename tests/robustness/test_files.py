@@ -367,8 +367,11 @@ def test_json_folder_is_checked_before_the_run(tmp_path: Path, capsys) -> None:
 def test_interrupted_upscale_leaves_no_temporaries(sig: int, tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    for i in range(40):
-        corpus.photo(src / f"{i:02d}.png", 160, 120, seed=i)
+    # ~8 ms of work per image here: 160 of them leave a second of work after the first PNG, so
+    # the signal lands mid-run also when this test's polling is slowed by parallel workers (40
+    # were all done before the signal once, exit 0)
+    for i in range(160):
+        corpus.photo(src / f"{i:03d}.png", 160, 120, seed=i)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "lbnet_deploy.cli", *UPSCALE, str(src), "-o", str(out)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
