@@ -6,8 +6,10 @@ on an AVX-512 EPYC, OpenVINO at 64x64 and 192x192 and ONNX Runtime at 128x128. S
 is measured where it is made: the first time a model runs with `auto` on a machine, each
 installed CPU backend of `CANDIDATES` runs the graph the command runs, at the tile size it will
 use (`--tile`, else the Upscaler's; a fixed graph at its own size), interleaved, and the fastest
-median wins (ONNX Runtime unless another is `MARGIN` faster). Left out: OpenVINO compiles once
-per new input shape (about a second), which whole images of many sizes pay each time. The
+median wins (ONNX Runtime unless another is `MARGIN` faster). A dynamic graph is timed on first
+runs at new sizes near the tile size, since every image that fits, or is smaller than a tile,
+runs whole at its own size and OpenVINO compiles once per new shape (about a second); a fixed
+graph on repeated runs at its size. The
 result is kept in the cache, keyed by the CPU, the threads, the graph file's hash, the shape,
 the precision and the versions, so later runs on the same machine cost nothing. A backend that
 cannot open or run the graph is left out with a warning. BF16 is never chosen by itself: it is
@@ -20,7 +22,8 @@ import hashlib
 import json
 import logging
 import statistics
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -45,7 +48,7 @@ CANDIDATES = ("ort", "openvino")  # the CPU backends auto chooses among, ONNX Ru
 # (OpenVINO: about a second per new whole-image size, which the timing at one size leaves out).
 MARGIN = 1.05
 WARMUP, ROUNDS = 1, 3
-RULE = 1  # bump when how the choice is measured changes: kept choices are then measured again
+RULE = 2  # bump when how the choice is measured changes: kept choices are then measured again
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class Choice:
     ms: dict[str, float] = field(default_factory=dict)
     size: tuple[int, int] | None = None
     why: str = ""
+    new_shapes: bool = False  # timed on first runs at new shapes (as whole images run)
+    # the chosen backend's runner where choosing opened it (the command runs it, rather than
+    # opening a second session or, on OpenVINO, compiling again); never kept in the cache
+    runner: Runner | None = field(default=None, compare=False, repr=False)
 
     def note(self) -> str:
         """For the summary line: why this backend."""
@@ -63,10 +70,11 @@ class Choice:
             return f"auto: {self.why}"
         times = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.ms.items())
         h, w = self.size
+        at = f"on first runs at new sizes near {h}x{w}" if self.new_shapes else f"at {h}x{w}"
         if self.backend == min(self.ms, key=self.ms.__getitem__):
-            return f"auto: fastest here at {h}x{w} ({times})"
+            return f"auto: fastest here {at} ({times})"
         margin = f"{MARGIN - 1:.0%}"
-        return f"auto: none of the others {margin} faster here at {h}x{w} ({times})"
+        return f"auto: none of the others {margin} faster here {at} ({times})"
 
 
 def choose_backend(
@@ -98,21 +106,27 @@ def choose_backend(
     compute = wanted if wanted in COMPUTE else None
     first = open_runner(spec, installed[0], threads, precision=precision, scale=scale)
     size = first.input_size or (tile or DEFAULT_TILE,) * 2
+    # a dynamic graph runs every image that fits (or is smaller than --tile) whole, at its own
+    # size: what counts is a first run at a new shape, which OpenVINO compiles for. Set5 took
+    # 5.9 s on OpenVINO against 2.3 s on ONNX Runtime here (5.4 and 2.4 s with --tile 96),
+    # though OpenVINO was 11-18% faster on repeated 96x96 runs
+    new_shapes = first.input_size is None
     graph = Path(first.describe()["path"])  # type: ignore[arg-type]
-    key = choice_key(graph, installed, wanted, bounded_threads(threads), (batch, *size))
+    shape = (batch, *size)
+    key = choice_key(graph, installed, wanted, bounded_threads(threads), (*shape, new_shapes))
     cached = _read_cache().get(key)
     if cached is not None:
-        return cached
+        return replace(cached, runner=first) if cached.backend == installed[0] else cached
     runners = {installed[0]: first}
     for name in installed[1:]:
         try:
             runners[name] = open_runner(str(graph), name, threads, precision=compute)
         except LBNetError as exc:  # a backend that cannot run this graph is not a candidate
             log.warning("auto: not timing %s: %s", name, exc)
-    choice = measure(runners, (batch, *size))
+    choice = measure(runners, shape, new_shapes)
     if len(choice.ms) == len(installed):  # a choice without a candidate is not kept
         _write_cache(key, choice)
-    return choice
+    return replace(choice, runner=runners.get(choice.backend))
 
 
 def choice_key(
@@ -135,8 +149,11 @@ def choice_key(
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def measure(runners: dict[str, Runner], shape: tuple[int, int, int]) -> Choice:
-    """Each runner on a (batch, 3, h, w) input, interleaved; a runner that fails is dropped."""
+def measure(
+    runners: dict[str, Runner], shape: tuple[int, int, int], new_shapes: bool = False
+) -> Choice:
+    """Each runner on a (batch, 3, h, w) input, interleaved; a runner that fails is dropped.
+    `new_shapes`: timed on the first runs at `ROUNDS` sizes each runner has not seen."""
     batch, *size = shape
     x = sample_input(batch, (size[0], size[1]))
     log.info(
@@ -151,7 +168,16 @@ def measure(runners: dict[str, Runner], shape: tuple[int, int, int]) -> Choice:
             log.warning("auto: not timing %s: %s", name, str(exc).splitlines()[0][:160])
             continue
         calls[name] = partial(runner.infer, x)
-    samples = interleaved(calls, WARMUP - 1, ROUNDS)
+    if new_shapes:
+        inputs = [sample_input(batch, (size[0] + 8 * k, size[1] + 8 * k)) for k in range(1, 4)]
+        samples: dict[str, list[float]] = {name: [] for name in calls}
+        for batch_x in inputs[:ROUNDS]:  # interleaved, each backend's first run at this shape
+            for name in calls:
+                start = time.perf_counter()
+                runners[name].infer(batch_x)
+                samples[name].append(time.perf_counter() - start)
+    else:
+        samples = interleaved(calls, WARMUP - 1, ROUNDS)
     ms = {n: round(statistics.median(s) * 1e3, 1) for n, s in samples.items()}
     first = next(iter(runners))
     if not ms:  # nothing ran: the command's own run of the first says why
@@ -159,7 +185,7 @@ def measure(runners: dict[str, Runner], shape: tuple[int, int, int]) -> Choice:
     best = min(ms, key=ms.__getitem__)
     if best != first and first in ms and ms[first] < ms[best] * MARGIN:
         best = first  # not clearly faster: keep the first (ONNX Runtime)
-    return Choice(best, ms, (size[0], size[1]))
+    return Choice(best, ms, (size[0], size[1]), new_shapes=new_shapes)
 
 
 def _cache_file() -> Path:
@@ -175,18 +201,19 @@ def _read_cache() -> dict[str, Choice]:
             ms = {str(k): float(t) for k, t in v["ms"].items()}
             h, w = (int(d) for d in v["size"])
             if v["backend"] in CANDIDATES and v["backend"] in ms:
-                kept[key] = Choice(v["backend"], ms, (h, w))
+                kept[key] = Choice(v["backend"], ms, (h, w), new_shapes=bool(v.get("new_shapes")))
         return kept
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
 
 
 def _write_cache(key: str, choice: Choice) -> None:
-    entries = {
-        k: {"backend": c.backend, "ms": c.ms, "size": list(c.size or ())}
-        for k, c in _read_cache().items()
-    }
-    entries[key] = {"backend": choice.backend, "ms": choice.ms, "size": list(choice.size or ())}
+    def entry(c: Choice) -> dict[str, object]:
+        size = list(c.size or ())
+        return {"backend": c.backend, "ms": c.ms, "size": size, "new_shapes": c.new_shapes}
+
+    entries = {k: entry(c) for k, c in _read_cache().items()}
+    entries[key] = entry(choice)
     try:
         _cache_file().parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(_cache_file(), entries)

@@ -114,6 +114,8 @@ def open_runner(spec: str | Path, backend: str = "ort", **options: Any) -> Runne
             str(spec), options.get("precision"), options.get("threads"), options.get("scale"),
             tile=options.get("tile"), batch=options.get("batch", 1),
         )  # fmt: skip
+        if picked.runner is not None:
+            return picked.runner
         backend = picked.backend
     return open_chain(str(spec), backend, **options)
 

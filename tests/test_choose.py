@@ -57,6 +57,9 @@ def test_the_clearly_fastest_backend_is_chosen(
     assert choice.backend == chosen
     assert choice.ms == pytest.approx({"ort": ort_s * 1e3, "openvino": openvino_s * 1e3})
     assert choice.size == (16, 16)  # a fixed graph is timed at its own size
+    # the command runs the chosen runner that choosing opened, not a second one
+    assert choice.runner is not None
+    assert choice.runner.describe()["backend"] == {"ort": "onnxruntime"}.get(chosen, chosen)
     assert ("fastest here" in choice.note()) == (min(choice.ms, key=choice.ms.get) == chosen)
 
 
@@ -66,7 +69,8 @@ def test_the_choice_is_measured_once_per_machine_and_model(
     _openvino_installed()
     measured = _fake_timings(monkeypatch, {"ort": 1.0, "openvino": 0.5})
     assert choose.choose_backend(graph).backend == "openvino"
-    assert choose.choose_backend(graph).backend == "openvino"
+    kept = choose.choose_backend(graph)
+    assert kept.backend == "openvino" and kept.runner is None  # opened by the command
     assert len(measured) == 1
     assert choose.choose_backend(graph, threads=1).backend == "openvino"  # other threads
     assert len(measured) == 2
@@ -173,3 +177,32 @@ def test_upscale_says_what_auto_chose(
     assert len(measured) == (1 if not BACKENDS["openvino"].missing() else 0)
     assert f"on {choice.backend} (" in line and choice.note() in line, line
     assert Image.open(tmp_path / "out" / "a.png").size == (64, 64)
+
+
+def test_a_dynamic_graph_is_timed_on_first_runs_at_new_sizes(
+    export_cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole images run at their own sizes: a backend that compiles per shape pays it there."""
+    import time
+
+    _openvino_installed()
+    from lbnet_deploy.runtime.openvino import OpenVINORunner
+
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(choose, "CANDIDATES", ("ort", "openvino"))
+    graph = str(export_cache(T4))
+    seen: list[tuple[int, ...]] = []
+    real = OpenVINORunner.infer
+
+    def compiles_per_shape(self, batch):
+        if batch.shape not in seen:
+            seen.append(batch.shape)
+            time.sleep(0.2)  # what a compile costs, made certain
+        return real(self, batch)
+
+    monkeypatch.setattr(OpenVINORunner, "infer", compiles_per_shape)
+    choice = choose.choose_backend(graph, tile=16)
+    assert [s[2:] for s in seen] == [(16, 16), (24, 24), (32, 32), (40, 40)]  # warm-up, 3 new
+    assert choice.new_shapes and "first runs at new sizes near 16x16" in choice.note()
+    assert choice.backend == "ort" and choice.ms["openvino"] >= 200
+    assert choose.choose_backend(graph, tile=16).new_shapes  # kept with the choice

@@ -52,18 +52,19 @@ def upscaler_for(
     from lbnet_deploy.loaders import open_runner
     from lbnet_deploy.runtime.upscaler import Upscaler
 
-    backend, why = args.backend, ""
+    backend, why, runner = args.backend, "", None
     if backend == AUTO:
         from lbnet_deploy.benchmarks.choose import choose_backend
 
         choice = choose_backend(
             model, precision, args.threads, args.scale, tile=args.tile, batch=args.batch
         )
-        backend, why = choice.backend, f"; {choice.note()}"
-    runner = open_runner(
-        model, backend, args.threads, tile=args.tile, batch=args.batch,
-        precision=precision, scale=args.scale,
-    )  # fmt: skip
+        backend, why, runner = choice.backend, f"; {choice.note()}", choice.runner
+    if runner is None:
+        runner = open_runner(
+            model, backend, args.threads, tile=args.tile, batch=args.batch,
+            precision=precision, scale=args.scale,
+        )  # fmt: skip
     check_scale(runner.scale, args.scale, model)
     upscaler = Upscaler(
         runner, tile=args.tile, overlap=args.overlap, memory_budget_mb=args.memory_budget,
