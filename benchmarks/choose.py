@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import statistics
-import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -129,6 +128,24 @@ def choose_backend(
     return replace(choice, runner=runners.get(choice.backend))
 
 
+def open_auto(
+    spec: str,
+    threads: int | None = None,
+    *,
+    precision: str | None = None,
+    scale: int | None = None,
+    tile: int | None = None,
+    batch: int = 1,
+) -> tuple[Runner, Choice]:
+    """The runner `--backend auto` runs `spec` on (the one choosing opened, where it did), and
+    the choice, for the summary line."""
+    choice = choose_backend(spec, precision, threads, scale, tile=tile, batch=batch)
+    runner = choice.runner or open_runner(
+        spec, choice.backend, threads, tile=tile, batch=batch, precision=precision, scale=scale
+    )
+    return runner, choice
+
+
 def choice_key(
     graph: Path, names: list[str], precision: str, threads: int, shape: tuple[int, ...]
 ) -> str:
@@ -168,14 +185,13 @@ def measure(
             log.warning("auto: not timing %s: %s", name, str(exc).splitlines()[0][:160])
             continue
         calls[name] = partial(runner.infer, x)
-    if new_shapes:
-        inputs = [sample_input(batch, (size[0] + 8 * k, size[1] + 8 * k)) for k in range(1, 4)]
+    if new_shapes:  # one interleaved round per new shape: each backend's first run at it
         samples: dict[str, list[float]] = {name: [] for name in calls}
-        for batch_x in inputs[:ROUNDS]:  # interleaved, each backend's first run at this shape
-            for name in calls:
-                start = time.perf_counter()
-                runners[name].infer(batch_x)
-                samples[name].append(time.perf_counter() - start)
+        for k in range(1, ROUNDS + 1):
+            new = sample_input(batch, (size[0] + 8 * k, size[1] + 8 * k))
+            timed = interleaved({n: partial(runners[n].infer, new) for n in calls}, 0, 1)
+            for name, seconds in timed.items():
+                samples[name] += seconds
     else:
         samples = interleaved(calls, WARMUP - 1, ROUNDS)
     ms = {n: round(statistics.median(s) * 1e3, 1) for n, s in samples.items()}

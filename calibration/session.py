@@ -13,12 +13,13 @@ class GraphRunner:
     """One ORT CPU session: LR uint8 RGB -> SR uint8 (rounded and clipped, as scored)."""
 
     def __init__(self, graph: onnx.ModelProto | str | Path, threads: int = 0) -> None:
+        from lbnet_deploy.metadata import from_metadata
         from lbnet_deploy.runtime.onnxrt import ArenaGuard, create_session
 
         data = graph.SerializeToString() if isinstance(graph, onnx.ModelProto) else Path(graph)
         self.session = create_session(data, threads=threads or None)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.scale = int(meta.get("lbnet.scale", "0") or 0)
+        facts = from_metadata(self.session.get_modelmeta().custom_metadata_map)
+        self.scale = int(facts.get("scale", "0") or 0)
         self._arena = ArenaGuard()  # crops and images of many sizes: memory must not pile up
 
     def raw(self, lr: np.ndarray) -> np.ndarray:

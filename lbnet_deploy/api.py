@@ -108,15 +108,9 @@ def open_runner(spec: str | Path, backend: str = "ort", **options: Any) -> Runne
     from lbnet_deploy.runtime.registry import AUTO
 
     if backend == AUTO:
-        from lbnet_deploy.benchmarks.choose import choose_backend
+        from lbnet_deploy.benchmarks.choose import open_auto
 
-        picked = choose_backend(
-            str(spec), options.get("precision"), options.get("threads"), options.get("scale"),
-            tile=options.get("tile"), batch=options.get("batch", 1),
-        )  # fmt: skip
-        if picked.runner is not None:
-            return picked.runner
-        backend = picked.backend
+        return open_auto(str(spec), **options)[0]
     return open_chain(str(spec), backend, **options)
 
 

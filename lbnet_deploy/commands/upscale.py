@@ -52,15 +52,16 @@ def upscaler_for(
     from lbnet_deploy.loaders import open_runner
     from lbnet_deploy.runtime.upscaler import Upscaler
 
-    backend, why, runner = args.backend, "", None
+    backend, why = args.backend, ""
     if backend == AUTO:
-        from lbnet_deploy.benchmarks.choose import choose_backend
+        from lbnet_deploy.benchmarks.choose import open_auto
 
-        choice = choose_backend(
-            model, precision, args.threads, args.scale, tile=args.tile, batch=args.batch
-        )
-        backend, why, runner = choice.backend, f"; {choice.note()}", choice.runner
-    if runner is None:
+        runner, choice = open_auto(
+            model, args.threads, precision=precision, scale=args.scale, tile=args.tile,
+            batch=args.batch,
+        )  # fmt: skip
+        backend, why = choice.backend, f"; {choice.note()}"
+    else:
         runner = open_runner(
             model, backend, args.threads, tile=args.tile, batch=args.batch,
             precision=precision, scale=args.scale,
