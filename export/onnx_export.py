@@ -1,8 +1,9 @@
 """PyTorch LBNet -> TensorRT-parsable FP32 ONNX, checked and self-describing.
 
 The module's rewrites (one-hot conv unfold/fold, batched or masked banded attention with q
-pre-scaled) are chosen in `LBNet.set_ops`; this file only drives torch's exporter and then
-folds, checks and stamps the graph.
+pre-scaled, laid out in TensorRT's or a CPU runtime's form) are chosen in `LBNet.set_ops`; this
+file only drives torch's exporter and then folds, checks and stamps the graph (the form is the
+graph's `lbnet.form`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import to_metadata
+from lbnet_deploy.metadata import FORMS, Form, to_metadata
 from lbnet_deploy.model.lbnet import LBNet, Ops
 
 from .onnx_io import save_atomic
@@ -36,8 +37,11 @@ class ExportOptions:
     input_size: tuple[int, int] | None = (128, 128)
     batch: int | None = 1
     reference_ops: bool = False  # export the straightforward port instead (for comparisons)
+    form: Form = "batched"  # the attention's layout (model.blocks.Form): TensorRT's by default
 
     def __post_init__(self) -> None:
+        if self.form not in FORMS:
+            raise LBNetError(f"the attention form is one of {', '.join(FORMS)}, not {self.form!r}")
         if self.batch is not None and self.batch < 1:
             raise LBNetError(f"batch must be at least 1 (or dynamic), got {self.batch}")
         if self.input_size is not None and min(self.input_size) < 1:
@@ -120,7 +124,7 @@ def export_onnx(model: LBNet, path: str | Path, options: ExportOptions) -> Expor
     mode: Ops = "reference" if options.reference_ops else (
         "dynamic" if options.input_size is None else "static"
     )  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp, model.using_ops(mode):
+    with tempfile.TemporaryDirectory() as tmp, model.using_ops(mode, options.form):
         raw = Path(tmp) / "raw.onnx"
         _torch_export(model, options, raw)
         graph = onnx.load(raw)
@@ -129,7 +133,8 @@ def export_onnx(model: LBNet, path: str | Path, options: ExportOptions) -> Expor
     graph.doc_string = f"LBNet {desc.variant} x{desc.scale}, exported by lbnet-deploy"
     meta = to_metadata(
         desc, input_size=options.size_label, batch=options.batch or "dynamic",
-        precision="fp32", tool="lbnet-deploy", tool_version=__version__,
+        precision="fp32", form="reference" if options.reference_ops else options.form,
+        tool="lbnet-deploy", tool_version=__version__,
     )  # fmt: skip
     onnx.helper.set_model_props(graph, meta)
     save_atomic(graph, path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
 
 from lbnet_deploy.descriptor import VARIANTS, ModelDescriptor
 from lbnet_deploy.errors import LBNetError
@@ -19,6 +20,16 @@ PRECISIONS = ("fp32", "fp16", "int8")
 EXPORTED = ("fp32", "fp16")
 COMPUTE = ("bf16",)
 RUNS = PRECISIONS + COMPUTE  # what a run may be timed or checked in
+
+# How the ~16 runs of each head are laid out for MatMul -> Softmax -> MatMul, orthogonal to
+# static/dynamic. "batched": (B, h, m, c, d) with keys computed transposed, the form TensorRT
+# fuses (engines). "flat": heads and runs in one batch axis, (B, h*m, c, d), keys laid out as q
+# and v: the 4-D attention OpenVINO's CPU plugin fuses into one kernel (its Snippets MHA), which
+# it does not for the 5-D form. "flat16": flat with the head dim zero-padded to a multiple of 16
+# (exact: zero q/k columns add nothing to the scores, zero v columns meet zero proj columns),
+# so AMX's BF16 tiles are whole. Measured per backend in benchmarks/studies/cpu_backends.py.
+Form = Literal["batched", "flat", "flat16"]
+FORMS: tuple[Form, ...] = get_args(Form)
 
 # Peak inference memory model, fitted to ORT CPU peak RSS above the loaded session (LBNet-T x4,
 # dynamic graph, batch 1): 1024 tokens +16 MiB, 4096 +100, 9216 +365, 16384 +991, 25600 +2277,

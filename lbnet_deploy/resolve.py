@@ -1,8 +1,8 @@
 """Model resolver: whatever the user named (model name, .pt, .onnx) -> a model file to run.
 
 A checkpoint is exported on first use into the user cache, keyed by what determines the graph
-(checkpoint hash, input size, batch, precision, tool version), so the second run starts at once
-and needs no torch.
+(checkpoint hash, input size, batch, precision, attention form, tool version), so the second
+run starts at once and needs no torch.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import Form
 from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
 from lbnet_deploy.weights import (
     cache_root,
@@ -38,8 +39,10 @@ def checkpoint_path(spec: str, scale: int | None = None) -> Path:
     return resolve_weights(named.name)
 
 
-def cached_onnx_path(sha256: str, size_label: str, batch: str, precision: str) -> Path:
-    name = f"{sha256[:16]}-{size_label}-b{batch}-{precision}-v{__version__}.onnx"
+def cached_onnx_path(
+    sha256: str, size_label: str, batch: str, precision: str, form: Form = "batched"
+) -> Path:
+    name = f"{sha256[:16]}-{size_label}-b{batch}-{precision}-{form}-v{__version__}.onnx"
     return cache_root() / "onnx" / name
 
 
@@ -50,9 +53,11 @@ def model_file(
     batch: int | None = None,
     precision: str = "fp32",
     scale: int | None = None,
+    form: Form = "batched",
 ) -> Path:
     """The ONNX file to run for `spec`; input_size/batch None = dynamic (used on export only).
-    `scale` (the user's --scale) is checked before a first-use export, not after it."""
+    `scale` (the user's --scale) is checked before a first-use export, not after it; `form`
+    is the attention layout a checkpoint is exported in (a file has its own)."""
     path = Path(spec)
     if path.suffix == ".onnx":
         if not path.is_file():
@@ -64,13 +69,13 @@ def model_file(
         )
     ckpt = checkpoint_path(spec, scale)
     size_label = "dynamic" if input_size is None else "{}x{}".format(*input_size)
-    cached = cached_onnx_path(sha256_file(ckpt), size_label, str(batch or "dyn"), precision)
+    cached = cached_onnx_path(sha256_file(ckpt), size_label, str(batch or "dyn"), precision, form)
     if cached.is_file():
         return cached
     if precision == "fp16":  # the FP32 graph (cached too), then `export --precision fp16`'s way
         from lbnet_deploy.export.fp16 import write_fp16
 
-        fp32 = model_file(spec, input_size=input_size, batch=batch, scale=scale)
+        fp32 = model_file(spec, input_size=input_size, batch=batch, scale=scale, form=form)
         log.info("converting %s to FP16 into %s (first use) ...", fp32.name, cached)
         write_fp16(fp32, cached)
         return cached
@@ -80,9 +85,9 @@ def model_file(
     from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
     from lbnet_deploy.model.checkpoint import load_checkpoint
 
-    log.info("exporting %s (%s) to %s (first use) ...", ckpt.name, size_label, cached)
+    log.info("exporting %s (%s, %s) to %s (first use) ...", ckpt.name, size_label, form, cached)
     model, _ = load_checkpoint(ckpt, scale=scale)  # checked before the export, not after
-    export_onnx(model, cached, ExportOptions(input_size=input_size, batch=batch))
+    export_onnx(model, cached, ExportOptions(input_size=input_size, batch=batch, form=form))
     return cached
 
 

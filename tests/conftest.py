@@ -12,6 +12,8 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
+from lbnet_deploy.metadata import Form
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LBNET_SHARED_DIR", REPO.parent / "shared"))
 WEIGHTS = SHARED / "weights"
@@ -134,7 +136,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def export_cache(tmp_path_factory: pytest.TempPathFactory, checkpoint):
     """Export each (checkpoint, input size) once per test run (an export takes 10-40 s here):
-    `export_cache("random-LBNet-T-x4")` dynamic, `export_cache(name, (64, 64))` fixed. The files
+    `export_cache("random-LBNet-T-x4")` dynamic, `export_cache(name, (64, 64))` fixed, `form=`
+    another attention layout (`metadata.FORMS`). The files
     are the product's own first-use exports (`resolve.model_file`) in the run's shared product
     cache, so a command run on the same checkpoint with `shared_cache` finds them there."""
     from filelock import FileLock
@@ -143,14 +146,15 @@ def export_cache(tmp_path_factory: pytest.TempPathFactory, checkpoint):
 
     cache = _run_root(tmp_path_factory) / "product-cache"
 
-    def get(name: str, size: tuple[int, int] | None = None) -> Path:
+    def get(name: str, size: tuple[int, int] | None = None, form: Form = "batched") -> Path:
         ckpt = checkpoint(name)
         label = "dyn" if size is None else "{}x{}".format(*size)
         cache.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(cache / f"{Path(name).stem}_{label}.lock"))
+        lock = FileLock(str(cache / f"{Path(name).stem}_{label}_{form}.lock"))
         with lock, pytest.MonkeyPatch.context() as env:
             env.setenv("LBNET_CACHE_DIR", str(cache))
-            return model_file(str(ckpt), input_size=size, batch=None if size is None else 1)
+            batch = None if size is None else 1
+            return model_file(str(ckpt), input_size=size, batch=batch, form=form)
 
     return get
 

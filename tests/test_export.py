@@ -95,6 +95,46 @@ def test_fixed_export_form(
     assert np.abs(run_onnx(path, x) - reference(checkpoint(ckpt), x)).max() <= RANDOM_TOL
 
 
+def _attention_shapes(graph: onnx.ModelProto) -> list[tuple[list, list]]:
+    """(the shape of q, of the scores) for every Softmax: the MatMul before it (through the
+    dynamic graph's mask Add) takes q; dims are ints or names of symbolic dims."""
+    inferred = onnx.shape_inference.infer_shapes(graph)
+    shapes = {
+        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+        for v in inferred.graph.value_info
+    }
+    made_by = {out: n for n in graph.graph.node for out in n.output}
+    found = []
+    for softmax in (n for n in graph.graph.node if n.op_type == "Softmax"):
+        scores = made_by[softmax.input[0]]
+        while scores.op_type != "MatMul":  # the dynamic graph adds its -inf mask first
+            scores = made_by[scores.input[0]]
+        found.append((shapes[scores.input[0]], shapes[softmax.input[0]]))
+    return found
+
+
+@pytest.mark.parametrize("form", ["flat", "flat16"])
+def test_cpu_forms_compute_the_reference_and_say_so(form: str, export_cache, checkpoint) -> None:
+    """The CPU layouts (heads and runs in one batch axis, 4-D: OpenVINO fuses that attention
+    into one kernel; flat16 with LBNet-T's head dim 27 zero-padded to 32) are the same network:
+    fixed and dynamic exports against the reference, with the form in the metadata."""
+    fixed, dynamic = export_cache(T4, (37, 29), form=form), export_cache(T4, form=form)
+    head_dim = 32 if form == "flat16" else 27
+    for path, crops in ((fixed, [(37, 29)]), (dynamic, [(48, 48), (37, 29), (3, 5)])):
+        graph = onnx.load(path)
+        meta = {p.key: p.value for p in graph.metadata_props}
+        assert meta["lbnet.form"] == form
+        for q, scores in _attention_shapes(graph):
+            assert len(q) == len(scores) == 4 and q[-1] == head_dim, (q, scores)
+        for hw in crops:
+            x = batch_of(texture(*hw))
+            assert np.abs(run_onnx(path, x) - reference(checkpoint(T4), x)).max() <= RANDOM_TOL
+    # 37x29 = 1073 tokens: 16 full runs of 67 for each of the 6 heads in one batch, and the
+    # short run of one token
+    shapes = _attention_shapes(onnx.load(fixed))
+    assert sorted(scores for _, scores in shapes)[-1] == [1, 6 * 16, 67, 67]
+
+
 def test_trt_check_rejects_unparsable_graphs() -> None:
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 9, 4])
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 4, 4])

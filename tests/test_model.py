@@ -3,10 +3,13 @@ straightforward port (nn.Unfold/nn.Fold and a loop over attention runs)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import FORMS
 from lbnet_deploy.model.checkpoint import load_checkpoint, load_model
 
 from .conftest import CHECKPOINTS, RANDOM, RANDOM_TOL, needs_weights, random_lbnet, real_checkpoint
@@ -77,17 +80,17 @@ CASES += [
 
 @pytest.mark.parametrize(("name", "hw"), CASES)
 def test_rewrites_equal_straightforward_port(name: str, hw: tuple[int, int], checkpoint) -> None:
-    """Every graph form (static: fixed export, dynamic: dynamic export) against the reference
-    ops, for both variants at every scale."""
+    """Every graph form (static: fixed export, dynamic: dynamic export; each attention layout
+    of `metadata.FORMS`) against the reference ops, for both variants at every scale."""
     model, desc = load_checkpoint(checkpoint(name))
     s = desc.scale
     x = torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(0)) * 255
     with torch.no_grad():
         ref = model.set_ops("reference")(x)
-        for mode in ("static", "dynamic"):
-            out = model.set_ops(mode)(x)
+        for mode, form in itertools.product(("static", "dynamic"), FORMS):
+            out = model.set_ops(mode, form)(x)
             assert out.shape == (2, 3, s * hw[0], s * hw[1])
-            assert (out - ref).abs().max().item() <= RANDOM_TOL, mode
+            assert (out - ref).abs().max().item() <= RANDOM_TOL, (mode, form)
 
 
 @needs_weights
@@ -157,8 +160,10 @@ def test_using_ops_restores_the_callers_model() -> None:
     from lbnet_deploy.model.lbnet import LBNet
 
     model = LBNet(describe("LBNet-T", 2), ops="reference").train()
-    with model.using_ops("dynamic") as inside:
-        assert inside.ops == "dynamic" and not inside.training
-    assert model.ops == "reference" and model.training
+    with model.using_ops("dynamic", "flat16") as inside:
+        assert (inside.ops, inside.form, inside.training) == ("dynamic", "flat16", False)
+    assert (model.ops, model.form, model.training) == ("reference", "batched", True)
     with pytest.raises(ValueError, match="unknown ops"):
         model.set_ops("fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown attention form"):
+        model.set_ops("static", "wide")  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lbnet_deploy.metadata import EXPORTED
+from lbnet_deploy.metadata import EXPORTED, FORMS
 
 from .options import parse_size, positive_int
 
@@ -28,13 +28,15 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
         input_size=None if args.dynamic else args.input_size,
         batch=None if args.dynamic_batch else args.batch,
+        form=args.form,
     )
     if args.precision == "fp16":
         return export_fp16(model, args, options)
     report = export_onnx(model, args.output, options)
     print(
         f"exported {desc.variant} x{desc.scale} ({options.size_label}, batch "
-        f"{options.batch or 'dynamic'}, fp32) to {report.path}: {report.file_bytes / 1e6:.2f} MB, "
+        f"{options.batch or 'dynamic'}, fp32, {options.form} attention) to {report.path}: "
+        f"{report.file_bytes / 1e6:.2f} MB, "
         f"{report.onnx_params:,} parameters, {report.ops.get('Softmax', 0)} Softmax nodes, "
         f"{report.seconds:.1f} s"
     )
@@ -72,6 +74,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=positive_int, default=1, help="fixed batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", help="dynamic batch size")
+    p.add_argument(
+        "--form",
+        choices=FORMS,
+        default="batched",
+        help="the attention's layout: batched (default; TensorRT fuses it), flat (OpenVINO "
+        "fuses it on a CPU), flat16 (flat, head dim padded to 16s: BF16/AMX); the same "
+        "network in each, recorded as lbnet.form",
+    )
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
     p.add_argument("--variant", choices=("LBNet", "LBNet-T"), help="expected variant (checked)")
     p.add_argument(

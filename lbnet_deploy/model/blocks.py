@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lbnet_deploy.metadata import Form
+
 
 def conv(c_in: int, c_out: int, k: int, groups: int = 1, bias: bool = True) -> nn.Conv2d:
     """Stride-1 convolution with 'same' zero padding, as every LBNet conv is."""
@@ -94,32 +96,51 @@ def run_length(n: int) -> int:
     return max(n // 16, 1)
 
 
-def banded_attention(q: Tensor, kt: Tensor, v: Tensor) -> Tensor:
+# the head dim of "flat16" (metadata.Form): 27 (LBNet-T) and 18 (LBNet) become 32
+HEAD_MULTIPLE = 16
+
+
+def _key_axis(flat: bool) -> int:
+    return -2 if flat else -1  # flat keys are (B, h, N, d), batched ones (B, h, d, N)
+
+
+def _by_run(q: Tensor, k: Tensor, v: Tensor, c: int, flat: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """q, v (B, h, m*c, d) and keys in the form's layout -> (q, keys transposed, v) by run."""
+    b, h, mc, d = q.shape
+    m = mc // c
+    if flat:
+        q, k, v = (t.reshape(b, h * m, c, d) for t in (q, k, v))
+        return q, k.transpose(-2, -1), v
+    q, v = (t.reshape(b, h, m, c, d) for t in (q, v))
+    # (B, h, d, m, c) -> (B, h, m, d, c) moves whole rows of c keys: a cheap copy
+    return q, k.reshape(b, h, d, m, c).transpose(2, 3), v
+
+
+def banded_attention(q: Tensor, k: Tensor, v: Tensor, flat: bool = False) -> Tensor:
     """softmax(q kt) v inside consecutive runs of `run_length(N)` tokens; q is pre-scaled.
 
-    q, v: (B, h, N, d); kt: (B, h, d, N), keys already transposed (see `EffAttention`).
-    Same runs as the reference's `torch.split(..., N // 16)` (full runs, then one short run),
-    but the full runs are one batched MatMul -> Softmax -> MatMul, the form TensorRT fuses.
-    N must be a static int here (fixed-size export, eager); see `masked_banded_attention`.
+    q, v: (B, h, N, d); keys as `Form` lays them out: (B, h, d, N), already transposed (see
+    `EffAttention`), or (B, h, N, d) when `flat`. Same runs as the reference's
+    `torch.split(..., N // 16)` (full runs, then one short run), but the full runs are one
+    batched MatMul -> Softmax -> MatMul. N must be a static int here (fixed-size export, eager);
+    see `masked_banded_attention`.
     """
-    b, h, n, d = q.shape
-    c = run_length(n)
+    n, c, axis = q.shape[2], run_length(q.shape[2]), _key_axis(flat)
     full = (n // c) * c
 
-    def runs(q: Tensor, kt: Tensor, v: Tensor) -> Tensor:
-        m = q.shape[2] // c
-        q, v = (t.reshape(b, h, m, c, d) for t in (q, v))
-        # (B, h, d, m, c) -> (B, h, m, d, c) moves whole rows of c keys: a cheap copy
-        kt = kt.reshape(b, h, d, m, c).transpose(2, 3)
-        return (torch.softmax(q @ kt, dim=-1) @ v).reshape(b, h, m * c, d)
+    def runs(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        q, kt, v = _by_run(q, k, v, c, flat)
+        return (torch.softmax(q @ kt, dim=-1) @ v).reshape(q.shape[0], -1, full, q.shape[-1])
 
     if full == n:
-        return runs(q, kt, v)
-    tail = torch.softmax(q[:, :, full:] @ kt[..., full:], dim=-1) @ v[:, :, full:]
-    return torch.cat([runs(q[:, :, :full], kt[..., :full], v[:, :, :full]), tail], dim=2)
+        return runs(q, k, v)
+    k_full, k_tail = k.narrow(axis, 0, full), k.narrow(axis, full, n - full)
+    kt_tail = k_tail.transpose(-2, -1) if flat else k_tail
+    tail = torch.softmax(q[:, :, full:] @ kt_tail, dim=-1) @ v[:, :, full:]
+    return torch.cat([runs(q[:, :, :full], k_full, v[:, :, :full]), tail], dim=2)
 
 
-def masked_banded_attention(q: Tensor, kt: Tensor, v: Tensor) -> Tensor:
+def masked_banded_attention(q: Tensor, k: Tensor, v: Tensor, flat: bool = False) -> Tensor:
     """The same result for a symbolic N (dynamic-shape export), with no graph branches.
 
     Tokens are zero-padded to whole runs and the padded keys masked with -inf; padded queries
@@ -130,12 +151,28 @@ def masked_banded_attention(q: Tensor, kt: Tensor, v: Tensor) -> Tensor:
     c = torch.sym_max(n // 16, 1)
     m = (n + c - 1) // c
     pad = m * c - n
-    q, v = (F.pad(t, (0, 0, 0, pad)).reshape(b, h, m, c, d) for t in (q, v))
-    kt = F.pad(kt, (0, pad)).reshape(b, h, d, m, c).transpose(2, 3)
+    q, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, v))
+    k = F.pad(k, (0, 0, 0, pad) if flat else (0, pad))
+    q, kt, v = _by_run(q, k, v, c, flat)
+    # one row of key positions per run, (m, 1, c); flat batches the h heads' runs together
     key_index = torch.arange(m * c, device=q.device).reshape(m, 1, c)
+    if flat:
+        key_index = key_index.repeat(h, 1, 1)
     mask = torch.zeros((), dtype=q.dtype).masked_fill(key_index >= n, float("-inf"))
     attn = torch.softmax(q @ kt + mask, dim=-1)
     return (attn @ v).reshape(b, h, m * c, d)[:, :, :n]
+
+
+def pad_heads(w: Tensor, heads: int, multiple: int, dim: int = 0) -> Tensor:
+    """Zero-pad each head's slice of `w` along `dim` (rows of q/k/v, columns of proj) so the
+    head dim is a multiple of `multiple`."""
+    d = w.shape[dim] // heads
+    extra = -d % multiple
+    if extra == 0:
+        return w
+    w = w.movedim(dim, 0)
+    w = F.pad(w.reshape(heads, d, -1), (0, 0, 0, extra)).reshape(heads * (d + extra), -1)
+    return w.movedim(0, dim)
 
 
 def split_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
@@ -152,7 +189,8 @@ class EffAttention(nn.Module):
     """Efficient multi-head self-attention over tokens cut into ~16 horizontal bands.
 
     `mode` picks the implementation: "static" (batched runs, N known when traced), "dynamic"
-    (masked runs, N symbolic) or "reference" (the straightforward loop).
+    (masked runs, N symbolic) or "reference" (the straightforward loop); `form` the layout of
+    the runs (`Form`; the reference ignores it).
     """
 
     def __init__(self, dim: int, attn_dim: int, heads: int) -> None:
@@ -163,6 +201,7 @@ class EffAttention(nn.Module):
         self.qkv = nn.Linear(attn_dim, 3 * attn_dim, bias=False)
         self.proj = nn.Linear(attn_dim, dim)
         self.mode = "static"
+        self.form: Form = "batched"
 
     def qkv_weights(self) -> tuple[Tensor, Tensor, Tensor, bool]:
         """(wq, wk, wv, folded): the scale folded into q's rows and, where that saves work,
@@ -180,6 +219,7 @@ class EffAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, n, _ = x.shape
+        proj = self.proj.weight
         if self.mode == "reference":
             # chunk (one Split node) rather than indexing a stacked tensor (three Gathers)
             q, k, v = (
@@ -189,17 +229,25 @@ class EffAttention(nn.Module):
             out = split_attention(q, k, v, self.scale)
         else:
             wq, wk, wv, folded = self.qkv_weights()
+            if self.form == "flat16":
+                wq, wk, wv = (pad_heads(w, self.heads, HEAD_MULTIPLE) for w in (wq, wk, wv))
+                proj = pad_heads(proj, self.heads, HEAD_MULTIPLE, dim=1)
             u = x if folded else self.reduce(x)
-            q, v = (F.linear(u, w).reshape(b, n, self.heads, -1).transpose(1, 2) for w in (wq, wv))
-            # keys are computed already transposed, (B, A, N) = Wk @ u^T (ORT: one FusedMatMul
-            # with transB). Projecting first and then transposing (B, h, m, c, d) keys into
-            # (B, h, m, d, c) moves the innermost axis of a 5-D tensor: ~10% of the ORT CPU
-            # time at 128x128 (ORT merges a separate 3-D transpose into that one).
-            kt = (wk @ u.transpose(1, 2)).reshape(b, self.heads, -1, n)
+            flat = self.form != "batched"
+            heads = (F.linear(u, w).reshape(b, n, self.heads, -1).transpose(1, 2) for w in (wq, wv))
+            q, v = heads
+            if flat:
+                k = F.linear(u, wk).reshape(b, n, self.heads, -1).transpose(1, 2)
+            else:
+                # keys computed already transposed, (B, A, N) = Wk @ u^T (ORT: one FusedMatMul
+                # with transB). Projecting first and then transposing (B, h, m, c, d) keys into
+                # (B, h, m, d, c) moves the innermost axis of a 5-D tensor: ~10% of the ORT CPU
+                # time at 128x128 (ORT merges a separate 3-D transpose into that one).
+                k = (wk @ u.transpose(1, 2)).reshape(b, self.heads, -1, n)
             # banded: the fixed-size form; masked: N symbolic (dynamic export)
             attend = masked_banded_attention if self.mode == "dynamic" else banded_attention
-            out = attend(q, kt, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+            out = attend(q, k, v, flat)
+        return F.linear(out.transpose(1, 2).reshape(b, n, -1), proj, self.proj.bias)
 
 
 class Mlp(nn.Module):

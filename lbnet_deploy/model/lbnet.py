@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lbnet_deploy.descriptor import ModelDescriptor
+from lbnet_deploy.metadata import FORMS, Form
 
 from .blocks import LFFM, ChannelAttention, PatchTokens, TransBlock, conv
 
@@ -25,7 +26,8 @@ class LBNet(nn.Module):
     The descriptor holds the hyper-parameters (variant, scale, F, heads, attention width);
     `descriptor.recursions` sets how often each TransBlock is applied (3 as trained; other
     values only serve timing the paper's TM-k rows). `ops` picks the attention implementation
-    (`Ops`); `using_ops` switches it for a block of code and restores it.
+    (`Ops`) and `form` the attention's layout (`blocks.Form`: TensorRT's or a CPU runtime's);
+    `using_ops` switches them for a block of code and restores them.
     """
 
     def __init__(self, descriptor: ModelDescriptor, ops: Ops = "static") -> None:
@@ -51,27 +53,37 @@ class LBNet(nn.Module):
     def ops(self) -> Ops:
         return cast(Ops, self.attention.atten.mode)
 
-    def set_ops(self, mode: Ops) -> LBNet:
-        """Pick the attention/patch implementation (`Ops`) for this model from now on."""
+    @property
+    def form(self) -> Form:
+        return self.attention.atten.form
+
+    def set_ops(self, mode: Ops, form: Form | None = None) -> LBNet:
+        """Pick the attention/patch implementation (`Ops`) and, where given, the attention's
+        layout (`Form`) for this model from now on."""
         if mode not in get_args(Ops):
             raise ValueError(f"unknown ops mode {mode!r}")
+        if form is not None and form not in FORMS:
+            raise ValueError(f"unknown attention form {form!r}")
         self.tokens.reference = mode == "reference"
         for block in (self.attention, self.attention2):
             block.atten.mode = mode
+            block.atten.form = form or block.atten.form
         return self
 
     @contextmanager
-    def using_ops(self, mode: Ops, *, eval_mode: bool = True) -> Iterator[LBNet]:
-        """`mode` (and eval mode) inside the block, the caller's settings restored after it: an
-        export never changes the model it was given."""
-        previous, training = self.ops, self.training
-        self.set_ops(mode)
+    def using_ops(
+        self, mode: Ops, form: Form | None = None, *, eval_mode: bool = True
+    ) -> Iterator[LBNet]:
+        """`mode`, `form` (and eval mode) inside the block, the caller's settings restored after
+        it: an export never changes the model it was given."""
+        previous, training = (self.ops, self.form), self.training
+        self.set_ops(mode, form)
         if eval_mode:
             self.eval()
         try:
             yield self
         finally:
-            self.set_ops(previous)
+            self.set_ops(*previous)
             self.train(training)
 
     def transformer(self, block: TransBlock, x: Tensor) -> Tensor:
