@@ -23,11 +23,12 @@ RUNS = PRECISIONS + COMPUTE  # what a run may be timed or checked in
 
 # How the ~16 runs of each head are laid out for MatMul -> Softmax -> MatMul, orthogonal to
 # static/dynamic. "batched": (B, h, m, c, d) with keys computed transposed, the form TensorRT
-# fuses (engines). "flat": heads and runs in one batch axis, (B, h*m, c, d), keys laid out as q
-# and v: the 4-D attention OpenVINO's CPU plugin fuses into one kernel (its Snippets MHA), which
-# it does not for the 5-D form. "flat16": flat with the head dim zero-padded to a multiple of 16
-# (exact: zero q/k columns add nothing to the scores, zero v columns meet zero proj columns),
-# so AMX's BF16 tiles are whole. Measured per backend in benchmarks/studies/cpu_backends.py.
+# fuses (engines). "flat": the runs as the batch, heads second, (B*m, h, c, d), each q/k/v one
+# Transpose from the token-major projections: the standard multi-head attention pattern, which
+# OpenVINO's CPU plugin fuses with its transposes into one kernel (its Snippets MHA; it does not
+# for the 5-D form). "flat16": flat with the head dim zero-padded to a multiple of 16 (exact:
+# zero q/k columns add nothing to the scores, zero v columns meet zero proj columns), so AMX's
+# BF16 tiles are whole. Measured per backend in benchmarks/studies/cpu_backends.py.
 Form = Literal["batched", "flat", "flat16"]
 FORMS: tuple[Form, ...] = get_args(Form)
 

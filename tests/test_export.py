@@ -115,9 +115,10 @@ def _attention_shapes(graph: onnx.ModelProto) -> list[tuple[list, list]]:
 
 @pytest.mark.parametrize("form", ["flat", "flat16"])
 def test_cpu_forms_compute_the_reference_and_say_so(form: str, export_cache, checkpoint) -> None:
-    """The CPU layouts (heads and runs in one batch axis, 4-D: OpenVINO fuses that attention
-    into one kernel; flat16 with LBNet-T's head dim 27 zero-padded to 32) are the same network:
-    fixed and dynamic exports against the reference, with the form in the metadata."""
+    """The CPU layouts (runs as the batch, heads second, 4-D: OpenVINO fuses that attention and
+    its transposes into one kernel; flat16 with LBNet-T's head dim 27 zero-padded to 32) are
+    the same network: fixed and dynamic exports against the reference, with the form in the
+    metadata."""
     fixed, dynamic = export_cache(T4, (37, 29), form=form), export_cache(T4, form=form)
     head_dim = 32 if form == "flat16" else 27
     for path, crops in ((fixed, [(37, 29)]), (dynamic, [(48, 48), (37, 29), (3, 5)])):
@@ -129,10 +130,10 @@ def test_cpu_forms_compute_the_reference_and_say_so(form: str, export_cache, che
         for hw in crops:
             x = batch_of(texture(*hw))
             assert np.abs(run_onnx(path, x) - reference(checkpoint(T4), x)).max() <= RANDOM_TOL
-    # 37x29 = 1073 tokens: 16 full runs of 67 for each of the 6 heads in one batch, and the
-    # short run of one token
+    # 37x29 = 1073 tokens: the 16 full runs of 67 as the batch, heads second (the standard
+    # multi-head layout), and the short run of one token
     shapes = _attention_shapes(onnx.load(fixed))
-    assert sorted(scores for _, scores in shapes)[-1] == [1, 6 * 16, 67, 67]
+    assert sorted(scores for _, scores in shapes)[-1] == [16, 6, 67, 67]
 
 
 def test_trt_check_rejects_unparsable_graphs() -> None:

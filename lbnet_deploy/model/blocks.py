@@ -100,67 +100,90 @@ def run_length(n: int) -> int:
 HEAD_MULTIPLE = 16
 
 
-def _key_axis(flat: bool) -> int:
-    return -2 if flat else -1  # flat keys are (B, h, N, d), batched ones (B, h, d, N)
-
-
-def _by_run(q: Tensor, k: Tensor, v: Tensor, c: int, flat: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """q, v (B, h, m*c, d) and keys in the form's layout -> (q, keys transposed, v) by run."""
+def _by_run(q: Tensor, kt: Tensor, v: Tensor, c: int) -> tuple[Tensor, Tensor, Tensor]:
+    """q, v (B, h, m*c, d), kt (B, h, d, m*c) -> (B, h, m, c, d) and keys (B, h, m, d, c)."""
     b, h, mc, d = q.shape
     m = mc // c
-    if flat:
-        q, k, v = (t.reshape(b, h * m, c, d) for t in (q, k, v))
-        return q, k.transpose(-2, -1), v
     q, v = (t.reshape(b, h, m, c, d) for t in (q, v))
     # (B, h, d, m, c) -> (B, h, m, d, c) moves whole rows of c keys: a cheap copy
-    return q, k.reshape(b, h, d, m, c).transpose(2, 3), v
+    return q, kt.reshape(b, h, d, m, c).transpose(2, 3), v
+
+
+def _runs_as_batch(q: Tensor, k: Tensor, v: Tensor, c: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Token-major q, k, v (B, m*c, h, d) -> runs as the batch, heads second: (B*m, h, c, d),
+    keys (B*m, h, d, c). Each is one Transpose next to its MatMul: the standard multi-head
+    attention pattern, which OpenVINO fuses with its transposes into one kernel."""
+    b, mc, h, d = q.shape
+    q, k, v = (t.reshape(b * (mc // c), c, h, d) for t in (q, k, v))
+    return q.transpose(1, 2), k.permute(0, 2, 3, 1), v.transpose(1, 2)
+
+
+def _tokens(out: Tensor, b: int) -> Tensor:
+    """(B*m, h, c, d) attention output -> token-major (B, m*c, h*d)."""
+    bm, h, c, d = out.shape
+    return out.transpose(1, 2).reshape(b, (bm // b) * c, h * d)
 
 
 def banded_attention(q: Tensor, k: Tensor, v: Tensor, flat: bool = False) -> Tensor:
     """softmax(q kt) v inside consecutive runs of `run_length(N)` tokens; q is pre-scaled.
 
-    q, v: (B, h, N, d); keys as `Form` lays them out: (B, h, d, N), already transposed (see
-    `EffAttention`), or (B, h, N, d) when `flat`. Same runs as the reference's
-    `torch.split(..., N // 16)` (full runs, then one short run), but the full runs are one
-    batched MatMul -> Softmax -> MatMul. N must be a static int here (fixed-size export, eager);
-    see `masked_banded_attention`.
+    Batched (`Form` "batched"): q, v (B, h, N, d), keys already transposed (B, h, d, N) (see
+    `EffAttention`), result (B, h, N, d). Flat: q, k, v token-major (B, N, h, d), result
+    (B, N, h*d). Same runs as the reference's `torch.split(..., N // 16)` (full runs, then one
+    short run), but the full runs are one batched MatMul -> Softmax -> MatMul. N must be a
+    static int here (fixed-size export, eager); see `masked_banded_attention`.
     """
-    n, c, axis = q.shape[2], run_length(q.shape[2]), _key_axis(flat)
+    n = q.shape[1] if flat else q.shape[2]
+    c = run_length(n)
     full = (n // c) * c
+    if flat:
+        b = q.shape[0]
+        qr, kt, vr = _runs_as_batch(q[:, :full], k[:, :full], v[:, :full], c)
+        out = _tokens(torch.softmax(qr @ kt, dim=-1) @ vr, b)
+        if full == n:
+            return out
+        qt, kt, vt = (t[:, full:].transpose(1, 2) for t in (q, k, v))
+        tail = torch.softmax(qt @ kt.transpose(-2, -1), dim=-1) @ vt
+        return torch.cat([out, _tokens(tail, b)], dim=1)
 
-    def runs(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        q, kt, v = _by_run(q, k, v, c, flat)
-        return (torch.softmax(q @ kt, dim=-1) @ v).reshape(q.shape[0], -1, full, q.shape[-1])
+    def runs(q: Tensor, kt: Tensor, v: Tensor) -> Tensor:
+        q, kt, v = _by_run(q, kt, v, c)
+        return (torch.softmax(q @ kt, dim=-1) @ v).reshape(q.shape[0], q.shape[1], full, -1)
 
     if full == n:
         return runs(q, k, v)
-    k_full, k_tail = k.narrow(axis, 0, full), k.narrow(axis, full, n - full)
-    kt_tail = k_tail.transpose(-2, -1) if flat else k_tail
-    tail = torch.softmax(q[:, :, full:] @ kt_tail, dim=-1) @ v[:, :, full:]
-    return torch.cat([runs(q[:, :, :full], k_full, v[:, :, :full]), tail], dim=2)
+    tail = torch.softmax(q[:, :, full:] @ k[..., full:], dim=-1) @ v[:, :, full:]
+    return torch.cat([runs(q[:, :, :full], k[..., :full], v[:, :, :full]), tail], dim=2)
 
 
 def masked_banded_attention(q: Tensor, k: Tensor, v: Tensor, flat: bool = False) -> Tensor:
-    """The same result for a symbolic N (dynamic-shape export), with no graph branches.
+    """The same result for a symbolic N (dynamic-shape export), with no graph branches; the
+    same layouts as `banded_attention`.
 
     Tokens are zero-padded to whole runs and the padded keys masked with -inf; padded queries
     are dropped. The padding never fills a whole run, so no softmax row is all -inf, and when
     N is a multiple of 16 the mask is all zeros.
     """
-    b, h, n, d = q.shape
+    b = q.shape[0]
+    n = q.shape[1] if flat else q.shape[2]
     c = torch.sym_max(n // 16, 1)
     m = (n + c - 1) // c
     pad = m * c - n
-    q, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, v))
-    k = F.pad(k, (0, 0, 0, pad) if flat else (0, pad))
-    q, kt, v = _by_run(q, k, v, c, flat)
-    # one row of key positions per run, (m, 1, c); flat batches the h heads' runs together
-    key_index = torch.arange(m * c, device=q.device).reshape(m, 1, c)
     if flat:
-        key_index = key_index.repeat(h, 1, 1)
+        q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
+        q, kt, v = _runs_as_batch(q, k, v, c)
+    else:
+        q, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, v))
+        q, kt, v = _by_run(q, F.pad(k, (0, pad)), v, c)
+    # one row of key positions per run, (m, 1, c); flat: per run of every image, (B*m, 1, 1, c)
+    key_index = torch.arange(m * c, device=q.device).reshape(m, 1, c)
     mask = torch.zeros((), dtype=q.dtype).masked_fill(key_index >= n, float("-inf"))
-    attn = torch.softmax(q @ kt + mask, dim=-1)
-    return (attn @ v).reshape(b, h, m * c, d)[:, :, :n]
+    if flat:
+        mask = mask.expand(b, m, 1, c).reshape(b * m, 1, 1, c)
+    out = torch.softmax(q @ kt + mask, dim=-1) @ v
+    if flat:
+        return _tokens(out, b)[:, :n]
+    return out.reshape(b, out.shape[1], m * c, -1)[:, :, :n]
 
 
 def pad_heads(w: Tensor, heads: int, multiple: int, dim: int = 0) -> Tensor:
@@ -233,20 +256,18 @@ class EffAttention(nn.Module):
                 wq, wk, wv = (pad_heads(w, self.heads, HEAD_MULTIPLE) for w in (wq, wk, wv))
                 proj = pad_heads(proj, self.heads, HEAD_MULTIPLE, dim=1)
             u = x if folded else self.reduce(x)
-            flat = self.form != "batched"
-            heads = (F.linear(u, w).reshape(b, n, self.heads, -1).transpose(1, 2) for w in (wq, wv))
-            q, v = heads
-            if flat:
-                k = F.linear(u, wk).reshape(b, n, self.heads, -1).transpose(1, 2)
-            else:
-                # keys computed already transposed, (B, A, N) = Wk @ u^T (ORT: one FusedMatMul
-                # with transB). Projecting first and then transposing (B, h, m, c, d) keys into
-                # (B, h, m, d, c) moves the innermost axis of a 5-D tensor: ~10% of the ORT CPU
-                # time at 128x128 (ORT merges a separate 3-D transpose into that one).
-                k = (wk @ u.transpose(1, 2)).reshape(b, self.heads, -1, n)
             # banded: the fixed-size form; masked: N symbolic (dynamic export)
             attend = masked_banded_attention if self.mode == "dynamic" else banded_attention
-            out = attend(q, k, v, flat)
+            if self.form != "batched":  # token-major q, k, v, (B, N, h, d)
+                q, k, v = (F.linear(u, w).reshape(b, n, self.heads, -1) for w in (wq, wk, wv))
+                return F.linear(attend(q, k, v, flat=True), proj, self.proj.bias)
+            q, v = (F.linear(u, w).reshape(b, n, self.heads, -1).transpose(1, 2) for w in (wq, wv))
+            # keys computed already transposed, (B, A, N) = Wk @ u^T (ORT: one FusedMatMul with
+            # transB). Projecting first and then transposing (B, h, m, c, d) keys into
+            # (B, h, m, d, c) moves the innermost axis of a 5-D tensor: ~10% of the ORT CPU
+            # time at 128x128 (ORT merges a separate 3-D transpose into that one).
+            kt = (wk @ u.transpose(1, 2)).reshape(b, self.heads, -1, n)
+            out = attend(q, kt, v)
         return F.linear(out.transpose(1, 2).reshape(b, n, -1), proj, self.proj.bias)
 
 
