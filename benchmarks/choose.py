@@ -1,19 +1,19 @@
 """`--backend auto`: the fastest installed CPU backend for a model on this machine, measured.
 
 No CPU backend wins everywhere. The interleaved CPU study (`benchmarks/studies/cpu_backends.py`)
-found ONNX Runtime fastest at 128x128 and 192x192 and OpenVINO at 64x64 on an AVX2-only EPYC;
-on an AVX-512 EPYC, OpenVINO at 64x64 and 192x192 and ONNX Runtime at 128x128. So the choice
-is measured where it is made: the first time a model runs with `auto` on a machine, each
-installed CPU backend of `CANDIDATES` runs the graph the command runs, at the tile size it will
-use (`--tile`, else the Upscaler's; a fixed graph at its own size), interleaved, and the fastest
-median wins (ONNX Runtime unless another is `MARGIN` faster). A dynamic graph is timed on first
-runs at new sizes near the tile size, since every image that fits, or is smaller than a tile,
-runs whole at its own size and OpenVINO compiles once per new shape (about a second); a fixed
-graph on repeated runs at its size. The
-result is kept in the cache, keyed by the CPU, the threads, the graph file's hash, the shape,
-the precision and the versions, so later runs on the same machine cost nothing. A backend that
-cannot open or run the graph is left out with a warning. BF16 is never chosen by itself: it is
-a precision the user asks for (`--precision bf16`).
+found ONNX Runtime fastest at 128x128 and 192x192 and OpenVINO at 64x64 on an AVX2-only EPYC; on
+an AVX-512 EPYC, OpenVINO at 64x64 and 192x192 and ONNX Runtime at 128x128. So the choice is
+measured where it is made: the first time a model runs with `auto` on a machine, each installed
+CPU backend of `CANDIDATES` runs the graph the command runs (a name or checkpoint in the
+attention form exported for that backend), at the tile size it will use (`--tile`, else the
+Upscaler's; a fixed graph at its own size), interleaved, and the fastest median wins (ONNX
+Runtime unless another is `MARGIN` faster). A dynamic graph is timed on first runs at new sizes
+near the tile size, since every image that fits, or is smaller than a tile, runs whole at its
+own size and OpenVINO compiles once per new shape (about a second); a fixed graph on repeated
+runs at its size. The result is kept in the cache, keyed by the CPU, the threads, the graph
+file's hash, the shape, the precision and the versions, so later runs on the same machine cost
+nothing. A backend that cannot open or run the graph is left out with a warning. BF16 is never
+chosen by itself: it is a precision the user asks for (`--precision bf16`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.loaders import ModelSpec, open_runner
-from lbnet_deploy.metadata import COMPUTE
+from lbnet_deploy.metadata import COMPUTE, Form
 from lbnet_deploy.runtime.atomic import write_json_atomic
 from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.onnxrt import bounded_threads
@@ -47,7 +47,7 @@ CANDIDATES = ("ort", "openvino")  # the CPU backends auto chooses among, ONNX Ru
 # (OpenVINO: about a second per new whole-image size, which the timing at one size leaves out).
 MARGIN = 1.05
 WARMUP, ROUNDS = 1, 3
-RULE = 2  # bump when how the choice is measured changes: kept choices are then measured again
+RULE = 3  # bump when how the choice is measured changes: kept choices are then measured again
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,9 @@ def choose_backend(
         # the one there is, or the first that could run it (its opening names what is missing)
         name = (installed or able)[0]
         return Choice(name, why=f"the only installed CPU backend that runs {wanted}")
-    # the first opens as the command would (every check of the request, the export) and names
-    # the graph file all of them run
-    compute = wanted if wanted in COMPUTE else None
+    # the first opens as the command would: every check of the request (and the export) comes
+    # before any timing
+    compute = wanted if wanted in COMPUTE else "fp32"
     first = open_runner(spec, installed[0], threads, precision=precision, scale=scale)
     size = first.input_size or (tile or DEFAULT_TILE,) * 2
     # a dynamic graph runs every image that fits (or is smaller than --tile) whole, at its own
@@ -112,14 +112,18 @@ def choose_backend(
     new_shapes = first.input_size is None
     graph = Path(first.describe()["path"])  # type: ignore[arg-type]
     shape = (batch, *size)
-    key = choice_key(graph, installed, wanted, bounded_threads(threads), (*shape, new_shapes))
+    # a name or checkpoint runs on each backend in the attention form exported for it (the
+    # graph's hash and the forms say what runs); a file is the same graph everywhere
+    forms = {n: BACKENDS[n].form(compute) for n in installed} if not model.is_file else {}
+    timed = (*shape, new_shapes)
+    key = choice_key(graph, forms or installed, wanted, bounded_threads(threads), timed)
     cached = _read_cache().get(key)
     if cached is not None:
         return replace(cached, runner=first) if cached.backend == installed[0] else cached
     runners = {installed[0]: first}
     for name in installed[1:]:
         try:
-            runners[name] = open_runner(str(graph), name, threads, precision=compute)
+            runners[name] = open_runner(spec, name, threads, precision=precision, scale=scale)
         except LBNetError as exc:  # a backend that cannot run this graph is not a candidate
             log.warning("auto: not timing %s: %s", name, exc)
     choice = measure(runners, shape, new_shapes)
@@ -147,10 +151,15 @@ def open_auto(
 
 
 def choice_key(
-    graph: Path, names: list[str], precision: str, threads: int, shape: tuple[int, ...]
+    graph: Path,
+    names: list[str] | dict[str, Form],
+    precision: str,
+    threads: int,
+    shape: tuple[int, ...],
 ) -> str:
-    """What decides which backend is fastest: the CPU, threads, the graph and the shape it is
-    timed at, the versions of the backends and of this tool, and how the choice is made."""
+    """What decides which backend is fastest: the CPU, threads, the graph (and the attention
+    form each backend runs it in, where `names` gives them) and the shape it is timed at, the
+    versions of the backends and of this tool, and how the choice is made."""
     versions = library_versions()
     facts = {
         "cpu": cpu_model(),
@@ -160,6 +169,7 @@ def choice_key(
         "shape": list(shape),
         "precision": precision,
         "backends": {n: [versions.get(m) for m in BACKENDS[n].requires] for n in names},
+        "forms": names if isinstance(names, dict) else None,
         "lbnet-deploy": versions.get("lbnet-deploy"),
         "rule": [RULE, MARGIN, WARMUP, ROUNDS],
     }

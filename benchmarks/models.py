@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import COMPUTE, PRECISIONS
+from lbnet_deploy.metadata import COMPUTE, PRECISIONS, Form
 from lbnet_deploy.runtime import registry
 from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.torch_ref import DTYPES
@@ -213,12 +213,14 @@ def bench_onnx(
     plain: bool = False,
     precision: str = "fp32",
     random_weights: bool = False,
+    form: Form = "batched",
 ) -> Path:
     """A fixed-size ONNX file for one configuration, exported once and cached.
 
-    The shipped configuration (recursions 3, our ops; FP32 or FP16) is the same file `upscale`
-    and `export` use (resolve.model_file's cache); the others, and INT8 graphs calibrated with
-    `calibrate`'s defaults, live beside their FP32 graph in `<cache>/bench/` or that cache.
+    The shipped configuration (recursions 3, our ops in any attention `form`; FP32 or FP16) is
+    the same file `upscale` and `export` use (resolve.model_file's cache); the others, and INT8
+    graphs calibrated with `calibrate`'s defaults, live beside their FP32 graph in
+    `<cache>/bench/` or that cache. The plain export has no form of ours.
     """
 
     from lbnet_deploy.resolve import checkpoint_path, model_file
@@ -228,11 +230,11 @@ def bench_onnx(
         raise LBNetError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     shipped = recursions == TRAINED_RECURSIONS and not plain and not random_weights
     if shipped and precision in ("fp32", "fp16"):  # the product's own cached file
-        return model_file(spec, input_size=size, batch=batch, precision=precision)
+        return model_file(spec, input_size=size, batch=batch, precision=precision, form=form)
     if precision != "fp32":
         # made from the FP32 graph as a user would: `export --precision fp16`'s conversion,
         # `calibrate`'s defaults on the calibration photos
-        fp32 = bench_onnx(spec, size, batch, recursions, plain, "fp32", random_weights)
+        fp32 = bench_onnx(spec, size, batch, recursions, plain, "fp32", random_weights, form)
         out = fp32.with_name(f"{fp32.stem}-{precision}.onnx")
         if out.is_file():
             return out
@@ -246,14 +248,15 @@ def bench_onnx(
             calibrate_file(fp32, calibration_images(), out)
         return out
     key = f"random-{spec}" if random_weights else sha256_file(checkpoint_path(spec))[:16]
-    ops = "plain" if plain else "ours"
+    ops = "plain" if plain else f"ours-{form}"
     name = f"{key}-{size[0]}x{size[1]}-b{batch}-r{recursions}-{ops}-v{__version__}.onnx"
     out = _bench_cache() / name
     if not out.is_file():
         from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
 
         model = build_model(spec, recursions, random_weights)
-        export_onnx(model, out, ExportOptions(input_size=size, batch=batch, reference_ops=plain))
+        options = ExportOptions(input_size=size, batch=batch, reference_ops=plain, form=form)
+        export_onnx(model, out, options)
     return out
 
 
@@ -267,10 +270,12 @@ def open_bench_runner(
     recursions: int = TRAINED_RECURSIONS,
     threads: int | None = None,
     random_weights: bool = False,
+    form: Form | None = None,
 ) -> tuple[Runner, Path | None]:
     """(runner, the ONNX file it runs or None for eager PyTorch) for one configuration, opened
     by its registry entry as `upscale` opens it, on the graph of this configuration (an engine
-    built from it for tensorrt; BF16 as the entry's compute precision over the FP32 graph)."""
+    built from it for tensorrt; BF16 as the entry's compute precision over the FP32 graph), in
+    the attention `form` the entry exports for (or the one given)."""
     from lbnet_deploy.runtime.torch_ref import TorchRunner
 
     reason = skip_reason(backend, precision)
@@ -285,7 +290,9 @@ def open_bench_runner(
     entry = registry.get_backend(c.backend)
     compute = precision if precision in COMPUTE else "fp32"
     graph = "fp32" if compute != "fp32" else precision
-    path = bench_onnx(spec, size, batch, recursions, c.graph == "plain", graph, random_weights)
+    form = form or entry.form(compute)
+    plain = c.graph == "plain"
+    path = bench_onnx(spec, size, batch, recursions, plain, graph, random_weights, form)
     if entry.artifact == "engine":
         from lbnet_deploy.resolve import engine_file
 

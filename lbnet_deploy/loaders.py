@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import COMPUTE, EXPORTED
+from lbnet_deploy.metadata import COMPUTE, EXPORTED, Form
 from lbnet_deploy.resolve import checkpoint_path, engine_file, model_file
 from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.registry import (
@@ -62,17 +62,19 @@ class ModelSpec:
 @dataclass(frozen=True)
 class OnnxFromSpec:
     """The ONNX graph for a spec: an .onnx as given, else the cached export of the checkpoint
-    (input_size/batch None: dynamic), converted to FP16 where asked."""
+    (input_size/batch None: dynamic) in the attention form `form`, converted to FP16 where
+    asked."""
 
     model: ModelSpec
     input_size: tuple[int, int] | None = None
     batch: int | None = None
     precision: str = "fp32"
+    form: Form = "batched"
 
     def __call__(self) -> Path:
         return model_file(
             self.model.spec, input_size=self.input_size, batch=self.batch,
-            precision=self.precision, scale=self.model.scale,
+            precision=self.precision, scale=self.model.scale, form=self.form,
         )  # fmt: skip
 
 
@@ -168,4 +170,5 @@ def open_runner(
         # a name is resolved by the runner; --scale is checked before anything is downloaded
         checked = checkpoint_path(spec, scale) if scale is not None else Path(spec)
         return RunnerFromFile(entry, checked, threads)()
-    return RunnerFromFile(entry, OnnxFromSpec(model, precision=fp), threads, compute)()
+    graph = OnnxFromSpec(model, precision=fp, form=entry.form(compute))
+    return RunnerFromFile(entry, graph, threads, compute)()

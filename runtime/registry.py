@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import COMPUTE, PRECISIONS
+from lbnet_deploy.metadata import COMPUTE, PRECISIONS, Form
 
 from .backend import Runner
 
@@ -36,6 +36,15 @@ class Backend:
     artifact: Artifact  # the file its runner opens
     open: Opener  # (file, CPU threads, compute precision) -> runner
     where: Callable[[Runner], str]  # where the opened runner really runs, for the summary
+    # the attention form (metadata.Form) of the graph exported for it, per compute precision;
+    # unlisted: TensorRT's "batched". Measured in benchmarks/studies/cpu_backends.py (README,
+    # "CPU backends"): OpenVINO fuses the flat form's attention into one kernel, ONNX Runtime
+    # runs the batched one fastest.
+    forms: tuple[tuple[str, Form], ...] = ()
+
+    def form(self, compute: str = "fp32") -> Form:
+        """The form of the graph a name or checkpoint is exported to for this backend."""
+        return dict(self.forms).get(compute, "batched")
 
     def missing(self) -> list[str]:
         """The required modules that are not installed (empty: it can be tried)."""
@@ -122,6 +131,7 @@ BACKENDS: dict[str, Backend] = {
         Backend(
             "openvino", "OpenVINO, CPU (bf16 where the CPU has it)", ("openvino",), False,
             PRECISIONS + COMPUTE, "onnx", _openvino("openvino"), _openvino_where,
+            forms=(("fp32", "flat"), ("bf16", "flat16")),
         ),
         Backend(
             "openvino-gpu", "OpenVINO's Intel GPU plugin", ("openvino",), True,

@@ -551,22 +551,23 @@ def test_cpu_backend_study_times_each_runtime_on_the_graphs_users_get(
     from lbnet_deploy.benchmarks.models import skip_reason
 
     study = load_study("cpu_backends")
-    # the dynamic graph (shared by the run) only: the fixed and plain exports cost 20 s each
+    # the dynamic graphs (shared by the run) only: the fixed and plain exports cost 20 s each
     dynamic = [c for c in study.CONTENDERS if c[2] == "dynamic"]
     monkeypatch.setattr(study, "CONTENDERS", dynamic)
-    monkeypatch.setattr(study, "BASELINE", "ort dynamic")
-    export_cache(T4)
-    row = study.time_size(str(checkpoint(T4)), 8, 2, 0, 1, {"fp32", "bf16"})
-    assert row["vs_plain_ort"]["ort dynamic"] == 1.0
-    expected = {"ort dynamic"}
+    monkeypatch.setattr(study, "BASELINE", "ort dynamic batched")
+    for form in ("batched", "flat"):
+        export_cache(T4, form=form)
+    row = study.time_size(str(checkpoint(T4)), 8, 2, 0, 1, {"fp32", "bf16"}, {"batched", "flat"})
+    assert row["vs_plain_ort"]["ort dynamic batched"] == 1.0
+    expected = {"ort dynamic batched", "ort dynamic flat"}
     if importlib.util.find_spec("openvino"):
-        expected.add("openvino dynamic")
+        expected |= {"openvino dynamic batched", "openvino dynamic flat"}
         if skip_reason("openvino", "bf16") is None:  # a CPU with AVX512-BF16 or AMX
-            expected.add("openvino dynamic bf16")
+            expected |= {"openvino dynamic batched bf16", "openvino dynamic flat bf16"}
     assert set(row["stats"]) == expected and all(s["runs"] == 2 for s in row["stats"].values())
     text = study.table([row], {"cpu_model": "X", "threads_used": 1, "cpu_flags": ["avx2", "sse"]})
     assert "X, 1 threads, flags: avx2" in text and "| contender | 8x8 |" in text
-    assert "| ort dynamic | " in text and "(1.00x)" in text
+    assert "| ort dynamic batched | " in text and "(1.00x)" in text
 
 
 def test_bench_times_the_products_own_fp16_graph(export_cache, shared_cache, checkpoint) -> None:

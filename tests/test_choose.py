@@ -206,3 +206,26 @@ def test_a_dynamic_graph_is_timed_on_first_runs_at_new_sizes(
     assert choice.new_shapes and "first runs at new sizes near 16x16" in choice.note()
     assert choice.backend == "ort" and choice.ms["openvino"] >= 200
     assert choose.choose_backend(graph, tile=16).new_shapes  # kept with the choice
+
+
+def test_a_checkpoint_runs_on_each_backend_in_the_form_exported_for_it(
+    export_cache, checkpoint, shared_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime gets TensorRT's batched graph, OpenVINO the flat one it fuses: each is timed
+    on its own graph, and the forms are part of what the kept choice is keyed by."""
+    _openvino_installed()
+    monkeypatch.setattr(choose, "CANDIDATES", ("ort", "openvino"))
+    for form in ("batched", "flat"):
+        export_cache(T4, form=form)  # the first-use exports, shared with the other tests
+    measured = _fake_timings(monkeypatch, {"ort": 1.0, "openvino": 0.5})
+    opened: list[str] = []
+    real_open = choose.open_runner
+    monkeypatch.setattr(
+        choose, "open_runner", lambda *a, **k: opened.append(a[1]) or real_open(*a, **k)
+    )
+    choice = choose.choose_backend(str(checkpoint(T4)), tile=16)
+    assert choice.backend == "openvino" and opened == ["ort", "openvino"] and measured
+    assert choice.runner is not None and choice.runner.model_facts.extra["form"] == "flat"
+    ckpt = checkpoint(T4)
+    key = choose.choice_key(ckpt, {"ort": "batched", "openvino": "flat"}, "fp32", 2, (1,))
+    assert key != choose.choice_key(ckpt, ["ort", "openvino"], "fp32", 2, (1,))

@@ -52,6 +52,26 @@ def test_matches_the_reference_on_dynamic_and_fixed_graphs(export_cache, checkpo
         fixed.infer(_batch(16, 20))
 
 
+def test_names_and_checkpoints_run_in_the_form_openvino_fuses(
+    export_cache, checkpoint, shared_cache
+) -> None:
+    """OpenVINO is given the flat attention (fused into one kernel there; README "CPU
+    backends"), with the head dim padded for BF16; ONNX Runtime keeps TensorRT's form."""
+    for form in ("batched", "flat"):
+        export_cache(T4, form=form)  # the first-use exports, shared with the other tests
+    ckpt = str(checkpoint(T4))
+    assert open_runner(ckpt, "ort").model_facts.extra["form"] == "batched"
+    runner = open_runner(ckpt, "openvino")
+    assert runner.model_facts.extra["form"] == "flat"
+    assert (
+        np.abs(runner.infer(_batch(21, 17)) - open_runner(ckpt, "ort").infer(_batch(21, 17))).max()
+        < RANDOM_TOL
+    )
+    from lbnet_deploy.runtime.registry import BACKENDS
+
+    assert BACKENDS["openvino"].form("bf16") == "flat16"
+
+
 def test_results_are_copies_not_the_requests_buffer(export_cache) -> None:
     runner = OpenVINORunner(export_cache(T4))
     first = runner.infer(_batch(16, 16, seed=1))

@@ -1,14 +1,15 @@
 """Which CPU backend and graph form is fastest on this machine, at the sizes the product runs?
 
 Times, interleaved in one process (A, B, C, A, B, C, ...), LBNet on each CPU runtime the
-registry has (ONNX Runtime, OpenVINO) with the graph forms a user gets: the dynamic graph
-`upscale` and `eval` run whole images on, our fixed-size tile graph, and the plain export of
-the straightforward port (the official code's form), at several square LR sizes. Prints a
-Markdown table with the CPU's flags and each contender's speed against the plain export on
-ONNX Runtime; `--json` keeps everything. The product's default CPU backend is chosen from
-what this prints (README, "CPU backends").
+registry has (ONNX Runtime, OpenVINO) with the graphs a user gets: the dynamic graph `upscale`
+and `eval` run, and a fixed-size graph, each in every attention form of ours (`metadata.FORMS`:
+batched, TensorRT's; flat and flat16, laid out for CPU runtimes), and the plain export of the
+straightforward port (the official code's form), at several square LR sizes. Prints a Markdown
+table with the CPU's flags and each contender's speed against the plain export on ONNX Runtime;
+`--json` keeps everything. The form each backend is given (`registry.Backend.forms`) and the
+product's default CPU backend are chosen from what this prints (README, "CPU backends").
 
-    python benchmarks/studies/cpu_backends.py --model lbnet-t-x4 --sizes 64,128,192 --runs 5
+    python benchmarks/studies/cpu_backends.py --model lbnet-t-x4 --sizes 64,96,128,192 --runs 5
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import cast
 
 from checkout import use_shared_weights
 
@@ -24,25 +26,35 @@ from lbnet_deploy.benchmarks.machine import machine_info
 from lbnet_deploy.benchmarks.models import open_bench_runner, skip_reason, threads_default
 from lbnet_deploy.benchmarks.stats import summarize
 from lbnet_deploy.benchmarks.timing import interleaved, sample_input
-from lbnet_deploy.loaders import open_runner
+from lbnet_deploy.metadata import COMPUTE, FORMS, Form
+from lbnet_deploy.resolve import model_file
+from lbnet_deploy.runtime import registry
 
 BASELINE = "ort plain"
-# (label, bench contender or registry backend, form, precision): "dynamic" = the runner
-# `upscale` opens; bf16 is OpenVINO's compute precision over the FP32 graph (CPUs with
-# AVX512-BF16 or AMX), int8 the graph `calibrate` makes with its defaults
+# (label, bench contender or registry backend, graph, attention form, precision): graph
+# "dynamic" is the runner `upscale` opens (any size), "fixed" a graph of the timed size; the
+# forms are metadata.FORMS ("plain": the plain export has none of ours); bf16 is OpenVINO's
+# compute precision over the FP32 graph (CPUs with AVX512-BF16 or AMX), int8 the graph
+# `calibrate` makes with its defaults from the FP32 graph of that form
 CONTENDERS = [
-    ("ort dynamic", "ort", "dynamic", "fp32"),
-    ("ort fixed", "ort", "fixed", "fp32"),
-    (BASELINE, "ort-plain", "fixed", "fp32"),
-    ("openvino dynamic", "openvino", "dynamic", "fp32"),
-    ("openvino fixed", "openvino", "fixed", "fp32"),
-    ("openvino plain", "openvino-plain", "fixed", "fp32"),
-    ("openvino dynamic bf16", "openvino", "dynamic", "bf16"),
-    ("openvino fixed bf16", "openvino", "fixed", "bf16"),
-    ("openvino plain bf16", "openvino-plain", "fixed", "bf16"),
-    ("ort fixed int8", "ort", "fixed", "int8"),
-    ("openvino fixed int8", "openvino", "fixed", "int8"),
-]
+    *(
+        (f"{name} {graph} {form}{'' if precision == 'fp32' else ' ' + precision}",
+         backend, graph, form, precision)
+        for name, backend, precisions in (
+            ("ort", "ort", ("fp32",)), ("openvino", "openvino", ("fp32", "bf16"))
+        )
+        for precision in precisions
+        for graph in ("dynamic", "fixed")
+        for form in FORMS
+    ),
+    (BASELINE, "ort-plain", "fixed", "plain", "fp32"),
+    ("openvino plain", "openvino-plain", "fixed", "plain", "fp32"),
+    ("openvino plain bf16", "openvino-plain", "fixed", "plain", "bf16"),
+    ("ort fixed batched int8", "ort", "fixed", "batched", "int8"),
+    ("ort fixed flat int8", "ort", "fixed", "flat", "int8"),
+    ("openvino fixed batched int8", "openvino", "fixed", "batched", "int8"),
+    ("openvino fixed flat int8", "openvino", "fixed", "flat", "int8"),
+]  # fmt: skip
 
 
 # `calibrate` on a fixed 192x192 graph was killed at 24 GB RSS here (ONNX Runtime's calibrator
@@ -51,12 +63,18 @@ INT8_MAX_SIZE = 128
 
 
 def time_size(
-    model: str, size: int, runs: int, warmup: int, threads: int, precisions: set[str]
+    model: str,
+    size: int,
+    runs: int,
+    warmup: int,
+    threads: int,
+    precisions: set[str],
+    forms: set[str],
 ) -> dict[str, object]:
     x = sample_input(1, (size, size))
     calls = {}
-    for label, backend, form, precision in CONTENDERS:
-        if precision not in precisions:
+    for label, backend, graph, form, precision in CONTENDERS:
+        if precision not in precisions or (form not in forms and form != "plain"):
             continue
         reason = skip_reason(backend, precision)
         if precision == "int8" and size > INT8_MAX_SIZE:
@@ -64,12 +82,14 @@ def time_size(
         if reason:
             print(f"  not timing {label}: {reason}", file=sys.stderr)
             continue
-        if form == "dynamic":
-            compute = precision if precision == "bf16" else None
-            runner = open_runner(model, backend, threads, precision=compute)
+        ours = None if form == "plain" else cast(Form, form)
+        if graph == "dynamic":  # the product's cached dynamic graph of that form
+            compute = precision if precision in COMPUTE else "fp32"
+            path = model_file(model, form=cast(Form, form))
+            runner = registry.get_backend(backend).open(path, threads, compute)
         else:
             runner, _ = open_bench_runner(
-                backend, model, (size, size), threads=threads, precision=precision
+                backend, model, (size, size), threads=threads, precision=precision, form=ours
             )
         calls[label] = lambda r=runner: r.infer(x)
     print(f"{size}x{size}: {len(calls)} contenders, {runs} rounds", file=sys.stderr, flush=True)
@@ -124,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precisions", default="fp32,bf16", help="of fp32, bf16, int8 (int8 calibrates once)"
     )
+    parser.add_argument("--forms", default=",".join(FORMS), help="attention forms to time")
     args = parser.parse_args(argv)
     use_shared_weights()
     threads = args.threads or threads_default()
@@ -131,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     precisions = set(args.precisions.split(","))
     rows: list[dict] = []
     for size in args.sizes.split(","):
-        rows.append(time_size(args.model, int(size), args.runs, args.warmup, threads, precisions))
+        forms = set(args.forms.split(","))
+        timed = time_size(args.model, int(size), args.runs, args.warmup, threads, precisions, forms)
+        rows.append(timed)
         if args.json:  # after each size: a run stopped at a larger size keeps the smaller ones
             args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
         print(table(rows[-1:], machine), file=sys.stderr, flush=True)

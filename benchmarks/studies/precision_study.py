@@ -140,14 +140,18 @@ def study_model(
 
 
 def study_bf16(spec: str, datasets: list[Path], budget_mb: int | None = None) -> dict[str, Any]:
-    """OpenVINO BF16 beside OpenVINO FP32 on the dynamic FP32 graph, same plan per image."""
+    """OpenVINO BF16 beside OpenVINO FP32 on the dynamic FP32 graph `--precision bf16` runs
+    (in the attention form OpenVINO is given for BF16), same plan per image."""
     import openvino as ov
 
-    graph = model_file(spec)
+    from lbnet_deploy.runtime.registry import BACKENDS
+
+    form = BACKENDS["openvino"].form("bf16")
+    graph = model_file(spec, form=form)
     budget = budget_mb or available_memory_mb() * 3 // 4
     return {
         "openvino": ov.get_version(), "cpu": cpu_model(), "cpu_flags": cpu_flags(),
-        "memory_budget_mb": budget,
+        "memory_budget_mb": budget, "form": form,
         "datasets": _score_sets(spec, datasets, {r: (graph, r) for r in OPENVINO}, budget),
     }  # fmt: skip
 
@@ -206,7 +210,8 @@ def bf16_markdown(results: list[dict[str, Any]]) -> list[str]:
         "",
         f"## BF16 (OpenVINO {first['openvino']}) beside FP32",
         "",
-        "`--precision bf16 --backend openvino`: the FP32 graph computed in BF16 by OpenVINO's CPU "
+        "`--precision bf16 --backend openvino`: the FP32 graph (attention form "
+        f"`{first.get('form', 'batched')}`) computed in BF16 by OpenVINO's CPU "
         "plugin, beside the same graph in OpenVINO FP32 (same tiling plan), on "
         f"{first['cpu']} (flags {', '.join(first['cpu_flags'])}). Drop = FP32 - BF16; worst = "
         f"the largest per-image drop. Verdict: {verdict}.",
