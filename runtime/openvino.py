@@ -1,12 +1,13 @@
 """OpenVINO backend: our ONNX graphs (FP32, FP16, Q/DQ INT8) on OpenVINO's CPU, GPU or NPU
 plugin, read directly (no conversion step, no file beside the graph).
 
-A dynamic graph is reshaped to each input shape and compiled for it: a static shape ran 25%
-faster than the dynamic graph compiled once (LBNet-T x4, 96x96, 2-core AVX2 EPYC: 739 vs 926 ms),
-and a compile costs about 1.2 s, paid once per tile shape. Only the last two shapes stay
-compiled (a tile batch and the shorter last batch), and a new shape's run gives its working
-memory back (see `_run`): whole images of many sizes must not accumulate memory (the lesson of
-ONNX Runtime's arena).
+A dynamic graph is compiled once with its dynamic dims, and a shape that runs twice in a row
+(tiles, frames of one size) is reshaped to and compiled for: a static shape ran 20-25% faster
+than the dynamic compile (LBNet-T x4, 96x96: 739 vs 926 ms on a 2-core AVX2 EPYC; 558 vs 693 ms
+flat form, 2-core AMX Xeon), but a compile costs 0.5-1.2 s, more than one run of a whole image
+at a size never seen again. Only the last two static shapes stay compiled (a tile batch and the
+shorter last batch), and a new shape's run gives its working memory back (see `_run`): whole
+images of many sizes must not accumulate memory (the lesson of ONNX Runtime's arena).
 """
 
 from __future__ import annotations
@@ -107,8 +108,29 @@ class OpenVINORunner(GraphRunner):
         self._last: tuple[int, ...] | None = None
         # one infer request per shape, a model reshaped in place: one batch at a time
         self._lock = threading.Lock()
+        self._dynamic: Any = None  # the graph compiled with its dynamic dims: a new shape's run
         if facts.input_size and facts.batch:  # a fixed graph: compiled now, not in the first run
             self._request((facts.batch, 3, *facts.input_size))
+        else:
+            try:
+                self._dynamic = self._compile(None)
+            except LBNetError:  # a plugin without dynamic shapes (NPU): compiled per shape
+                self._dynamic = None
+
+    def _compile(self, shape: tuple[int, ...] | None) -> Any:
+        """An infer request of the model compiled for `shape` (None: its own dynamic dims)."""
+        try:
+            if shape is not None:
+                self._model.reshape(list(shape))  # its one input
+            compiled = self._core.compile_model(self._model, self.device, self._config)
+        except Exception as exc:  # a plugin's refusal or a failed allocation, whatever why
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            what = "its dynamic shape" if shape is None else str(list(shape))
+            raise LBNetError(
+                f"OpenVINO could not compile {self.path.name} for {what} on {self.device} "
+                f"({type(exc).__name__}: {first})"
+            ) from None
+        return compiled.create_infer_request()
 
     def _metadata(self) -> dict[str, str]:
         # the ONNX frontend keeps the graph's metadata_props under rt_info["framework"]
@@ -124,24 +146,18 @@ class OpenVINORunner(GraphRunner):
         return describe_facts(
             self.facts, "openvino", path=str(self.path), device=self.device,
             openvino=ov.get_version(), compiled_shapes=[list(s) for s in self._compiled],
+            compiled_dynamic=self._dynamic is not None,
         )  # fmt: skip
 
     def _request(self, shape: tuple[int, ...]) -> Any:
         if shape in self._compiled:
             self._compiled.move_to_end(shape)
             return self._compiled[shape]
+        if self._dynamic is not None and shape != self._last:  # once, maybe never again
+            return self._dynamic
         while len(self._compiled) >= COMPILED_SHAPES:
             self._compiled.popitem(last=False)  # frees the compiled model and its buffers
-        try:
-            self._model.reshape(list(shape))  # its one input
-            compiled = self._core.compile_model(self._model, self.device, self._config)
-        except Exception as exc:  # a plugin's refusal or a failed allocation, whatever why
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            raise LBNetError(
-                f"OpenVINO could not compile {self.path.name} for {list(shape)} on {self.device} "
-                f"({type(exc).__name__}: {first})"
-            ) from None
-        self._compiled[shape] = compiled.create_infer_request()
+        self._compiled[shape] = self._compile(shape)
         return self._compiled[shape]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -160,10 +176,12 @@ class OpenVINORunner(GraphRunner):
             # whole images 128, 120, 112 px: RSS between images 604/991/825 MB kept, 178/232/
             # 235 MB released, and eval (75% of the memory available, re-read per image) tiled
             # three Set14 images whole ONNX Runtime ran.
-            for kept in self._compiled.values():
-                kept.get_compiled_model().release_memory()
+            for kept in [*self._compiled.values(), self._dynamic]:
+                if kept is not None:
+                    kept.get_compiled_model().release_memory()
             self._last = batch.shape
         return out
 
     def close(self) -> None:
         self._compiled.clear()
+        self._dynamic = None

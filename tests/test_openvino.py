@@ -80,13 +80,23 @@ def test_results_are_copies_not_the_requests_buffer(export_cache) -> None:
     assert np.array_equal(first, kept)
 
 
-def test_compiled_shapes_stay_bounded(export_cache) -> None:
-    """Whole images of many sizes must not keep a compiled model each."""
+def test_a_shape_is_compiled_for_when_it_runs_again_and_few_are_kept(export_cache) -> None:
+    """Whole images of many sizes run on the graph compiled once with its dynamic dims (a
+    compile costs more than such a run) and keep no compiled model each; a shape that runs
+    twice in a row (tiles) gets its own, and only the last few stay."""
     runner = OpenVINORunner(export_cache(T4))
+    assert runner.describe()["compiled_dynamic"]
     for h in (8, 12, 16):
         runner.infer(_batch(h, 8))
+    assert runner.describe()["compiled_shapes"] == []
+    for h in (8, 8, 12, 12, 16, 16, 16):
+        out = runner.infer(_batch(h, 8))
+        assert out.shape == (1, 3, 4 * h, 32)
     shapes = runner.describe()["compiled_shapes"]
     assert shapes == [[1, 3, 12, 8], [1, 3, 16, 8]] and len(shapes) == COMPILED_SHAPES
+    # a new runner's first run (the dynamic compile) and the static one compute the same
+    fresh = OpenVINORunner(export_cache(T4))
+    assert np.abs(fresh.infer(_batch(16, 8)) - runner.infer(_batch(16, 8))).max() < RANDOM_TOL
 
 
 def test_fp32_is_asked_for_explicitly(export_cache) -> None:
@@ -94,9 +104,10 @@ def test_fp32_is_asked_for_explicitly(export_cache) -> None:
     runner = OpenVINORunner(export_cache(T4))
     assert runner._config["INFERENCE_PRECISION_HINT"] == "f32"  # what compile_model is given
     runner.infer(_batch(8, 8))
-    (request,) = runner._compiled.values()
-    hint = request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
-    assert str(hint) in ("<Type: 'float32'>", "f32", "float32")
+    runner.infer(_batch(8, 8))  # the second run at a shape compiles for it
+    for request in (runner._dynamic, *runner._compiled.values()):
+        hint = request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+        assert str(hint) in ("<Type: 'float32'>", "f32", "float32")
 
 
 @pytest.mark.skipif(_cpu_has_bf16(), reason="this CPU computes BF16: the refusal is not tested")
