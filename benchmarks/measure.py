@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.runtime.backend import to_range
 from lbnet_deploy.runtime.upscaler import available_memory_mb
 
 from .macs import count_macs
@@ -355,14 +356,17 @@ def compare_study(
     result["cpu_goals"] = cpu_goals(stats, bf16_within_bound(spec) is True)
     if profile:
         log("profiling ours and the plain export with ORT, and the OpenVINO contenders")
+        # the graph itself is run: fed in its own range (a unit file, lbnet.io, takes 0..1)
         result["profile"] = {
-            name: profile_onnx(path, x, threads or 1, runs=2)
-            for name, (_, path) in runners.items()
+            name: profile_onnx(path, to_range(x, r.model_facts.peak), threads or 1, runs=2)
+            for name, (r, path) in runners.items()
             if path is not None and name in profiled
         }
         result["profile_openvino"] = {
-            name: profile_openvino(path, x, threads or 1, contenders[name][1])
-            for name, (_, path) in runners.items()
+            name: profile_openvino(
+                path, to_range(x, r.model_facts.peak), threads or 1, contenders[name][1]
+            )
+            for name, (r, path) in runners.items()
             if path is not None and contenders.get(name, ("",))[0].startswith("openvino")
         }
     return result

@@ -17,6 +17,7 @@ import onnx
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.export.onnx_io import load_onnx, save_atomic, tensor_names
 from lbnet_deploy.metadata import from_metadata, model_facts
+from lbnet_deploy.runtime.backend import to_range
 
 from .data import calibration_crops, holdout_pairs
 from .quantize import MixedResult, Quantizer, quantize_mixed
@@ -55,7 +56,8 @@ def calibrate_file(
         )
     scale = facts.scale
     crop = facts.input_size or DEFAULT_CROP
-    crops = calibration_crops(images, scale, size=crop, count=samples, seed=seed)
+    # in the graph's own range: a unit graph (lbnet.io) is calibrated on 0..1 crops
+    crops = to_range(calibration_crops(images, scale, crop, samples, seed), facts.peak)
     quantizer = Quantizer(graph, crops, method)
     # onnxruntime.quantization logs "consider pre-processing" through the root logger on every
     # call; our graphs are already shape-inferred and folded, so the advice does not apply

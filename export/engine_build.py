@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import IO_PEAK, io_kind
 from lbnet_deploy.runtime.atomic import write_bytes_atomic, write_files_atomic
 from lbnet_deploy.runtime.cuda_layer import GpuFacts, load_cuda
 from lbnet_deploy.runtime.files import refuse_inputs_as_outputs
@@ -38,7 +39,7 @@ from lbnet_deploy.runtime.trt_common import (
 )
 from lbnet_deploy.weights import sha256_file
 
-from .onnx_io import graph_facts, load_onnx, tensor_names
+from .onnx_io import GraphFacts, graph_facts, load_onnx, tensor_names
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -128,6 +129,8 @@ def build_engine(
     if options.calibration_cache is not None and precision != "fp32":
         raise LBNetError(f"a calibration cache goes with an FP32 graph, {onnx_path} is {precision}")
     check_paths(engine_path, options, onnx_path)  # before a build that takes minutes
+    if options.calibration_cache is not None:
+        check_cache_range(options.calibration_cache, graph, onnx_path)
     tensorrt = require_tensorrt()
     gpu = load_cuda().facts(0)
     serialized, flags, strong, cache = _build(onnx_path, shape, precision, options)
@@ -255,6 +258,21 @@ def use_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> None:
         cache = None
     if cache is None:
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+
+def check_cache_range(cache: Path, graph: GraphFacts, onnx_path: Path) -> None:
+    """A calibration cache made on a graph of the other pixel range (lbnet.io: 0..1 or 0..255)
+    would quantize the input in steps of 2 or clip it at 1/127: refused where the cache has the
+    input's scale, whose x127 is the largest input calibration saw (symmetric INT8)."""
+    scale = read_cache(cache)[1].get(graph.input_name)
+    if scale is None:  # the first conv stayed float: its input has no scale to check
+        return
+    peak, seen = IO_PEAK[io_kind(graph.lbnet, str(onnx_path))], scale * 127
+    if not peak / 4 <= seen <= peak * 4:
+        raise LBNetError(
+            f"{cache} was calibrated on inputs up to {seen:.3g}, {onnx_path} takes 0..{peak:g} "
+            "(lbnet.io): a cache of a graph in the other pixel range; calibrate this graph"
+        )
 
 
 def cache_calibrator(path: Path, onnx_path: Path) -> trt.IInt8Calibrator:

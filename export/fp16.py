@@ -95,13 +95,18 @@ def _with_outputs(graph: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelPro
 def _outputs_per_image(
     graph: onnx.ModelProto, images: Iterable[np.ndarray]
 ) -> Iterator[tuple[list[str], list[np.ndarray]]]:
-    """(output names, their values) for each image, through one CPU session."""
+    """(output names, their values) for each image (0..255), through one CPU session; a unit
+    graph (lbnet.io) is fed 0..1."""
+    from lbnet_deploy.metadata import IO_PEAK, from_metadata, io_kind
+    from lbnet_deploy.runtime.backend import to_range
     from lbnet_deploy.runtime.onnxrt import ArenaGuard, create_session
 
+    raw = from_metadata({p.key: p.value for p in graph.metadata_props})
+    peak = IO_PEAK[io_kind(raw, "graph")]
     sess, arena = create_session(graph.SerializeToString()), ArenaGuard()
     outs = [o.name for o in sess.get_outputs()]
     for img in images:
-        x = _nchw(img)
+        x = to_range(_nchw(img), peak)
         yield outs, sess.run(outs, {sess.get_inputs()[0].name: x}, arena.run_options(x.shape))
 
 

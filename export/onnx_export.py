@@ -20,7 +20,7 @@ import torch
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import FORMS, Form, to_metadata
+from lbnet_deploy.metadata import FORMS, IO, IO_KINDS, IO_PEAK, Form, to_metadata
 from lbnet_deploy.model.lbnet import LBNet, Ops
 
 from .onnx_io import save_atomic
@@ -38,10 +38,15 @@ class ExportOptions:
     batch: int | None = 1
     reference_ops: bool = False  # export the straightforward port instead (for comparisons)
     form: Form = "batched"  # the attention's layout (model.blocks.Form): TensorRT's by default
+    # the pixel range of input and output (metadata.IO): the paper's here (the product's cache);
+    # `export` and the API write metadata.IO_FOR_TOOLS unless told
+    io: IO = "255"
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
             raise LBNetError(f"the attention form is one of {', '.join(FORMS)}, not {self.form!r}")
+        if self.io not in IO_KINDS:
+            raise LBNetError(f"io is one of {', '.join(IO_KINDS)}, not {self.io!r}")
         if self.batch is not None and self.batch < 1:
             raise LBNetError(f"batch must be at least 1 (or dynamic), got {self.batch}")
         if self.input_size is not None and min(self.input_size) < 1:
@@ -75,7 +80,7 @@ def _torch_export(model: LBNet, options: ExportOptions, path: Path) -> None:
     h, w = options.input_size or (32, 32)
     # a dynamic batch is traced with 2 images: torch.export fixes any dimension a sample
     # gives as 1 once an op broadcasts over it (its 0/1 specialization)
-    sample = torch.rand(options.batch or 2, 3, h, w) * 255
+    sample = torch.rand(options.batch or 2, 3, h, w) * IO_PEAK[options.io]
     # the exporter logs per-op registration chatter and traces warnings users cannot act on
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
@@ -126,7 +131,7 @@ def export_onnx(model: LBNet, path: str | Path, options: ExportOptions) -> Expor
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, model.using_ops(mode, options.form):
         raw = Path(tmp) / "raw.onnx"
-        _torch_export(model, options, raw)
+        _torch_export(model.with_io(options.io), options, raw)
         graph = onnx.load(raw)
     if not options.reference_ops:  # the plain port is kept as torch emits it, to compare
         graph = finalize(graph)
@@ -134,7 +139,7 @@ def export_onnx(model: LBNet, path: str | Path, options: ExportOptions) -> Expor
     meta = to_metadata(
         desc, input_size=options.size_label, batch=options.batch or "dynamic",
         precision="fp32", form="reference" if options.reference_ops else options.form,
-        tool="lbnet-deploy", tool_version=__version__,
+        io=options.io, tool="lbnet-deploy", tool_version=__version__,
     )  # fmt: skip
     onnx.helper.set_model_props(graph, meta)
     save_atomic(graph, path)

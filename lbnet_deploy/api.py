@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lbnet_deploy.metadata import IO, IO_FOR_TOOLS
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -44,9 +46,11 @@ def export_onnx(
     input_size: tuple[int, int] | None = (128, 128),
     batch: int | None = 1,
     precision: str = "fp32",
+    io: IO = IO_FOR_TOOLS,
 ) -> Path:
     """Export to ONNX as `lbnet-deploy export` does: input_size/batch None = dynamic;
-    precision "fp16" converts with the measured FP32 islands. Returns the written path."""
+    precision "fp16" converts with the measured FP32 islands; io "unit" (default) takes and
+    gives 0..1, "255" the paper's 0..255 (every runner of ours takes both). Returns the path."""
     import tempfile
 
     from lbnet_deploy.errors import LBNetError
@@ -58,7 +62,7 @@ def export_onnx(
         raise LBNetError(f"precision must be fp32 or fp16 (INT8: `calibrate`), not {precision!r}")
     if not hasattr(model, "state_dict"):
         model, _ = load_checkpoint(model)  # type: ignore[arg-type]
-    options = ExportOptions(input_size=input_size, batch=batch)
+    options = ExportOptions(input_size=input_size, batch=batch, io=io)
     if precision == "fp32":
         return export_onnx(model, path, options).path  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from lbnet_deploy.descriptor import VARIANTS, ModelDescriptor
 from lbnet_deploy.errors import LBNetError
@@ -31,6 +31,16 @@ RUNS = PRECISIONS + COMPUTE  # what a run may be timed or checked in
 # BF16 tiles are whole. Measured per backend in benchmarks/studies/cpu_backends.py.
 Form = Literal["batched", "flat", "flat16"]
 FORMS: tuple[Form, ...] = get_args(Form)
+
+# The pixel range of a graph's input and output (`lbnet.io`): "255" is the paper's (rgb_range
+# 255, the checkpoints' own), "unit" is 0..1, the convention chaiNNer, vs-mlrt, spandrel and
+# OpenModelDB files follow; `export` writes unit files by default (IO_FOR_TOOLS), the product's
+# own cache keeps the paper's range. The scaling is folded into the first and last 1x1 convs, so
+# both are the same graph otherwise. A file without the key (exported before it) is "255".
+IO = Literal["unit", "255"]
+IO_KINDS: tuple[IO, ...] = get_args(IO)
+IO_PEAK: dict[str, float] = {"unit": 1.0, "255": 255.0}  # white in the graph's input and output
+IO_FOR_TOOLS: IO = "unit"
 
 # Peak inference memory model, fitted to ORT CPU peak RSS above the loaded session (LBNet-T x4,
 # dynamic graph, batch 1): 1024 tokens +16 MiB, 4096 +100, 9216 +365, 16384 +991, 25600 +2277,
@@ -61,6 +71,7 @@ class ModelFacts:
     precision: str = "fp32"
     input_size: tuple[int, int] | None = None  # fixed (height, width) of LR input, None: any
     batch: int | None = None  # fixed batch, None: any
+    io: IO = "255"  # the graph's pixel range (IO): runners feed it that and give back 0..255
     # other lbnet.* keys, as written (not part of the hash: a dict is not hashable)
     extra: Mapping[str, str] = field(default_factory=dict, hash=False)
 
@@ -71,6 +82,11 @@ class ModelFacts:
     @property
     def variant(self) -> str:
         return self.model.variant
+
+    @property
+    def peak(self) -> float:
+        """White in the graph's input and output: 255.0, or 1.0 for a unit graph."""
+        return IO_PEAK[self.io]
 
     def inference_bytes(self, tokens: int, batch: int = 1) -> int:
         """Peak inference memory for `batch` LR tiles of `tokens` pixels each (see ATTN_FACTOR):
@@ -109,6 +125,17 @@ def _size(text: str | None, source: str) -> tuple[int, int] | None:
     return h, w
 
 
+def io_kind(facts: Mapping[str, str], source: str) -> IO:
+    """The checked `io` of our metadata (prefix dropped); "255" where a file has none (made
+    before the key, or not by us)."""
+    io = facts.get("io", "255")
+    if io not in IO_KINDS:
+        raise LBNetError(
+            f"{source}: metadata says io {io!r}; known: {', '.join(IO_KINDS)} (0..1 or 0..255)"
+        )
+    return cast(IO, io)
+
+
 def model_facts(facts: Mapping[str, str], source: str) -> ModelFacts:
     """Our metadata (prefix dropped) -> checked ModelFacts; `source` names the file in errors."""
     if not isinstance(facts, Mapping) or not facts:
@@ -139,11 +166,12 @@ def model_facts(facts: Mapping[str, str], source: str) -> ModelFacts:
         raise LBNetError(
             f"{source}: metadata says precision {precision!r}; known: {', '.join(PRECISIONS)}"
         )
+    io = io_kind(facts, source)
     batch_text = facts.get("batch", "dynamic")
     batch = None if batch_text in ("dynamic", "None", "dyn") else _int(facts, "batch", source)
     known = {"variant", "scale", "n_feats", "heads", "attn_dim", "params", "sha256",
-             "recursions", "precision", "batch", "input_size"}  # fmt: skip
+             "recursions", "precision", "batch", "input_size", "io"}  # fmt: skip
     return ModelFacts(
-        model, precision, _size(facts.get("input_size"), source), batch,
+        model, precision, _size(facts.get("input_size"), source), batch, io,
         {k: v for k, v in facts.items() if k not in known},
     )  # fmt: skip

@@ -20,7 +20,9 @@ from lbnet_deploy.metadata import ModelFacts, model_facts
 
 @runtime_checkable
 class Runner(Protocol):
-    """Runs LBNet on a float32 NCHW batch of 0..255 RGB; returns the (unclipped) SR batch."""
+    """Runs LBNet on a float32 NCHW batch of 0..255 RGB; returns the (unclipped) SR batch on
+    0..255, whatever range the file takes (`ModelFacts.io`: runners over a file scale in and
+    out with `infer_file`)."""
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -83,6 +85,33 @@ def run_fixed_batch(
             part = np.concatenate([part, np.zeros((short, *part.shape[1:]), part.dtype)])
         outs.append(run(part)[: fixed - short])
     return np.concatenate(outs)
+
+
+def to_range(batch: np.ndarray, peak: float) -> np.ndarray:
+    """0..255 data -> a graph's range (`ModelFacts.peak`); the same array where that is 255."""
+    return batch if peak == 255.0 else batch * np.float32(peak / 255.0)
+
+
+def from_range(out: np.ndarray, peak: float) -> np.ndarray:
+    """A graph's output in its range -> 0..255, scaled in place (the array is the caller's)."""
+    if peak != 255.0:
+        out *= np.float32(255.0 / peak)
+    return out
+
+
+def infer_file(
+    run: Callable[[np.ndarray], np.ndarray],
+    batch: np.ndarray,
+    facts: ModelFacts,
+    input_size: tuple[int, int] | None,
+    fixed: int | None,
+) -> np.ndarray:
+    """`Runner.infer` of a runner over one of our files (graph or engine of `facts`; `run`: one
+    batch the file takes, `fixed` images where fixed): checked, in slices of the fixed batch,
+    and on 0..255 whatever the file's range: a unit graph gets batch / 255 and its output is
+    scaled back in place."""
+    batch = check_batch(batch, input_size)
+    return from_range(run_fixed_batch(run, to_range(batch, facts.peak), fixed), facts.peak)
 
 
 def graph_facts(raw: dict[str, str], dims: list[int | None], source: str) -> ModelFacts:
@@ -148,8 +177,7 @@ class GraphRunner:
         return self.facts.scale
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch, self.input_size)
-        return run_fixed_batch(self._run, batch, self.max_batch)
+        return infer_file(self._run, batch, self.facts, self.input_size, self.max_batch)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -23,7 +23,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
-from .backend import check_batch, describe_facts, run_fixed_batch
+from .backend import describe_facts, infer_file
 from .cuda_layer import CudaLayer, load_cuda
 from .trt_common import check_compatible, dims, read_facts, require_tensorrt, trt_logger
 
@@ -165,8 +165,7 @@ class TensorRTRunner:
         )  # fmt: skip
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch, self.input_size)
-        return run_fixed_batch(self._run, batch, self._shape[0])
+        return infer_file(self._run, batch, self.model_facts, self.input_size, self._shape[0])
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         cuda, state = self._cuda, self._state

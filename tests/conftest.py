@@ -262,7 +262,11 @@ def foreign_graph(path: Path) -> Path:
 
 
 def stand_in_graph(
-    path: Path, dims: list[int | str], precision: str = "fp32", op: str = "Identity"
+    path: Path,
+    dims: list[int | str],
+    precision: str = "fp32",
+    op: str = "Identity",
+    io: str = "255",
 ) -> Path:
     """A stand-in for an exported graph: the input and lbnet.* metadata are what matter."""
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)
@@ -277,6 +281,7 @@ def stand_in_graph(
         "heads": "6",
         "n_feats": "18",
         "precision": precision,
+        "io": io,
     }
     helper.set_model_props(model, {f"lbnet.{k}": v for k, v in meta.items()})
     onnx.save(model, path)

@@ -227,7 +227,7 @@ def test_foreign_timing_cache_is_replaced_with_a_warning(fake, tmp_path, caplog)
 def test_calibration_cache_builds_implicit_int8_weakly_typed(fake, tmp_path) -> None:
     src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
     cache = tmp_path / "calib.cache"
-    cache.write_text("TRT-101300-EntropyCalibration2\ninput: 3c010a14\n")
+    cache.write_text("TRT-101300-EntropyCalibration2\ninput: 40008102\n")
     facts = build_engine(src, tmp_path / "g.plan", BuildOptions(calibration_cache=cache))
     assert fake.called("create_network") == [(0,)]  # calibrators need weak typing
     assert [a[0] for a in fake.called("set_flag")] == ["INT8"]
@@ -242,13 +242,13 @@ def test_calibration_cache_is_restamped_profiled_and_its_coverage_reported(
     profile (NvInfer.h); names that are no tensor of the graph are reported."""
     src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
     cache = tmp_path / "calib.cache"
-    cache.write_text("TRT-100300-EntropyCalibration2\ninput: 3c010a14\nmade_up: 3c010a14\n")
+    cache.write_text("TRT-100300-EntropyCalibration2\ninput: 40008102\nmade_up: 3c010a14\n")
     options = BuildOptions(calibration_cache=cache, input_size=(16, 16), batch=1)
     with caplog.at_level("INFO", logger="lbnet_deploy"):
         build_engine(src, tmp_path / "d.plan", options)
     (replayed,) = fake.called("read_calibration_cache")
     assert replayed[0].decode().splitlines()[0] == "TRT-101300-EntropyCalibration2"  # 10.13
-    assert "input: 3c010a14" in replayed[0].decode()
+    assert "input: 40008102" in replayed[0].decode()
     assert len(fake.called("set_calibration_profile")) == 1
     assert "1 name no tensor of it (e.g. 'made_up')" in caplog.text
 

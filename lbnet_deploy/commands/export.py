@@ -6,13 +6,16 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lbnet_deploy.metadata import EXPORTED, FORMS
+from lbnet_deploy.metadata import EXPORTED, FORMS, IO_FOR_TOOLS, IO_KINDS
 
 from .options import parse_size, positive_int
 
 if TYPE_CHECKING:
     from lbnet_deploy.export.onnx_export import ExportOptions
     from lbnet_deploy.model.lbnet import LBNet
+
+
+RANGES = {"unit": "0..1", "255": "0..255"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,13 +32,15 @@ def run(args: argparse.Namespace) -> int:
         input_size=None if args.dynamic else args.input_size,
         batch=None if args.dynamic_batch else args.batch,
         form=args.form,
+        io=args.io,
     )
     if args.precision == "fp16":
         return export_fp16(model, args, options)
     report = export_onnx(model, args.output, options)
     print(
         f"exported {desc.variant} x{desc.scale} ({options.size_label}, batch "
-        f"{options.batch or 'dynamic'}, fp32, {options.form} attention) to {report.path}: "
+        f"{options.batch or 'dynamic'}, fp32, {options.form} attention, {RANGES[options.io]} "
+        f"I/O) to {report.path}: "
         f"{report.file_bytes / 1e6:.2f} MB, "
         f"{report.onnx_params:,} parameters, {report.ops.get('Softmax', 0)} Softmax nodes, "
         f"{report.seconds:.1f} s"
@@ -54,7 +59,10 @@ def export_fp16(model: LBNet, args: argparse.Namespace, options: ExportOptions) 
         report = export_onnx(model, Path(tmp) / "fp32.onnx", options)
         write_fp16(report.path, args.output, keep_fp32=args.fp16_keep)
     kept = ", ".join(args.fp16_keep)
-    print(f"exported FP16 graph (FP32 kept: {kept}) to {args.output}; no Inf/NaN on test patterns")
+    print(
+        f"exported FP16 graph ({RANGES[options.io]} I/O, FP32 kept: {kept}) to {args.output}; "
+        "no Inf/NaN on test patterns"
+    )
     return 0
 
 
@@ -81,6 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the attention's layout: batched (default; TensorRT fuses it), flat (OpenVINO "
         "fuses it on a CPU), flat16 (flat, head dim padded to 16s: BF16/AMX); the same "
         "network in each, recorded as lbnet.form",
+    )
+    p.add_argument(
+        "--io",
+        choices=IO_KINDS,
+        default=IO_FOR_TOOLS,
+        help="pixel range of the graph's input and output: unit (0..1, default: what chaiNNer, "
+        "vs-mlrt, ComfyUI and OpenModelDB files take) or 255 (0..255, the paper's); folded "
+        "into the first and last convolutions, recorded as lbnet.io (default {IO_FOR_TOOLS})",
     )
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
     p.add_argument("--variant", choices=("LBNet", "LBNet-T"), help="expected variant (checked)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal, cast, get_args
@@ -10,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lbnet_deploy.descriptor import ModelDescriptor
-from lbnet_deploy.metadata import FORMS, Form
+from lbnet_deploy.metadata import FORMS, IO, IO_PEAK, Form
 
 from .blocks import LFFM, ChannelAttention, PatchTokens, TransBlock, conv
 
@@ -85,6 +86,23 @@ class LBNet(nn.Module):
         finally:
             self.set_ops(*previous)
             self.train(training)
+
+    def with_io(self, io: IO) -> LBNet:
+        """This model for inputs and outputs in `io`'s range (metadata.IO): itself for "255";
+        for "unit" a copy whose first and last 1x1 convs take the scaling, so the graph has no
+        extra node: sub_mean (weight I, bias -255 mean) gets weight 255 I, add_mean (weight I,
+        bias +255 mean) gets weight and bias / 255."""
+        factor = 255.0 / IO_PEAK[io]
+        if factor == 1.0:
+            return self
+        model = copy.deepcopy(self)
+        bias = model.add_mean.bias
+        assert bias is not None  # conv() gives every conv a bias
+        with torch.no_grad():
+            model.sub_mean.weight.mul_(factor)
+            model.add_mean.weight.div_(factor)
+            bias.div_(factor)
+        return model
 
     def transformer(self, block: TransBlock, x: Tensor) -> Tensor:
         """One recursive stage: unfold to 3x3-patch tokens, apply `block` k times, fold back."""
