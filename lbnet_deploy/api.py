@@ -130,16 +130,29 @@ def upscale(
 
 
 def upscale_file(
-    inputs: Sequence[str | Path], output_dir: str | Path, model: Runner | str | Path, **tiling: Any
+    inputs: Sequence[str | Path],
+    output_dir: str | Path,
+    model: Runner | str | Path,
+    *,
+    output_format: str = "png",
+    quality: int | None = None,
+    suffix: str = "",
+    **tiling: Any,
 ) -> int:
-    """`lbnet-deploy upscale` as a call: image files or folders -> PNGs in `output_dir`;
-    returns how many failed (each reported on stderr)."""
-    from lbnet_deploy.runtime.files import expand_inputs, upscale_files
+    """`lbnet-deploy upscale` as a call: image files or folders -> `output_dir/<name><suffix>`
+    in `output_format` (png, jpg, webp, tiff; `quality` for jpg/webp); returns how many failed
+    (each reported on stderr)."""
+    from lbnet_deploy.runtime.files import expand_inputs, output_paths, upscale_files
+    from lbnet_deploy.runtime.images import OutputFormat
     from lbnet_deploy.runtime.upscaler import Upscaler
 
-    runner = open_runner(model) if isinstance(model, str | Path) else model
+    output = OutputFormat(output_format, quality)
     paths = expand_inputs([str(i) for i in inputs])
-    summary = upscale_files(Upscaler(runner, **tiling), paths, Path(output_dir), progress=False)
+    outputs = output_paths(paths, Path(output_dir), output, suffix)
+    runner = open_runner(model) if isinstance(model, str | Path) else model
+    summary = upscale_files(
+        Upscaler(runner, **tiling), paths, Path(output_dir), False, outputs, output
+    )
     return summary.failed
 
 

@@ -21,7 +21,7 @@ from lbnet_deploy.quality.imresize import make_lr
 from lbnet_deploy.quality.metrics import psnr_y, ssim_y
 from lbnet_deploy.runtime.atomic import write_json_atomic
 from lbnet_deploy.runtime.files import IMAGE_SUFFIXES
-from lbnet_deploy.runtime.images import read_image, write_png_atomic
+from lbnet_deploy.runtime.images import read_image, write_image_atomic
 from lbnet_deploy.runtime.upscaler import Upscaler, to_uint8
 
 log = logging.getLogger("lbnet_deploy")
@@ -235,7 +235,7 @@ def _score(
         score.baseline_psnr_y = psnr_y(sr_base, sample.hr, s)
         score.max_abs_vs_baseline = int(np.abs(sr.astype(int) - sr_base.astype(int)).max())
     if save_sr is not None:
-        write_png_atomic(save_sr / f"{sample.name}.png", sr)
+        write_image_atomic(save_sr / f"{sample.name}.png", sr)
     return score
 
 

@@ -3,7 +3,7 @@ registry, tiling and the Upscaler, image I/O and whole-or-nothing writes. Needs 
 each backend's library (onnxruntime, TensorRT + CUDA, torch) only when its runner is opened."""
 
 from .backend import Runner, describe_facts
-from .images import LoadedImage, read_image, restore, write_png_atomic
+from .images import LoadedImage, read_image, restore, write_image_atomic
 from .registry import BACKENDS, Backend, get_backend
 from .upscaler import Upscaler
 
@@ -17,5 +17,5 @@ __all__ = [
     "get_backend",
     "read_image",
     "restore",
-    "write_png_atomic",
+    "write_image_atomic",
 ]

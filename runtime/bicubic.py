@@ -13,7 +13,9 @@ from .upscaler import to_uint8
 
 
 class BicubicRunner(AnySizeRunner):
-    """MATLAB `imresize(lr, s, 'bicubic')` on uint8, as the baseline rows are made."""
+    """MATLAB `imresize(lr, s, 'bicubic')` on uint8, as the baseline rows are made; a batch of
+    non-integer values (a 16-bit image on 0..255) is resized in float, unrounded, as a model
+    would be fed it."""
 
     def __init__(self, scale: int) -> None:
         self.scale = scale
@@ -27,6 +29,7 @@ class BicubicRunner(AnySizeRunner):
         return describe_facts(self.model_facts, "numpy")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        images = to_uint8(batch).transpose(0, 2, 3, 1)
+        whole = bool(np.array_equal(batch, np.rint(batch)))
+        images = (to_uint8(batch) if whole else batch.astype(np.float64)).transpose(0, 2, 3, 1)
         out = [imresize(img, self.scale).astype(np.float32) for img in images]
         return np.stack(out).transpose(0, 3, 1, 2)

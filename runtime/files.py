@@ -1,4 +1,5 @@
-"""`lbnet-deploy upscale`: many image files in, PNGs out, one bad file never stops the rest."""
+"""`lbnet-deploy upscale`: many image files in, PNGs (or `--format`) out, one bad file never
+stops the rest."""
 
 from __future__ import annotations
 
@@ -10,12 +11,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from lbnet_deploy.errors import LBNetError
 
-from .images import read_image, restore, write_png_atomic
-from .upscaler import Upscaler
+from .images import (
+    DEEP_FORMATS,
+    PNG,
+    LoadedImage,
+    OutputFormat,
+    read_image,
+    restore,
+    write_image_atomic,
+)
+from .upscaler import Progress, Upscaler
 
 # what folders are searched for; any single file PIL reads is accepted as given
 IMAGE_SUFFIXES = {
@@ -53,9 +63,7 @@ def refuse_shared_stems(paths: Iterable[Path]) -> None:
     stems: dict[str, Path] = {}
     for path in paths:
         if stems.setdefault(path.stem, path) != path:
-            raise LBNetError(
-                f"{path} and {stems[path.stem]} would both be written as {path.stem}.png"
-            )
+            raise LBNetError(f"{path} and {stems[path.stem]} share the base name {path.stem!r}")
 
 
 def prepare_output_dir(folder: str | Path) -> Path:
@@ -117,11 +125,24 @@ def refuse_inputs_as_outputs(outputs: Iterable[str | Path], inputs: Iterable[str
             seen[key] = ("the output", out)
 
 
-def output_paths(inputs: list[Path], out_dir: Path) -> list[Path]:
-    """`out_dir/<stem>.png` per input, refused before any work if one of them is an input, or,
-    where the output folder holds inputs too, if it would replace a file already there
-    (`upscale photos/a.jpg -o photos` must not replace an original photos/a.png)."""
-    outputs = [out_dir / f"{path.stem}.png" for path in inputs]
+def check_suffix(suffix: str) -> str:
+    """`--suffix`: text added to each output's base name; a path separator (or NUL, or a name
+    of its own: "." "..") would put the file elsewhere than the output folder."""
+    separators = {"/", "\\", "\0", os.sep, os.altsep or "/"}
+    if any(c in suffix for c in separators) or suffix in (".", ".."):
+        raise LBNetError(f"--suffix {suffix!r} must be plain text, not a path")
+    return suffix
+
+
+def output_paths(
+    inputs: list[Path], out_dir: Path, output: OutputFormat = PNG, suffix: str = ""
+) -> list[Path]:
+    """`out_dir/<stem><suffix>.<format>` per input, refused before any work if one of them is
+    an input (or another output), or, where the output folder holds inputs too, if it would
+    replace a file already there (`upscale photos/a.jpg -o photos` must not replace an
+    original photos/a.png)."""
+    suffix = check_suffix(suffix)
+    outputs = [out_dir / f"{path.stem}{suffix}{output.extension}" for path in inputs]
     refuse_inputs_as_outputs(outputs, inputs)
     if out_dir.is_dir():
         folder = out_dir.resolve()
@@ -132,6 +153,21 @@ def output_paths(inputs: list[Path], out_dir: Path) -> list[Path]:
                         f"output {out} would replace a file beside the inputs; choose another -o"
                     )
     return outputs
+
+
+def upscale_at_depth(
+    upscaler: Upscaler, image: LoadedImage, output: OutputFormat, progress: Progress
+) -> np.ndarray:
+    """The result as `output` holds it: uint16 from a 16-bit input where the format keeps 16
+    bits (rounded from the unrounded output x 257, in place: at 2048x2048 x4 every float copy
+    costs 800 MB), else uint8."""
+    if image.deep is None or output.name not in DEEP_FORMATS:
+        return upscaler.upscale(image.model_input, progress=progress)
+    sr = upscaler.upscale_float(image.model_input, progress)
+    sr *= 257
+    np.rint(sr, out=sr)
+    np.clip(sr, 0, 65535, out=sr)
+    return sr.transpose(1, 2, 0).astype(np.uint16)
 
 
 @dataclass
@@ -156,21 +192,27 @@ def upscale_files(
     out_dir: Path,
     progress: bool = True,
     outputs: list[Path] | None = None,
+    output: OutputFormat = PNG,
 ) -> Summary:
-    """Upscale each input to `out_dir/<stem>.png`; report and skip the ones that fail.
+    """Upscale each input to `out_dir/<stem>.png` (or `output`'s format); report and skip the
+    ones that fail. A 16-bit input gives a 16-bit PNG (`LoadedImage.deep`: the model is fed its
+    16-bit values on 0..255, the unrounded output is written at 16 bits).
 
     Each file's header is checked against what the memory budget can hold before it is decoded
     (`Upscaler.max_input_pixels`). An output folder this call created and left empty (every
-    file failed) is removed again. `outputs`: `output_paths(inputs, out_dir)` where the caller
-    checked them already (before a first-use export)."""
+    file failed) is removed again. `outputs`: `output_paths(inputs, out_dir, output, suffix)`
+    where the caller checked them already (before a first-use export)."""
     summary = Summary()
     start = time.perf_counter()
     created = not out_dir.exists()
-    outputs = outputs if outputs is not None else output_paths(inputs, out_dir)
+    outputs = outputs if outputs is not None else output_paths(inputs, out_dir, output)
     prepare_output_dir(out_dir)
     for i, (path, out) in enumerate(zip(inputs, outputs, strict=True), 1):
         try:
             image = read_image(path, upscaler.max_input_pixels(), upscaler.limit_text())
+            note = output.holds(image, path)  # alpha into JPEG: refused before the model runs
+            if note:
+                log.warning("%s: %s", path, note)
             h, w = image.rgb.shape[:2]
             label = f"[{i}/{len(inputs)}] {path.name} {w}x{h}"
             with tqdm(total=1, desc=label, unit="tile", disable=not progress, leave=True) as bar:
@@ -180,8 +222,8 @@ def upscale_files(
                     bar.n = done
                     bar.refresh()
 
-                sr = upscaler.upscale(image.rgb, progress=tick)
-            write_png_atomic(out, restore(image, sr), image.icc_profile)
+                sr = upscale_at_depth(upscaler, image, output, tick)
+            write_image_atomic(out, restore(image, sr), image.icc_profile, output)
         except LBNetError as exc:
             log.error("%s", exc)
             summary.failed += 1

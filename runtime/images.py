@@ -7,11 +7,16 @@ Mode handling (the model only knows RGB):
 - alpha (RGBA, LA, PA, palettes with transparency): colour is upscaled by the model, the alpha
   channel with PIL's bicubic filter (the model was never trained on alpha), then re-attached.
 - palette (P) is expanded to RGB(A); CMYK, YCbCr, LAB, HSV are converted to RGB.
-- 16-bit grayscale (I;16*, and I, which PIL uses for 16-bit PNG/PGM) is scaled to 8 bits
-  by /257, whatever values the file happens to hold (a dark 16-bit image stays dark); float
-  grayscale (F) in 0..1 is taken as 0..1, other float data as 0..255. PIL itself opens 16-bit
-  RGB PNGs as 8-bit RGB; 32-bit integer TIFFs are refused (no agreed range). Output is always
-  8 bits per channel.
+- 16-bit images: grayscale (I;16*, and I, which PIL uses for 16-bit PNG/PGM/TIFF) and 16-bit
+  colour PNGs (RGB, RGBA, gray+alpha; PIL itself would open them at 8 bits, so pypng decodes
+  them) keep their 16 bits (`LoadedImage.deep`: the model is fed v / 257, whatever values the
+  file happens to hold: a dark 16-bit image stays dark) and `rgb` is rint(v / 257). 16-bit
+  colour TIFFs are read at 8 bits (PIL). Float grayscale (F) in 0..1 is taken as 0..1, other
+  float data as 0..255; 32-bit integer TIFFs are refused (no agreed range).
+- Output (`OutputFormat`): PNG (16 bits per channel for 16-bit inputs), JPEG and WebP (quality
+  1..100), TIFF; the input's ICC profile is carried over. JPEG, WebP and TIFF hold 8 bits per
+  channel here: a 16-bit input is written at 8 bits with a warning; JPEG has no alpha channel,
+  so an image with alpha is refused there (one line; the other files go on).
 - EXIF orientation is applied on read (Pillow's ImageOps.exif_transpose), so a phone photo
   comes out the way it is shown, not the way its sensor stored it.
 - Animated and multi-page files: the first frame, with a warning.
@@ -26,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from lbnet_deploy.errors import LBNetError
 
@@ -45,6 +50,14 @@ class LoadedImage:
     grayscale: bool
     mode: str  # the file's PIL mode, for messages
     icc_profile: bytes | None = None  # the file's colour profile, carried over to the output
+    # a 16-bit file's samples: H x W x 3 uint16 colour and H x W uint16 alpha (None: 8-bit)
+    deep: np.ndarray | None = None
+    deep_alpha: np.ndarray | None = None
+
+    @property
+    def model_input(self) -> np.ndarray:
+        """What the model is fed: `rgb`, or a 16-bit file's colour on 0..255 (v / 257, float)."""
+        return self.rgb if self.deep is None else self.deep.astype(np.float32) / np.float32(257)
 
 
 def _to_uint8_gray(img: Image.Image) -> np.ndarray:
@@ -70,7 +83,11 @@ def from_pil(img: Image.Image) -> LoadedImage:
         img = img.convert("RGBA")
     if img.mode in _GRAY:
         gray = _to_uint8_gray(img)
-        return LoadedImage(np.repeat(gray[..., None], 3, axis=2), None, True, mode)
+        loaded = LoadedImage(np.repeat(gray[..., None], 3, axis=2), None, True, mode)
+        if img.mode.startswith("I"):  # 16 bits (32-bit integer files were refused before)
+            deep = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
+            loaded = replace(loaded, deep=np.repeat(deep[..., None], 3, axis=2))
+        return loaded
     if img.mode == "LA":
         la = np.asarray(img)
         return LoadedImage(np.repeat(la[..., :1], 3, axis=2), la[..., 1].copy(), True, mode)
@@ -138,13 +155,68 @@ def _decode(path: Path, max_pixels: int | None, limit: str) -> LoadedImage:
             # 32-bit integer samples have no agreed range (16-bit ones end at 65535): refuse
             # rather than guess a black or a saturated image
             raise LBNetError(f"{path} has 32-bit integer samples; convert it to 8 or 16 bits")
+        # PIL decodes 16-bit colour PNGs to 8 bits ("RGB;16B" raw data into an RGB image)
+        deep_png = img.format == "PNG" and img.mode != "I;16" and _raw_mode(img).endswith(";16B")
         img.load()  # decode now: truncated data fails here, inside the try
+        orientation = img.getexif().get(ExifTags.Base.Orientation)
         ImageOps.exif_transpose(img, in_place=True)  # EXIF orientation, in place: no copy
         loaded = from_pil(img)
+        if deep_png:
+            loaded = _with_png16(loaded, path, orientation)
         icc = img.info.get("icc_profile")
         if isinstance(icc, bytes) and icc and _profile_fits(icc, loaded.grayscale):
             loaded = replace(loaded, icc_profile=icc)  # the pixels stay in it: so must the PNG
     return loaded
+
+
+def _raw_mode(img: Image.Image) -> str:
+    """The raw mode of an opened, not yet loaded file's first tile ("" where none)."""
+    tile = getattr(img, "tile", None)
+    return str(tile[0][3]) if tile and len(tile[0]) > 3 else ""
+
+
+# EXIF orientation -> the transposition that shows the image upright: the table of
+# ImageOps.exif_transpose (private there), for the 16-bit samples PIL does not hold
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _with_png16(loaded: LoadedImage, path: Path, orientation: object) -> LoadedImage:
+    """`loaded` with a 16-bit colour PNG's own samples (pypng: PIL has no 16-bit colour mode),
+    turned upright as PIL turned `rgb`; `rgb` (and an alpha) become their rint(v / 257)."""
+    import png  # pypng
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    planes = info["planes"]
+    samples = np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(height, width, planes)
+    method = _UPRIGHT.get(orientation)  # type: ignore[call-overload]
+    if method is not None:  # per plane, by PIL's own transposition of a 16-bit image
+        planes_up = [
+            np.asarray(Image.fromarray(samples[..., c]).transpose(method)) for c in range(planes)
+        ]
+        samples = np.dstack(planes_up)
+    colour = samples[..., :1].repeat(3, axis=2) if info["greyscale"] else samples[..., :3]
+    alpha = samples[..., -1] if info["alpha"] else None
+    return replace(
+        loaded,
+        grayscale=bool(info["greyscale"]),
+        rgb=to_8bit(colour),
+        alpha=None if alpha is None else to_8bit(alpha),
+        deep=np.ascontiguousarray(colour),
+        deep_alpha=alpha,
+    )
+
+
+def to_8bit(samples: np.ndarray) -> np.ndarray:
+    """16-bit samples -> uint8 by rint(v / 257) (65535 -> 255 exactly)."""
+    return np.rint(samples / 257.0).astype(np.uint8)
 
 
 def _profile_fits(icc: bytes, grayscale: bool) -> bool:
@@ -160,25 +232,120 @@ def _profile_fits(icc: bytes, grayscale: bool) -> bool:
 
 
 def restore(loaded: LoadedImage, sr_rgb: np.ndarray) -> np.ndarray:
-    """The upscaled RGB put back into the input's form: grayscale and/or alpha re-attached."""
+    """The upscaled RGB (uint8, or uint16 from a 16-bit input) put back into the input's form:
+    grayscale and/or alpha re-attached, alpha at the result's depth."""
     out = sr_rgb
     if loaded.grayscale:
-        out = np.rint(sr_rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
+        out = np.rint(sr_rgb.astype(np.float32).mean(axis=2)).astype(sr_rgb.dtype)
     if loaded.alpha is None:
         return out
-    height, width = sr_rgb.shape[:2]
-    alpha = np.asarray(
-        Image.fromarray(loaded.alpha).resize((width, height), Image.Resampling.BICUBIC)
+    size = (sr_rgb.shape[1], sr_rgb.shape[0])
+    bicubic = Image.Resampling.BICUBIC
+    if sr_rgb.dtype == np.uint16:  # PIL's float mode resizes 16-bit values with every filter
+        alpha16 = loaded.deep_alpha if loaded.deep_alpha is not None else loaded.alpha * 257
+        resized = np.asarray(Image.fromarray(alpha16.astype(np.float32)).resize(size, bicubic))
+        return np.dstack([out, np.clip(np.rint(resized), 0, 65535).astype(np.uint16)])
+    return np.dstack([out, np.asarray(Image.fromarray(loaded.alpha).resize(size, bicubic))])
+
+
+# --format: the file formats outputs are written in, and their name suffixes
+FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+DEEP_FORMATS = ("png",)  # where a 16-bit input stays 16-bit here
+DEFAULT_QUALITY = 95  # JPEG and WebP; above 95 JPEG grows and gains little (Pillow's advice)
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """How results are written (`upscale --format/--quality`): a file format and, for the lossy
+    ones (jpg, webp), the quality 1..100; checked when made, before any work."""
+
+    name: str = "png"
+    quality: int | None = None  # None: DEFAULT_QUALITY where it applies
+
+    def __post_init__(self) -> None:
+        if self.name not in FORMATS:
+            raise LBNetError(f"output format is one of {', '.join(FORMATS)}, not {self.name!r}")
+        if self.quality is not None:
+            if self.name not in ("jpg", "webp"):
+                raise LBNetError(f"--quality applies to jpg and webp, not to {self.name}")
+            if not 1 <= self.quality <= 100:
+                raise LBNetError(f"--quality must be 1..100, got {self.quality}")
+
+    @property
+    def extension(self) -> str:
+        return FORMATS[self.name]
+
+    def holds(self, image: LoadedImage, source: str | Path) -> str | None:
+        """None where `source`'s result can be written as it is; else what happens (a warning)
+        or, for alpha into JPEG, an LBNetError."""
+        if self.name == "jpg" and image.alpha is not None:
+            raise LBNetError(
+                f"{source} has an alpha channel ({image.mode}), which JPEG cannot hold: use "
+                "--format png, webp or tiff"
+            )
+        if image.deep is not None and self.name not in DEEP_FORMATS:
+            return f"16-bit input written at 8 bits per channel ({self.name}; png keeps 16)"
+        return None
+
+    def encode(self, array: np.ndarray, icc_profile: bytes | None = None) -> bytes:
+        """HxW, HxWx2, HxWx3 or HxWx4 uint8 (uint16: PNG only) -> the file's bytes, with the
+        ICC profile embedded where given."""
+        if array.dtype == np.uint16:
+            if self.name not in DEEP_FORMATS:
+                raise ValueError(f"{self.name} output is 8-bit here")
+            return _png16(array, icc_profile)
+        if array.dtype != np.uint8:
+            raise ValueError(f"expected uint8 or uint16 pixels, got {array.dtype}")
+        options: dict[str, object] = {"icc_profile": icc_profile} if icc_profile else {}
+        if self.name in ("jpg", "webp"):
+            options["quality"] = self.quality or DEFAULT_QUALITY
+        if self.name == "tiff":
+            options["compression"] = (
+                "tiff_adobe_deflate"  # lossless, as PNG; TIFF's default is none
+            )
+        encoded = io.BytesIO()
+        pil_format = {"jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "png": "PNG"}[self.name]
+        Image.fromarray(array).save(encoded, format=pil_format, **options)
+        return encoded.getvalue()
+
+
+PNG = OutputFormat()  # the default: what `upscale` writes unless told
+
+
+def _png16(array: np.ndarray, icc_profile: bytes | None) -> bytes:
+    """A 16-bit PNG: grayscale through PIL (its I;16 mode), colour and gray+alpha through pypng
+    (PIL has no 16-bit colour mode), whose chunk writer adds the ICC profile (iCCP)."""
+    if array.ndim == 2:
+        encoded = io.BytesIO()
+        extra = {"icc_profile": icc_profile} if icc_profile else {}
+        Image.fromarray(array).save(encoded, format="PNG", **extra)
+        return encoded.getvalue()
+    import zlib
+
+    import png  # pypng
+
+    height, width, planes = array.shape
+    writer = png.Writer(
+        width, height, greyscale=planes < 3, alpha=planes in (2, 4), bitdepth=16, compression=6
     )
-    return np.dstack([out, alpha])
-
-
-def write_png_atomic(path: str | Path, array: np.ndarray, icc_profile: bytes | None = None) -> None:
-    """Write HxW, HxWx2, HxWx3 or HxWx4 uint8 as PNG, whole or not at all (`write_bytes_atomic`),
-    with `icc_profile` embedded where given."""
-    if array.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels, got {array.dtype}")
     encoded = io.BytesIO()
-    extra = {"icc_profile": icc_profile} if icc_profile else {}
-    Image.fromarray(array).save(encoded, format="PNG", **extra)
-    write_bytes_atomic(path, encoded.getvalue())
+    writer.write(encoded, array.reshape(height, width * planes))
+    if not icc_profile:
+        return encoded.getvalue()
+    chunks = list(png.Reader(bytes=encoded.getvalue()).chunks())
+    # iCCP: profile name, NUL, compression method 0 (zlib), the compressed profile; after IHDR
+    chunks.insert(1, (b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+    out = io.BytesIO()
+    png.write_chunks(out, chunks)
+    return out.getvalue()
+
+
+def write_image_atomic(
+    path: str | Path,
+    array: np.ndarray,
+    icc_profile: bytes | None = None,
+    output: OutputFormat = PNG,
+) -> None:
+    """Write `array` in `output`'s format (`OutputFormat.encode`), whole or not at all
+    (`write_bytes_atomic`)."""
+    write_bytes_atomic(path, output.encode(array, icc_profile))

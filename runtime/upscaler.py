@@ -221,7 +221,7 @@ class Upscaler:
         return merger.result()[:, : s * height, : s * width]
 
     def upscale(self, image: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """uint8 H x W x 3 -> uint8 sH x sW x 3."""
+        """uint8 (or float on 0..255) H x W x 3 -> uint8 sH x sW x 3."""
         sr = self.upscale_float(image, progress)
         # rounded in place: at 2048x2048 x4 every float copy of the output costs 800 MB
         np.rint(sr, out=sr)

@@ -12,7 +12,7 @@ from PIL import Image
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.quality.metrics import psnr_y
 from lbnet_deploy.runtime.backend import Runner
-from lbnet_deploy.runtime.images import read_image, restore, write_png_atomic
+from lbnet_deploy.runtime.images import read_image, restore, write_image_atomic
 from lbnet_deploy.runtime.onnxrt import OnnxRuntimeRunner, resolve_providers
 from lbnet_deploy.runtime.tiling import Merger, TileGrid, axis_starts
 from lbnet_deploy.runtime.upscaler import Upscaler, image_bytes, largest_square_tile
@@ -192,7 +192,7 @@ def test_grayscale_round_trip(dyn: OnnxRuntimeRunner, tmp_path) -> None:
     sr = Upscaler(dyn).upscale(loaded.rgb)
     out = restore(loaded, sr)
     np.testing.assert_array_equal(out, np.rint(sr.astype(np.float32).mean(axis=2)))
-    write_png_atomic(tmp_path / "o.png", out)
+    write_image_atomic(tmp_path / "o.png", out)
     back = Image.open(tmp_path / "o.png")
     assert back.mode == "L" and back.size == (96, 80)
 
@@ -220,6 +220,7 @@ def test_palette_and_16bit_are_converted(tmp_path) -> None:
     Image.fromarray(deep).save(tmp_path / "d.png")
     loaded = read_image(tmp_path / "d.png")
     assert loaded.grayscale and loaded.rgb.dtype == np.uint8 and loaded.rgb.max() == 255
+    assert loaded.deep is not None and loaded.deep.shape == (4, 5, 3) and loaded.deep.min() == 65535
 
 
 @pytest.mark.parametrize(
@@ -254,11 +255,11 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(atomic.os, "replace", disk_full)  # the temp file is written, then fails
     with pytest.raises(LBNetError, match=r"cannot write .*out\.png \(No space left on device\)"):
-        write_png_atomic(target, _noise(4, 4))
+        write_image_atomic(target, _noise(4, 4))
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
 def test_atomic_write_missing_folder(tmp_path) -> None:
     with pytest.raises(LBNetError, match="output folder does not exist"):
-        write_png_atomic(tmp_path / "nope" / "x.png", _noise(2, 2))
+        write_image_atomic(tmp_path / "nope" / "x.png", _noise(2, 2))

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lbnet_deploy.runtime.images import DEFAULT_QUALITY, FORMATS
 from lbnet_deploy.runtime.registry import AUTO
 
 from .options import add_runtime_options, check_scale
@@ -22,13 +23,16 @@ def run(args: argparse.Namespace) -> int:
         output_paths,
         upscale_files,
     )
+    from lbnet_deploy.runtime.images import OutputFormat
 
+    output = OutputFormat(args.format, args.quality)  # a bad --quality: before any work
     inputs = expand_inputs(args.inputs)
     out_dir = Path(args.output)
-    outputs = output_paths(inputs, out_dir)  # an output that is an input: before any export
+    # an output that is an input (or another output): refused before any export
+    outputs = output_paths(inputs, out_dir, output, args.suffix)
     check_output_dir(out_dir)
     upscaler, where = upscaler_for(args, args.model, args.precision)
-    summary = upscale_files(upscaler, inputs, out_dir, progress=not args.quiet, outputs=outputs)
+    summary = upscale_files(upscaler, inputs, out_dir, not args.quiet, outputs, output)
     print(f"{summary.line()} on {where}")
     return 1 if summary.failed else 0
 
@@ -75,9 +79,28 @@ def upscaler_for(
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upscale", help="super-resolve image files, folders or globs to PNG")
+    p = sub.add_parser("upscale", help="super-resolve image files, folders or globs")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    p.add_argument("-o", "--output", required=True, help="output folder (PNG, same base names)")
+    p.add_argument("-o", "--output", required=True, help="output folder (same base names)")
+    p.add_argument(
+        "--format",
+        choices=tuple(FORMATS),
+        default="png",
+        help="output file format (default png: 16 bits per channel for 16-bit inputs; jpg, "
+        "webp and tiff are 8-bit); the input's ICC profile is carried over",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        metavar="1..100",
+        help=f"jpg and webp quality (default {DEFAULT_QUALITY})",
+    )
+    p.add_argument(
+        "--suffix",
+        default="",
+        help="added to each output's base name (e.g. _x4: photo.jpg -> photo_x4.png), so "
+        "outputs can sit beside their inputs",
+    )
     p.add_argument("--model", default="lbnet-t-x4", help="name, .pt or .onnx (default lbnet-t-x4)")
     add_runtime_options(p, backend=AUTO)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -89,3 +89,30 @@ def lying_graph(
     helper.set_model_props(model, {f"lbnet.{k}": str(v) for k, v in facts.items()})
     onnx.save(model, path)
     return path
+
+
+def png16(path: Path, samples: np.ndarray, icc_profile: bytes | None = None) -> Path:
+    """A 16-bit PNG of H x W (gray), H x W x 2 (gray + alpha), x3 (RGB) or x4 (RGBA) uint16
+    samples, written by pypng (PIL has no 16-bit colour mode), with an iCCP chunk if given."""
+    import png
+
+    h, w = samples.shape[:2]
+    planes = 1 if samples.ndim == 2 else samples.shape[2]
+    writer = png.Writer(w, h, greyscale=planes < 3, alpha=planes in (2, 4), bitdepth=16)
+    with open(path, "wb") as fh:
+        writer.write(fh, samples.reshape(h, w * planes))
+    if icc_profile:
+        chunks = list(png.Reader(filename=str(path)).chunks())
+        chunks.insert(1, (b"iCCP", b"p\0\0" + zlib.compress(icc_profile)))
+        with open(path, "wb") as fh:
+            png.write_chunks(fh, chunks)
+    return path
+
+
+def read_png16(path: Path) -> np.ndarray:
+    """A PNG's samples at their own depth (pypng), H x W x planes."""
+    import png
+
+    w, h, rows, info = png.Reader(filename=str(path)).asDirect()
+    dtype = np.uint16 if info["bitdepth"] == 16 else np.uint8
+    return np.vstack([np.asarray(r, dtype) for r in rows]).reshape(h, w, info["planes"])

@@ -1,0 +1,213 @@
+"""`upscale --format png|jpg|webp|tiff --quality --suffix`: every format round-trips, 16-bit
+inputs give 16-bit PNGs, the ICC profile travels, and what a format cannot hold is said (a
+warning, or one line for that file); names and qualities that would go wrong are refused before
+any work. On the bicubic model (no checkpoints): its x2 of a flat image is that flat image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from lbnet_deploy.cli import main
+from lbnet_deploy.runtime.images import OutputFormat
+
+from ..conftest import texture
+from . import corpus
+
+UPSCALE = ["upscale", "--model", "bicubic-x2", "-q"]
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _errors(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(float) - b.astype(float)) ** 2))
+    return 10 * np.log10(255**2 / mse) if mse else float("inf")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "pil_format", "min_psnr"),
+    [("png", "PNG", None), ("tiff", "TIFF", None), ("jpg", "JPEG", 30.0), ("webp", "WEBP", 30.0)],
+)
+def test_each_format_round_trips_with_its_profile(fmt, pil_format, min_psnr, tmp_path) -> None:
+    """Lossless formats give the PNG's pixels exactly, lossy ones close to them at the default
+    quality; each file is what its name says, the ICC profile inside."""
+    src = tmp_path / "in.png"
+    Image.fromarray(texture(48, 40)).save(src, icc_profile=SRGB)
+    assert main([*UPSCALE, str(src), "-o", str(tmp_path / "ref")]) == 0
+    reference = np.asarray(Image.open(tmp_path / "ref" / "in.png"))
+    assert main([*UPSCALE, str(src), "-o", str(tmp_path / fmt), "--format", fmt]) == 0
+    (out,) = (tmp_path / fmt).iterdir()
+    assert out.name == f"in{OutputFormat(fmt).extension}"
+    with Image.open(out) as img:
+        assert img.format == pil_format and img.size == (80, 96)
+        assert img.info.get("icc_profile") == SRGB
+        pixels = np.asarray(img.convert("RGB"))
+    if min_psnr is None:
+        np.testing.assert_array_equal(pixels, reference)
+    else:
+        assert _psnr(pixels, reference) > min_psnr
+
+
+def test_quality_changes_jpeg_and_webp(tmp_path) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), np.uint8)).save(src)
+    for fmt in ("jpg", "webp"):
+        sizes = []
+        for quality in (20, 95):
+            out = tmp_path / f"{fmt}{quality}"
+            args = [*UPSCALE, str(src), "-o", str(out), "--format", fmt, "--quality", str(quality)]
+            assert main(args) == 0
+            sizes.append(next(out.iterdir()).stat().st_size)
+        assert sizes[0] < sizes[1] * 0.7, (fmt, sizes)
+
+
+@pytest.mark.parametrize(("planes", "mode"), [(1, "I;16"), (2, "RGBA"), (3, "RGB"), (4, "RGBA")])
+def test_16_bit_png_in_gives_16_bit_png_out(planes: int, mode: str, tmp_path) -> None:
+    """Flat 16-bit samples that 8 bits cannot hold (1000 is 3.89 of 255) come back as they are,
+    alpha included, at 16 bits; the 8-bit route would give 1028 (4 x 257)."""
+    shape = (6, 5) if planes == 1 else (6, 5, planes)
+    values = np.array([1000, 40000, 777, 65535][:planes], np.uint16)
+    src = corpus.png16(tmp_path / "deep.png", np.broadcast_to(values, shape).copy(), SRGB)
+    with Image.open(src) as img:
+        assert img.mode == mode  # what PIL alone makes of it (RGB, RGBA: 8 bits)
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(src), "-o", str(out)]) == 0
+    samples = corpus.read_png16(out / "deep.png")
+    assert samples.dtype == np.uint16 and samples.shape == (12, 10, planes)
+    np.testing.assert_array_equal(samples, np.broadcast_to(values, samples.shape))
+    with Image.open(out / "deep.png") as img:  # an RGB profile does not describe gray pixels
+        assert img.info.get("icc_profile") == (SRGB if planes >= 3 else None)
+
+
+def test_16_bit_png_through_lbnet_is_its_unrounded_output(export_cache, tmp_path) -> None:
+    """Through a (random-weight) LBNet graph: the 16-bit file holds the model's output on the
+    16-bit input, x257 and rounded, not the 8-bit result widened."""
+    from lbnet_deploy.loaders import open_runner
+    from lbnet_deploy.runtime.upscaler import Upscaler
+
+    graph = str(export_cache("random-LBNet-T-x4"))
+    deep = (np.random.default_rng(0).random((8, 6, 3)) * 65535).astype(np.uint16)
+    src = corpus.png16(tmp_path / "deep.png", deep)
+    out = tmp_path / "out"
+    assert (
+        main(["upscale", str(src), "-o", str(out), "--model", graph, "--backend", "ort", "-q"]) == 0
+    )
+    got = corpus.read_png16(out / "deep.png")
+    want = Upscaler(open_runner(graph, "ort")).upscale_float(deep.astype(np.float32) / 257)
+    want = np.clip(np.rint(want.transpose(1, 2, 0) * 257), 0, 65535)
+    assert got.dtype == np.uint16 and np.abs(got.astype(float) - want).max() <= 1
+    assert len(np.unique(got % 257)) > 100  # not multiples of 257: not an 8-bit result
+
+
+def test_16_bit_gradient_keeps_detail_8_bits_would_lose(tmp_path) -> None:
+    ramp = np.linspace(10000, 10256, 32).astype(np.uint16)  # one 8-bit step over 32 pixels
+    src = corpus.png16(tmp_path / "ramp.png", np.tile(ramp[None, :, None], (8, 1, 3)))
+    assert main([*UPSCALE, str(src), "-o", str(tmp_path / "out")]) == 0
+    row = corpus.read_png16(tmp_path / "out" / "ramp.png")[4, 8:56, 0].astype(int)
+    assert len(np.unique(row)) > 20  # 8 bits would give 2 values
+    assert np.all(np.diff(row) >= 0)  # still a ramp
+
+
+def test_16_bit_into_8_bit_formats_is_said_and_rounded(tmp_path, caplog) -> None:
+    src = corpus.png16(tmp_path / "deep.png", np.full((6, 5, 3), 1000, np.uint16))
+    for fmt in ("jpg", "webp", "tiff"):
+        out = tmp_path / fmt
+        assert main([*UPSCALE, str(src), "-o", str(out), "--format", fmt]) == 0
+        assert f"16-bit input written at 8 bits per channel ({fmt}" in caplog.text
+        with Image.open(next(out.iterdir())) as img:
+            assert img.mode == "RGB"
+            assert np.abs(np.asarray(img).astype(int) - 4).max() <= 1  # 1000 / 257 = 3.9
+
+
+def test_alpha_into_jpeg_is_one_line_and_the_rest_complete(tmp_path, capsys) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGBA", (6, 6), (10, 20, 30, 128)).save(src / "a.png")
+    corpus.photo(src / "b.png")
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(src), "-o", str(out), "--format", "jpg"]) == 1
+    (line,) = _errors(capsys)
+    assert "a.png has an alpha channel (RGBA), which JPEG cannot hold" in line
+    assert sorted(p.name for p in out.iterdir()) == ["b.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "jpg", "--quality", "0"], "--quality must be 1..100, got 0"),
+        (["--format", "webp", "--quality", "101"], "--quality must be 1..100, got 101"),
+        (["--quality", "90"], "--quality applies to jpg and webp, not to png"),
+        (["--suffix", "/x"], "--suffix '/x' must be plain text, not a path"),
+        (["--suffix", "../x"], "must be plain text, not a path"),
+        (["--suffix", ".."], "must be plain text, not a path"),
+    ],
+)
+def test_bad_format_options_are_refused_before_any_work(args, message, tmp_path, capsys) -> None:
+    src = corpus.photo(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(src), "-o", str(out), *args]) == 2
+    (line,) = _errors(capsys)
+    assert message in line
+    assert not out.exists()
+
+
+def test_bad_format_and_quality_words_are_usage_errors(tmp_path, capsys) -> None:
+    src = str(corpus.photo(tmp_path / "a.png"))
+    for args in (["--format", "gif"], ["--format", "jpg", "--quality", "high"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*UPSCALE, src, "-o", str(tmp_path / "out"), *args])
+        assert exit_.value.code == 2
+    assert "invalid choice: 'gif'" in capsys.readouterr().err
+
+
+def test_suffix_puts_outputs_beside_their_inputs(tmp_path) -> None:
+    src = corpus.photo(tmp_path / "a.png")
+    before = src.read_bytes()
+    assert main([*UPSCALE, str(src), "-o", str(tmp_path), "--suffix", "_x2"]) == 0
+    assert src.read_bytes() == before
+    with Image.open(tmp_path / "a_x2.png") as img:
+        assert img.size == (24, 16)
+
+
+@pytest.mark.parametrize(
+    ("names", "args"),
+    [
+        (["a.png", "a_x2.png"], ["--suffix", "_x2"]),  # a.png -> a_x2.png, an input
+        (["a.jpg"], ["--format", "jpg"]),  # a.jpg -> a.jpg
+        (["a.tiff"], ["--format", "tiff"]),
+        (["a.JPG.png", "a.JPG"], ["--suffix", ".JPG"]),  # a.JPG.png -> a.JPG.png
+    ],
+)
+def test_a_suffix_or_format_that_names_an_input_is_refused(names, args, tmp_path, capsys) -> None:
+    paths = [corpus.photo(tmp_path / n, seed=i) for i, n in enumerate(names)]
+    before = {p: p.read_bytes() for p in paths}
+    inputs = [str(p) for p in paths]
+    assert main([*UPSCALE, *inputs, "-o", str(tmp_path), *args]) == 2
+    (line,) = _errors(capsys)
+    assert "would overwrite the input" in line
+    assert {p: p.read_bytes() for p in paths} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_16_bit_png_exif_orientation_is_applied_to_its_samples(tmp_path) -> None:
+    """The 16-bit samples are turned upright as PIL turns the 8-bit view (EXIF 6: 90 degrees)."""
+    import png
+
+    deep = np.zeros((4, 6, 3), np.uint16)
+    deep[0, :, 0] = 60000  # a red top row, stored 6 wide and 4 high
+    src = corpus.png16(tmp_path / "turned.png", deep)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    chunks = list(png.Reader(filename=str(src)).chunks())
+    chunks.insert(1, (b"eXIf", exif.tobytes()[6:]))  # the chunk holds the TIFF data only
+    with open(src, "wb") as fh:
+        png.write_chunks(fh, chunks)
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(src), "-o", str(out)]) == 0
+    shown = corpus.read_png16(out / "turned.png")
+    assert shown.shape == (12, 8, 3)  # shown 4 wide, 6 high
+    assert shown[:, -1, 0].min() > 50000 and shown[:, 0, 0].max() < 10000  # top row -> right
