@@ -56,6 +56,26 @@ def infer_descriptor(state: dict[str, torch.Tensor], source: str) -> ModelDescri
     return desc
 
 
+def build_model(state: dict[str, torch.Tensor], desc: ModelDescriptor, source: str) -> LBNet:
+    """The eval-mode model of `desc` with `state` loaded strictly: a tensor of another shape or
+    a missing or unexpected key is one line naming `source`."""
+    model = LBNet(desc)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape: torch lists every one, 27 lines
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), "")
+        raise LBNetError(
+            f"{source} does not match {desc.variant} x{desc.scale}: {detail[:160] or exc}"
+        ) from None
+    wrong = result.missing_keys + result.unexpected_keys
+    if wrong:
+        raise LBNetError(
+            f"{source} does not match {desc.variant} x{desc.scale}: {len(wrong)} missing or "
+            f"unexpected keys, e.g. {wrong[0]!r}"
+        )
+    return model.eval()
+
+
 def load_checkpoint(
     path: str | Path, *, scale: int | None = None, variant: str | None = None
 ) -> tuple[LBNet, ModelDescriptor]:
@@ -67,20 +87,7 @@ def load_checkpoint(
         raise LBNetError(f"{path} is {desc.variant} x{desc.scale}, but scale {scale} was asked for")
     if variant is not None and variant.lower() != desc.variant.lower():
         raise LBNetError(f"{path} is {desc.variant} x{desc.scale}, but variant {variant} was asked")
-    model = LBNet(desc)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # a tensor of the wrong shape: torch lists every one, 27 lines
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), "")
-        raise LBNetError(
-            f"{path} does not match {desc.variant} x{desc.scale}: {detail[:160] or exc}"
-        ) from None
-    wrong = result.missing_keys + result.unexpected_keys
-    if wrong:
-        raise LBNetError(
-            f"{path} does not match {desc.variant} x{desc.scale}: {len(wrong)} missing or "
-            f"unexpected keys, e.g. {wrong[0]!r}"
-        )
+    model = build_model(state, desc, str(path))
     params = sum(p.numel() for p in model.parameters())
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     model.descriptor = desc = describe(desc.variant, desc.scale, params=params, sha256=sha)
