@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lbnet_deploy.compare import Panel, write_sheet
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.paper import paper_scores
-from lbnet_deploy.quality.imresize import make_lr
+from lbnet_deploy.quality.imresize import imresize, make_lr
 from lbnet_deploy.quality.metrics import psnr_y, ssim_y
 from lbnet_deploy.runtime.atomic import write_json_atomic
 from lbnet_deploy.runtime.files import IMAGE_SUFFIXES
@@ -128,6 +129,18 @@ class ImageScore:
     ensemble_ssim_y: float | None = None
     baseline_psnr_y: float | None = None
     max_abs_vs_baseline: int | None = None
+    compare_psnr_y: dict[str, float] | None = None  # `--compare-model`s, by label
+
+
+@dataclass(frozen=True)
+class Compare:
+    """`eval --compare`: where the side-by-side crops go, the labels of the model and the
+    baseline, and the further models shown (label, upscaler), each scored too."""
+
+    folder: Path
+    model: str
+    baseline: str | None = None
+    models: tuple[tuple[str, Upscaler], ...] = ()
 
 
 @dataclass
@@ -189,6 +202,7 @@ def evaluate(
     save_sr: Path | None = None,
     progress: bool = True,
     on_error: Callable[[LBNetError], None] | None = None,
+    compare: Compare | None = None,
 ) -> EvalResult:
     """Score every sample; `on_error`: called with an image's problem (it does not fit the
     memory budget, the model's output is broken), which is then left out and named in the
@@ -198,7 +212,7 @@ def evaluate(
     start = time.perf_counter()
     for i, sample in enumerate(samples, 1):
         try:
-            score = _score(upscaler, sample, ensemble, baseline, save_sr)
+            score = _score(upscaler, sample, ensemble, baseline, save_sr, compare)
         except LBNetError as exc:
             if on_error is None:
                 raise
@@ -218,7 +232,7 @@ def evaluate(
 
 def _score(
     upscaler: Upscaler, sample: Sample, ensemble: bool, baseline: Upscaler | None,
-    save_sr: Path | None,
+    save_sr: Path | None, compare: Compare | None = None,
 ) -> ImageScore:  # fmt: skip
     s = upscaler.runner.scale
     sr = upscaler.upscale(sample.lr)
@@ -230,12 +244,24 @@ def _score(
         sr_ens = self_ensemble(upscaler, sample.lr)
         score.ensemble_psnr_y = psnr_y(sr_ens, sample.hr, s)
         score.ensemble_ssim_y = ssim_y(sr_ens, sample.hr, s)
+    label, base_label = (compare.model, compare.baseline or "baseline") if compare else ("", "")
+    panels = [Panel(label, sr, score.psnr_y)]  # drawn only with --compare
     if baseline is not None:
         sr_base = baseline.upscale(sample.lr)
         score.baseline_psnr_y = psnr_y(sr_base, sample.hr, s)
         score.max_abs_vs_baseline = int(np.abs(sr.astype(int) - sr_base.astype(int)).max())
+        panels.append(Panel(base_label, sr_base, score.baseline_psnr_y))
     if save_sr is not None:
         write_image_atomic(save_sr / f"{sample.name}.png", sr)
+    if compare is not None:
+        score.compare_psnr_y = {}
+        for label, other in compare.models:
+            out = other.upscale(sample.lr)
+            score.compare_psnr_y[label] = psnr_y(out, sample.hr, s)
+            panels.append(Panel(label, out, score.compare_psnr_y[label]))
+        bicubic = imresize(sample.lr, s)  # MATLAB's, as the paper's Bicubic rows
+        panels = [Panel("bicubic", bicubic, psnr_y(bicubic, sample.hr, s)), *panels]
+        write_sheet(compare.folder / f"{sample.name}.png", [*panels, Panel("HR", sample.hr)])
     return score
 
 

@@ -134,3 +134,75 @@ def test_eval_rejects_a_scale_the_model_does_not_have(export_cache, tmp_path: Pa
     model = str(export_cache(T4))
     dataset = str(_dataset(tmp_path / "set", with_lr=False))
     assert main(["eval", "--model", model, "--dataset", dataset, "--scale", "2"]) == 2
+
+
+def test_compare_writes_captioned_crops_of_each_model(
+    export_cache, checkpoint, shared_cache, tmp_path: Path
+) -> None:
+    """`--compare DIR`: one PNG per image, panels bicubic | model | baseline | each
+    --compare-model (here the FP16 graph, by `@fp16`) | HR, the crop where the models differ
+    most; every model's PSNR-Y in the JSON too."""
+    from lbnet_deploy.compare import CAPTION, CROP, GAP, ZOOM
+
+    export_cache(T4)  # the FP32 graph the checkpoint resolves to, in the shared cache
+    model = str(checkpoint(T4))
+    dataset = _dataset(tmp_path / "set", with_lr=False)
+    out, cmp = tmp_path / "r.json", tmp_path / "cmp"
+    args = ["eval", "--model", model, "--dataset", str(dataset), "--baseline", "bicubic-x4",
+            "--compare", str(cmp), "--compare-model", f"{model}@fp16",
+            "--json", str(out), "-q"]  # fmt: skip
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    assert sorted(p.name for p in cmp.iterdir()) == ["img0.png", "img1.png", "img2.png"]
+    for image in r["images"]:
+        ((label, fp16_psnr),) = image["compare_psnr_y"].items()
+        assert label == f"{model}@fp16" and abs(fp16_psnr - image["psnr_y"]) < 0.05
+        sheet = np.asarray(Image.open(cmp / f"{image['name']}.png").convert("RGB"))
+        hr_size = {"img0": (96, 100), "img1": (64, 80), "img2": (76, 60)}[image["name"]]
+        side = ZOOM * min(CROP, *hr_size)  # the whole image where it is smaller than a crop
+        assert sheet.shape == (side + CAPTION, 5 * (side + GAP) - GAP, 3)
+        panels = [sheet[:side, i * (side + GAP) : i * (side + GAP) + side] for i in range(5)]
+        assert not np.array_equal(panels[0], panels[4])  # bicubic is not HR
+        assert np.array_equal(
+            panels[2][::ZOOM, ::ZOOM], panels[0][::ZOOM, ::ZOOM]
+        )  # baseline: bicubic
+        assert sheet[side:].min() < 128  # captions were drawn
+
+
+def test_compare_refuses_what_would_go_wrong_before_any_work(
+    export_cache, tmp_path: Path, capsys
+) -> None:
+    model = str(export_cache(T4))
+    dataset = _dataset(tmp_path / "set", with_lr=False)
+    base = ["eval", "--model", model, "--dataset", str(dataset), "-q"]
+    cases = [
+        (["--compare-model", "bicubic-x4"], "--compare-model adds panels to --compare DIR"),
+        (["--compare", str(dataset / "HR")], "would overwrite the input"),  # the dataset's HR
+        (
+            ["--compare", str(tmp_path / "o"), "--save-sr", str(tmp_path / "o")],
+            "would overwrite the output",
+        ),
+        (
+            ["--compare", str(tmp_path / "c"), "--compare-model", "bicubic-x2"],
+            "is a x2 model, but --scale 4",
+        ),
+        (["--compare", str(tmp_path / "c"), "--compare-model", "/no/such.onnx"], "not found"),
+        (
+            ["--compare", str(tmp_path / "c"), "--compare-model", f"{model}@fp16"],
+            "has its own precision",
+        ),
+    ]
+    for extra, message in cases:
+        before = sorted(p.name for p in tmp_path.rglob("*"))
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (extra, err)
+        assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_model_at_precision_is_split_only_on_a_precision() -> None:
+    from lbnet_deploy.commands.options import split_precision
+
+    assert split_precision("lbnet-t-x4@fp16") == ("lbnet-t-x4", "fp16")
+    assert split_precision("dir@home/m.onnx") == ("dir@home/m.onnx", None)
+    assert split_precision("m.onnx@int8") == ("m.onnx@int8", None)  # INT8 is a file's own

@@ -8,12 +8,19 @@ from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
 
-from .options import add_runtime_options
+from .options import add_runtime_options, check_scale, split_precision
 from .upscale import upscaler_for
 
 
 def run(args: argparse.Namespace) -> int:
-    from lbnet_deploy.evaluate import evaluate, find_hr_images, load_samples, table, write_json
+    from lbnet_deploy.evaluate import (
+        Compare,
+        evaluate,
+        find_hr_images,
+        load_samples,
+        table,
+        write_json,
+    )
     from lbnet_deploy.runtime.files import (
         check_output_dir,
         prepare_output_dir,
@@ -28,12 +35,23 @@ def run(args: argparse.Namespace) -> int:
     refuse_shared_stems(hr_paths)  # HR/a.png and HR/a.bmp: one name for scores, LR, SR
     lr_dir = dataset / "LR_bicubic"
     lr_files = [p for p in lr_dir.rglob("*") if p.is_file()] if lr_dir.is_dir() else []
-    models = [Path(m) for m in (args.model, args.baseline) if m and Path(m).exists()]
-    sr_paths = [Path(args.save_sr) / f"{p.stem}.png" for p in hr_paths] if args.save_sr else []
+    shown = [split_precision(m) for m in args.compare_model]
+    if shown and not args.compare:
+        raise LBNetError("--compare-model adds panels to --compare DIR: give that too")
+    specs = [args.model, args.baseline, *(spec for spec, _ in shown)]
+    models = [Path(m) for m in specs if m and Path(m).exists()]
+    folders = {"save_sr": args.save_sr, "compare": args.compare}
+    written = {
+        k: [Path(v) / f"{p.stem}.png" for p in hr_paths] if v else [] for k, v in folders.items()
+    }
     json_path = [Path(args.json)] if args.json else []
-    for out in json_path + ([Path(args.save_sr) / "x"] if args.save_sr else []):
+    for out in json_path + [Path(v) / "x" for v in folders.values() if v]:
         check_output_dir(out.absolute().parent)
-    refuse_inputs_as_outputs(json_path + sr_paths, hr_paths + lr_files + models)
+    # no output replaces a dataset file, a model or another output (--save-sr and --compare
+    # into one folder would both write <name>.png)
+    refuse_inputs_as_outputs(
+        json_path + written["save_sr"] + written["compare"], hr_paths + lr_files + models
+    )
 
     model = (
         f"bicubic-x{args.scale}" if args.model.startswith("bicubic") and args.scale else args.model
@@ -43,6 +61,15 @@ def run(args: argparse.Namespace) -> int:
     # re-read per image)
     upscaler, where = upscaler_for(args, model, args.precision)
     baseline = upscaler_for(args, args.baseline)[0] if args.baseline else None  # as it is
+    compare = None
+    if args.compare:
+        others = []
+        for text, (spec, precision) in zip(args.compare_model, shown, strict=True):
+            other = upscaler_for(args, spec, precision)[0]
+            check_scale(other.runner.scale, upscaler.runner.scale, text)
+            others.append((text, other))
+        label = f"{model}@{args.precision}" if args.precision else model
+        compare = Compare(Path(args.compare), label, args.baseline, tuple(others))
     failed: list[LBNetError] = []
 
     def skip(exc: LBNetError) -> None:  # one line per bad image; the others are scored
@@ -57,11 +84,14 @@ def run(args: argparse.Namespace) -> int:
         raise LBNetError(f"no image of {dataset} could be read")
     unread = [p.stem for p in hr_paths if p.stem not in {s.name for s in samples}]
     save_sr = prepare_output_dir(args.save_sr) if args.save_sr else None
+    if compare is not None:
+        prepare_output_dir(compare.folder)
     variant = str(upscaler.runner.describe().get("variant", "?"))
     result = evaluate(
         upscaler, samples, model=model, variant=variant,
         dataset=dataset.resolve().name, ensemble=args.self_ensemble, baseline=baseline,
         baseline_name=args.baseline, save_sr=save_sr, progress=not args.quiet, on_error=skip,
+        compare=compare,
     )  # fmt: skip
     result.failed[:0] = unread  # the report names every image its means leave out
     if not result.images:
@@ -89,6 +119,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--self-ensemble", action="store_true", help="also score the x8 ensemble")
     p.add_argument("--baseline", help="a second model to compare with (e.g. FP32 vs INT8)")
     p.add_argument("--save-sr", help="folder for the SR images (<HR name>.png)")
+    p.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="per image, DIR/<HR name>.png: side-by-side crops (bicubic, --model, --baseline, "
+        "each --compare-model, HR) where they differ most, with each one's PSNR-Y",
+    )
+    p.add_argument(
+        "--compare-model",
+        action="append",
+        default=[],
+        metavar="MODEL[@PRECISION]",
+        help="one more model shown and scored in --compare's crops (repeat it): a name, .pt, "
+        ".onnx (an INT8 graph from calibrate) or engine, as --model; @fp16 or @bf16 picks the "
+        "precision as --precision does (lbnet-t-x4@fp16)",
+    )
     p.add_argument("--json", help="write per-image and mean scores as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-image progress")
     p.set_defaults(func=run)

@@ -74,6 +74,15 @@ def add_runtime_options(
     )
 
 
+def split_precision(text: str) -> tuple[str, str | None]:
+    """`MODEL[@PRECISION]` -> (model, precision or None): `lbnet-t-x4@fp16`; an `@` followed
+    by anything but a precision `--precision` takes stays part of the model's name or path."""
+    spec, _, precision = text.rpartition("@")
+    if spec and precision in EXPORTED + COMPUTE:
+        return spec, precision
+    return text, None
+
+
 def check_scale(actual: int, asked: int | None, model: str) -> None:
     if asked is not None and asked != actual:
         raise LBNetError(f"{model} is a x{actual} model, but --scale {asked} was given")
