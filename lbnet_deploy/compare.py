@@ -51,7 +51,7 @@ def sheet(panels: list[Panel], crop: int = CROP) -> np.ndarray:
     side = size * ZOOM
     canvas = Image.new("RGB", (len(panels) * (side + GAP) - GAP, side + CAPTION), "white")
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=13)
+    font = ImageFont.load_default(size=13)  # a scalable font from Pillow 10.1 (FreeType)
     for i, panel in enumerate(panels):
         part = panel.image[top : top + size, left : left + size].repeat(ZOOM, 0).repeat(ZOOM, 1)
         x = i * (side + GAP)
