@@ -62,6 +62,16 @@ class DeviceMemory(Protocol):
     def reset_device_peak(self) -> None: ...
 
 
+@runtime_checkable
+class Overlapped(Protocol):
+    """What a runner on a device adds when the host's work can overlap the device's: it runs
+    `streams` batches at once and `infer` may be called from several threads (the rest wait),
+    so the Upscaler prepares and merges on the host while the device runs (TensorRT)."""
+
+    @property
+    def streams(self) -> int: ...
+
+
 def check_batch(batch: np.ndarray, input_size: tuple[int, int] | None) -> np.ndarray:
     """The batch as contiguous float32 NCHW RGB; a wrong shape is a programming error."""
     if batch.ndim != 4 or batch.shape[1] != 3:

@@ -5,7 +5,14 @@ installs without a compiler, and NVIDIA's TensorRT samples use it since 10.14. p
 only: installing it compiles against a CUDA toolkit) is still supported and used when it is the
 one installed. Both are driven through the CUDA driver API, so both have the same semantics:
 the device's primary context (the one TensorRT's runtime API uses) is pushed around each use and
-popped after, device memory is a plain pointer, host buffers are page-locked numpy arrays.
+popped after, device memory is a plain pointer, host buffers are page-locked numpy arrays,
+streams are non-blocking (no implicit synchronisation with the legacy default stream, which would
+invalidate a graph capture while another thread uses it).
+
+CUDA graphs (`capture`, then `launch` per batch) follow trtexec's sequence (samples/common:
+enqueue once outside capture, capture thread-locally, instantiate, keep only the executable).
+cuda-python has the driver's graph calls; pycuda has none (checked in its sources up to
+2026.1), so the pycuda layer makes those six calls on libcuda itself through ctypes.
 
 Written by hand rather than through Polygraphy's `cuda` wrapper (which loads libcudart with
 ctypes): the runner's whole need is these dozen calls, and each implementation is tested against
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +33,8 @@ from lbnet_deploy.errors import LBNetError
 
 INSTALL_HINT = "pip install 'lbnet-deploy[trt]' (TensorRT + cuda-python)"
 CHOICES = ("cuda-python", "pycuda")
+NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING (cuda.h)
+THREAD_LOCAL = 1  # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: other threads' CUDA calls stay allowed
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class Stream(Protocol):
     def handle(self) -> int: ...
 
     def synchronize(self) -> None: ...
+
+    def destroy(self) -> None: ...
 
 
 class CudaLayer(Protocol):
@@ -78,6 +90,39 @@ class CudaLayer(Protocol):
 
     def dtoh_async(self, host: np.ndarray, pointer: int, stream: Stream) -> None: ...
 
+    # CUDA graphs: see `capture`
+    def begin_capture(self, stream: Stream) -> None: ...
+
+    def end_capture(self, stream: Stream) -> Any:
+        """The captured graph (an error where the capture was invalidated)."""
+        ...
+
+    def instantiate(self, graph: Any) -> Any: ...
+
+    def launch(self, graph_exec: Any, stream: Stream) -> None: ...
+
+    def destroy_graph(self, graph: Any) -> None: ...
+
+    def destroy_exec(self, graph_exec: Any) -> None: ...
+
+
+def capture(layer: CudaLayer, stream: Stream, enqueue: Callable[[], bool]) -> Any:
+    """An executable CUDA graph of what `enqueue` puts on `stream` (it returns False where it
+    could not, as TensorRT's execute_async_v3 does under a capture it cannot join), or a one-line
+    LBNetError saying why not. The capture is always ended, the graph itself always destroyed
+    (trtexec's sequence); the caller has run `enqueue` once before, outside any capture."""
+    layer.begin_capture(stream)
+    try:
+        enqueued = enqueue()
+    finally:
+        graph = layer.end_capture(stream)  # also after a failed enqueue: leave capture mode
+    try:
+        if not enqueued:
+            raise LBNetError("the work could not be enqueued under capture")
+        return layer.instantiate(graph)
+    finally:
+        layer.destroy_graph(graph)
+
 
 class PyCuda:
     """pycuda's driver module (it wraps the driver API)."""
@@ -89,6 +134,7 @@ class PyCuda:
         self._contexts: dict[int, Any] = {}
         self._device: dict[int, Any] = {}  # pointer -> pycuda allocation
         self._host: dict[int, Any] = {}  # id(array) -> its allocation
+        self._driver_graphs: _DriverGraphs | None = None  # loaded on first capture
 
     def device_count(self) -> int:
         return int(self.cuda.Device.count())
@@ -110,7 +156,7 @@ class PyCuda:
         return int(self.cuda.mem_get_info()[0])
 
     def stream(self) -> Stream:
-        return _PyCudaStream(self.cuda.Stream())
+        return _PyCudaStream(self.cuda.Stream(flags=NON_BLOCKING))
 
     def host_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         array = self.cuda.pagelocked_empty(shape, dtype)
@@ -136,6 +182,70 @@ class PyCuda:
     def dtoh_async(self, host: np.ndarray, pointer: int, stream: Stream) -> None:
         self.cuda.memcpy_dtoh_async(host, pointer, stream.raw)
 
+    @property
+    def _graphs(self) -> _DriverGraphs:
+        if self._driver_graphs is None:
+            try:
+                self._driver_graphs = _DriverGraphs(_libcuda())
+            except OSError as exc:
+                raise LBNetError(f"the CUDA driver library could not be loaded ({exc})") from None
+        return self._driver_graphs
+
+    def begin_capture(self, stream: Stream) -> None:
+        self._graphs.call("cuStreamBeginCapture_v2", stream.handle, ctypes.c_int(THREAD_LOCAL))
+
+    def end_capture(self, stream: Stream) -> Any:
+        return self._graphs.out("cuStreamEndCapture", stream.handle)
+
+    def instantiate(self, graph: Any) -> Any:
+        # cuGraphInstantiateWithFlags (CUDA >= 11.4): the unversioned export is CUDA 10's form
+        graphs = self._graphs
+        executable = ctypes.c_void_p()
+        graphs.call(
+            "cuGraphInstantiateWithFlags", ctypes.byref(executable), graph, ctypes.c_ulonglong(0)
+        )
+        return executable.value
+
+    def launch(self, graph_exec: Any, stream: Stream) -> None:
+        self._graphs.call("cuGraphLaunch", graph_exec, stream.handle)
+
+    def destroy_graph(self, graph: Any) -> None:
+        self._graphs.call("cuGraphDestroy", graph)
+
+    def destroy_exec(self, graph_exec: Any) -> None:
+        self._graphs.call("cuGraphExecDestroy", graph_exec)
+
+
+def _libcuda() -> Any:
+    """The CUDA driver library pycuda itself runs on."""
+    return ctypes.CDLL("nvcuda.dll" if os.name == "nt" else "libcuda.so.1")
+
+
+class _DriverGraphs:
+    """The driver's graph calls through ctypes, for pycuda: handles are the driver's pointers
+    (pycuda's `Stream.handle`), every call returns a CUresult."""
+
+    def __init__(self, lib: Any) -> None:
+        self.lib = lib
+
+    def call(self, name: str, *args: Any) -> None:
+        try:
+            function = getattr(self.lib, name)
+        except AttributeError:  # a driver older than the call (CUDA < 11.4)
+            raise LBNetError(f"this CUDA driver has no {name}") from None
+        wrapped = [ctypes.c_void_p(a) if isinstance(a, int) or a is None else a for a in args]
+        err = function(*wrapped)
+        if err:
+            text = ctypes.c_char_p()
+            named = not self.lib.cuGetErrorName(err, ctypes.byref(text)) and text.value
+            raise LBNetError(f"CUDA call {name} failed: {named.decode() if named else err}")
+
+    def out(self, name: str, *args: Any) -> int | None:
+        """A call whose last argument is a pointer it writes a handle into."""
+        handle = ctypes.c_void_p()
+        self.call(name, *args, ctypes.byref(handle))
+        return handle.value
+
 
 class _PyCudaStream:
     def __init__(self, raw: Any) -> None:
@@ -147,6 +257,9 @@ class _PyCudaStream:
 
     def synchronize(self) -> None:
         self.raw.synchronize()
+
+    def destroy(self) -> None:
+        self.raw = None  # pycuda destroys the stream with its object, in its own context
 
 
 class CudaPython:
@@ -197,7 +310,7 @@ class CudaPython:
         return int(self._call(self.cu.cuMemGetInfo())[0])
 
     def stream(self) -> Stream:
-        return _CudaPythonStream(self, self._call(self.cu.cuStreamCreate(0)))
+        return _CudaPythonStream(self, self._call(self.cu.cuStreamCreate(NON_BLOCKING)))
 
     def host_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         dtype = np.dtype(dtype)
@@ -227,6 +340,28 @@ class CudaPython:
     def dtoh_async(self, host: np.ndarray, pointer: int, stream: Stream) -> None:
         self._call(self.cu.cuMemcpyDtoHAsync(host.ctypes.data, pointer, host.nbytes, stream.raw))
 
+    def begin_capture(self, stream: Stream) -> None:
+        mode = self.cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL  # an enum, not 1
+        self._call(self.cu.cuStreamBeginCapture(stream.raw, mode))
+
+    def end_capture(self, stream: Stream) -> Any:
+        return self._call(self.cu.cuStreamEndCapture(stream.raw))
+
+    def instantiate(self, graph: Any) -> Any:
+        try:
+            return self._call(self.cu.cuGraphInstantiate(graph, 0))  # (hGraph, flags): 12.x on
+        except TypeError:  # cuda-python 11.x took a log buffer instead
+            raise LBNetError("this cuda-python's cuGraphInstantiate is 11.x's") from None
+
+    def launch(self, graph_exec: Any, stream: Stream) -> None:
+        self._call(self.cu.cuGraphLaunch(graph_exec, stream.raw))
+
+    def destroy_graph(self, graph: Any) -> None:
+        self._call(self.cu.cuGraphDestroy(graph))
+
+    def destroy_exec(self, graph_exec: Any) -> None:
+        self._call(self.cu.cuGraphExecDestroy(graph_exec))
+
 
 class _CudaPythonStream:
     def __init__(self, layer: CudaPython, raw: Any) -> None:
@@ -238,6 +373,9 @@ class _CudaPythonStream:
 
     def synchronize(self) -> None:
         self.layer._call(self.layer.cu.cuStreamSynchronize(self.raw))
+
+    def destroy(self) -> None:
+        self.layer._call(self.layer.cu.cuStreamDestroy(self.raw))
 
 
 def _import(choice: str) -> CudaLayer | None:

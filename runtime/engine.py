@@ -7,10 +7,21 @@ lets this code be type-checked against tensorrt-stubs and tested against a recor
 machines where TensorRT cannot be installed (ours). The sidecar, version checks and the
 TensorRT probe are in trt_common.py.
 Engines are fixed-shape (vs-mlrt's default): the Upscaler pads and tiles.
+
+Speed (what vs-mlrt's `num_streams`/`use_cuda_graph` and trtexec's `--streams`/`--useCudaGraph`
+do): the runner holds `streams` slots, each an execution context with its own stream, device
+and page-locked buffers, so up to that many batches run at once from as many threads (the
+Upscaler keeps one more prepared: while the engine runs batch k, batch k+1 is uploaded on the
+other stream and the host merges batch k-1). Each slot's upload, engine run and download are
+captured once into a CUDA graph and replayed per batch; where TensorRT or the binding cannot
+capture, one line says so and the runner enqueues as before.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import queue
 import threading
 import weakref
 from collections.abc import Iterator
@@ -24,11 +35,38 @@ from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
 from .backend import describe_facts, infer_file
-from .cuda_layer import CudaLayer, load_cuda
-from .trt_common import check_compatible, dims, read_facts, require_tensorrt, trt_logger
+from .cuda_layer import CudaLayer, Stream, capture, load_cuda
+from .trt_common import (
+    EngineFacts,
+    EngineLayer,
+    check_compatible,
+    dims,
+    parse_layers,
+    read_facts,
+    require_tensorrt,
+    trt_logger,
+)
 
 if TYPE_CHECKING:
     import tensorrt as trt
+
+# Two slots: the upload of one batch and the download of the one before overlap the engine's
+# run of the batch between them. Each slot holds its own activation memory on the device.
+DEFAULT_STREAMS = 2
+
+log = logging.getLogger("lbnet_deploy")
+
+
+class _Slot:
+    """One batch in flight: an execution context, its stream, its device and page-locked host
+    buffers, and the CUDA graph of one batch through them (None: enqueued call by call)."""
+
+    def __init__(self, execution: Any, stream: Stream, host: list[np.ndarray]) -> None:
+        self.execution, self.stream = execution, stream
+        self.host_in, self.host_out = host  # page-locked: asynchronous copies need them
+        self.device: list[int] = []  # device pointers: input, output
+        self.graph: Any = None
+        self.lock = threading.Lock()  # held while a batch uses the slot; release() waits
 
 
 class _DeviceState:
@@ -39,30 +77,49 @@ class _DeviceState:
     def __init__(self, cuda: CudaLayer, device: int) -> None:
         self.cuda, self.device = cuda, device
         self.engine: Any = None
-        self.execution: Any = None
-        self.stream: Any = None
-        self.buffers: list[int] = []  # device pointers
-        self.host: list[np.ndarray] = []  # page-locked host arrays (input, output)
+        self.slots: list[_Slot] = []
+        self.closed = False
 
     def release(self) -> None:
-        self.cuda.push(self.device)
+        self.closed = True  # a batch that gets a slot from now on is refused
+        cuda = self.cuda
+        cuda.push(self.device)
         try:
-            self.execution = None  # the execution context before its engine
+            for slot in self.slots:
+                with slot.lock:  # a batch in flight finishes first
+                    if slot.graph is not None:
+                        cuda.destroy_exec(slot.graph)
+                    slot.graph = slot.execution = None  # the contexts before their engine
             self.engine = None
-            self.stream = None
-            for pointer in self.buffers:
-                self.cuda.free(pointer)
-            for array in self.host:
-                self.cuda.free_host(array)
-            self.buffers, self.host = [], []
+            for slot in self.slots:
+                for pointer in slot.device:
+                    cuda.free(pointer)
+                for array in (slot.host_in, slot.host_out):
+                    cuda.free_host(array)
+                slot.stream.destroy()
+            self.slots = []
         finally:
-            self.cuda.pop()
+            cuda.pop()
 
 
 class TensorRTRunner:
-    """Runner over a fixed-shape engine built by `lbnet-deploy build`, on CUDA device `device`."""
+    """Runner over a fixed-shape engine built by `lbnet-deploy build`, on CUDA device `device`.
 
-    def __init__(self, path: str | Path, device: int = 0) -> None:
+    `streams`: batches run at once (one execution context, stream and buffer set each; an engine
+    with a dynamic input runs one, NvInferRuntime.h: contexts in concurrent use need a profile
+    each). `cuda_graph`: capture each slot's batch into a CUDA graph and replay it.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: int = 0,
+        *,
+        cuda_graph: bool = True,
+        streams: int = DEFAULT_STREAMS,
+    ) -> None:
+        if streams < 1:
+            raise LBNetError(f"streams must be at least 1, got {streams}")
         self.path = Path(path)
         self.facts = read_facts(self.path)
         self.tensorrt = require_tensorrt()
@@ -71,17 +128,22 @@ class TensorRTRunner:
         check_compatible(self.facts, self.path, self.tensorrt, self.gpu)
         # the device's primary context: the one TensorRT (runtime API) uses
         self._state = _DeviceState(self._cuda, device)
-        self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, self._state.release)
         with self.active():
             free_before = self._cuda.free_memory()
-            self._load()
-            # engine weights + the context's activation memory + our I/O buffers: TensorRT
-            # allocates all of it up front, so this is the engine's device peak
+            self._load(streams)
+            if cuda_graph:
+                self._capture_graphs()
+            # engine weights + each context's activation memory + our I/O buffers (+ graphs):
+            # TensorRT allocates all of it up front, so this is the engine's device peak
             self._device_mb = (free_before - self._cuda.free_memory()) / 2**20
+        self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        for slot in self._state.slots:
+            self._free.put(slot)
 
     def close(self) -> None:
-        """Free the engine, its context and the buffers now (also done when collected)."""
+        """Free the engine, its contexts and the buffers now (also done when collected); a
+        batch still running finishes first."""
         self._finalizer()
 
     @contextmanager
@@ -93,15 +155,10 @@ class TensorRTRunner:
         finally:
             self._cuda.pop()
 
-    def _load(self) -> None:
+    def _load(self, streams: int) -> None:
         import tensorrt as trt
 
-        runtime = trt.Runtime(trt_logger())
-        if self.facts.dla_core is not None:  # before deserializing: the engine runs on that core
-            runtime.DLA_core = self.facts.dla_core
-        engine: trt.ICudaEngine | None = runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if engine is None:
-            raise LBNetError(f"TensorRT could not deserialize {self.path} (see its log above)")
+        engine = _deserialize(self.path, self.facts)
         self._state.engine = engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -110,7 +167,8 @@ class TensorRTRunner:
             raise LBNetError(f"{self.path} has inputs {inputs} and outputs {outputs}, not 1 and 1")
         self._in, self._out = inputs[0], outputs[0]
         shape = dims(engine.get_tensor_shape(self._in))
-        if any(d < 0 for d in shape):
+        dynamic = any(d < 0 for d in shape)
+        if dynamic:
             # a dynamic graph built with one profile whose min = opt = max (`lbnet-deploy build`)
             low, _, high = (dims(s) for s in engine.get_tensor_profile_shape(self._in, 0))
             if low != high:
@@ -122,25 +180,63 @@ class TensorRTRunner:
                 "the two files do not belong together"
             )
         self._shape = shape
-        context = engine.create_execution_context()
-        if context is None:  # TensorRT returns None when it cannot (device memory)
-            raise LBNetError(f"TensorRT could not create an execution context for {self.path}")
-        self._state.execution = context
+        types = [trt.nptype(engine.get_tensor_dtype(n)) for n in (self._in, self._out)]
+        for index in range(1 if dynamic else streams):
+            context = engine.create_execution_context()
+            if context is None:  # TensorRT returns None when it cannot (device memory)
+                if index == 0:
+                    raise LBNetError(
+                        f"TensorRT could not create an execution context for {self.path}"
+                    )
+                log.warning(
+                    "%s: device memory for %d execution contexts only; running %d batches "
+                    "at a time", self.path, index, index,
+                )  # fmt: skip
+                break
+            self._state.slots.append(self._slot(context, types))
+
+    def _slot(self, context: trt.IExecutionContext, types: list[Any]) -> _Slot:
+        """An execution context's stream and buffers, its tensors bound to them."""
         if not context.set_input_shape(self._in, self._shape):
             raise LBNetError(f"{self.path} rejects input shape {self._shape}")
         out_shape = dims(context.get_tensor_shape(self._out))
         cuda = self._cuda
-        self._state.stream = cuda.stream()
-        # page-locked host buffers: asynchronous copies need them, and they copy fastest
-        host_in = cuda.host_empty(self._shape, trt.nptype(engine.get_tensor_dtype(self._in)))
-        host_out = cuda.host_empty(out_shape, trt.nptype(engine.get_tensor_dtype(self._out)))
-        self._state.host = [host_in, host_out]  # held by the state only: freed with it
-        self._dev_in = cuda.malloc(host_in.nbytes)
-        self._dev_out = cuda.malloc(host_out.nbytes)
-        self._state.buffers = [self._dev_in, self._dev_out]
-        for name, buffer in ((self._in, self._dev_in), (self._out, self._dev_out)):
-            if not context.set_tensor_address(name, buffer):
+        host = [cuda.host_empty(self._shape, types[0]), cuda.host_empty(out_shape, types[1])]
+        slot = _Slot(context, cuda.stream(), host)  # the state frees all of it
+        for name, array in ((self._in, host[0]), (self._out, host[1])):
+            slot.device.append(cuda.malloc(array.nbytes))
+            if not context.set_tensor_address(name, slot.device[-1]):
                 raise LBNetError(f"TensorRT refused the device buffer of {name!r}")
+        return slot
+
+    def _enqueue(self, slot: _Slot) -> bool:
+        """Upload, run, download on the slot's stream; False where TensorRT could not enqueue."""
+        cuda = self._cuda
+        cuda.htod_async(slot.device[0], slot.host_in, slot.stream)
+        enqueued = bool(slot.execution.execute_async_v3(slot.stream.handle))
+        cuda.dtoh_async(slot.host_out, slot.device[1], slot.stream)
+        return enqueued
+
+    def _capture_graphs(self) -> None:
+        """Each slot's batch as a CUDA graph (addresses are fixed: the buffers never move);
+        where one cannot be captured, none is used."""
+        slots = self._state.slots
+        try:
+            for slot in slots:
+                slot.host_in.fill(0)
+                # once outside capture: TensorRT's deferred setup must not land in the graph
+                if not self._enqueue(slot):
+                    raise LBNetError("TensorRT could not enqueue the engine")
+                slot.stream.synchronize()
+                slot.graph = capture(
+                    self._cuda, slot.stream, functools.partial(self._enqueue, slot)
+                )
+        except LBNetError as exc:
+            log.warning("%s: no CUDA graph (%s); enqueuing each batch instead", self.path, exc)
+            for slot in slots:
+                if slot.graph is not None:
+                    self._cuda.destroy_exec(slot.graph)
+                slot.graph = None
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -158,30 +254,57 @@ class TensorRTRunner:
     def model_facts(self) -> ModelFacts:
         return self.facts.model
 
+    @property
+    def streams(self) -> int:
+        """Batches this runner runs at once (`infer` may be called from that many threads)."""
+        return len(self._state.slots)
+
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether batches replay a captured CUDA graph."""
+        return any(slot.graph is not None for slot in self._state.slots)
+
     def describe(self) -> dict[str, object]:
         return describe_facts(
             self.model_facts, "tensorrt", path=str(self.path), tensorrt=self.tensorrt,
-            gpu=self.gpu.name, precision=self.facts.precision,
+            gpu=self.gpu.name, precision=self.facts.precision, streams=self.streams,
+            cuda_graph=self.cuda_graph,
         )  # fmt: skip
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return infer_file(self._run, batch, self.model_facts, self.input_size, self._shape[0])
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        cuda, state = self._cuda, self._state
-        # one execution context, stream and buffer set: one batch at a time across threads
-        with self._lock:
-            if state.execution is None:
-                raise LBNetError(f"the runner of {self.path} was closed")
-            host_in, host_out = state.host
-            with self.active():
-                host_in[...] = batch  # casts to the engine's input type
-                cuda.htod_async(self._dev_in, host_in, state.stream)
-                if not state.execution.execute_async_v3(state.stream.handle):
-                    raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
-                cuda.dtoh_async(host_out, self._dev_out, state.stream)
-                state.stream.synchronize()
-            return np.array(host_out, dtype=np.float32)  # a copy: the buffer is reused
+        slot = self._free.get()  # waits while every slot has a batch in flight
+        try:
+            with slot.lock:
+                if self._state.closed:
+                    raise LBNetError(f"the runner of {self.path} was closed")
+                with self.active():
+                    slot.host_in[...] = batch  # casts to the engine's input type
+                    if slot.graph is not None:
+                        self._cuda.launch(slot.graph, slot.stream)
+                    elif not self._enqueue(slot):
+                        raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
+                    slot.stream.synchronize()
+                return np.array(slot.host_out, dtype=np.float32)  # a copy: the buffer is reused
+        finally:
+            self._free.put(slot)
+
+    def layers(self) -> list[EngineLayer]:
+        """The engine's layers as TensorRT's engine inspector reports them (JSON; the engine
+        must have been built with detailed profiling verbosity, as `build` does)."""
+        import tensorrt as trt
+
+        slot = self._state.slots[0]
+        with slot.lock, self.active():
+            inspector = self._state.engine.create_engine_inspector()
+            if inspector is None:
+                raise LBNetError(f"TensorRT has no engine inspector for {self.path}")
+            # with the context, formats of shape-dependent tensors are known (NvInferRuntime.h)
+            inspector.execution_context = slot.execution
+            text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        return parse_layers(text, str(self.path))
 
     def device_peak_mb(self) -> float:
         """Device memory this runner took when loading (`bench` reports it)."""
@@ -189,3 +312,16 @@ class TensorRTRunner:
 
     def reset_device_peak(self) -> None:
         """Nothing to reset: the engine's device memory is allocated once, when loading."""
+
+
+def _deserialize(path: Path, facts: EngineFacts) -> trt.ICudaEngine:
+    """The engine in `path` (its sidecar `facts` checked), on its DLA core where it has one."""
+    import tensorrt as trt
+
+    runtime = trt.Runtime(trt_logger())
+    if facts.dla_core is not None:  # before deserializing: the engine runs on that core
+        runtime.DLA_core = facts.dla_core
+    engine: trt.ICudaEngine | None = runtime.deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise LBNetError(f"TensorRT could not deserialize {path} (see its log above)")
+    return engine

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import struct
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,6 +175,94 @@ def engine_info(path: str | Path) -> str:
         if key != "lbnet":
             lines.append(f"  {key}: {value}")
     return "\n".join(lines)
+
+
+# --- the engine inspector's JSON (`TensorRTRunner.layers`, `info --layers`) -------------------
+# Read as NVIDIA's trt-engine-explorer reads it (tools/experimental/trt-engine-explorer, trex):
+# {"Layers": [{"Name", "LayerType", "ParameterType", "Inputs"/"Outputs": [{"Name", "Dimensions",
+# "Format/Datatype": "Row major linear FP32" | "Channel major FP16 format where ..." | kgen's
+# "Half", ...}], "Weights": {"Type": "Int8", "Count"}, "Metadata": "[ONNX Layer: /conv/Conv]"
+# joined by \x1e or \x1f (both seen) for fused layers}, ...], "Bindings": [...]}. An engine
+# built without ProfilingVerbosity.DETAILED lists names only: {"Layers": ["name", ...]}.
+_PRECISION_WORDS = {
+    "fp32": "fp32", "float": "fp32", "fp16": "fp16", "half": "fp16", "bfloat16": "bf16",
+    "int8": "int8", "uint8": "uint8", "int32": "int32", "int64": "int64", "fp8": "fp8",
+    "int4": "int4", "fp4": "fp4", "bool": "bool",
+}  # fmt: skip
+_ONNX_NODE = re.compile(r"\[ONNX Layer: (.*?)(?: \|[^\]]*)?\]")
+
+
+def tensor_precision(text: str) -> str:
+    """The data type a "Format/Datatype" or weights "Type" names ("?" where none)."""
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        if word in _PRECISION_WORDS:
+            return _PRECISION_WORDS[word]
+    return "?"
+
+
+@dataclass(frozen=True)
+class EngineLayer:
+    """One layer of a built engine: what it is, the types of its tensors and weights, and the
+    ONNX nodes TensorRT fused into it."""
+
+    name: str
+    kind: str  # ParameterType (Convolution, ...) where given, else LayerType (kgen, Myelin, ...)
+    inputs: tuple[str, ...]  # precisions, in order
+    outputs: tuple[str, ...]
+    weights: str | None  # precision of its weights, where it has any
+    onnx_nodes: tuple[str, ...]
+
+    @property
+    def precision(self) -> str:
+        """What it computes in, as trex reads it: the type of its first input."""
+        return self.inputs[0] if self.inputs else (self.outputs[:1] or ("?",))[0]
+
+
+def parse_layers(text: str, source: str) -> list[EngineLayer]:
+    """The inspector's JSON as EngineLayers, or a one-line error saying why it cannot be."""
+    try:
+        raw = json.loads(text)
+        entries = raw["Layers"]
+    except (ValueError, TypeError, KeyError):
+        raise LBNetError(
+            f"{source}: TensorRT's engine information is not the JSON expected"
+        ) from None
+    if not entries or not all(isinstance(e, dict) for e in entries):
+        raise LBNetError(
+            f"{source} has no detailed layer information (built without ProfilingVerbosity."
+            "DETAILED): rebuild it with `lbnet-deploy build`"
+        )
+    layers = []
+    for entry in entries:
+        metadata = str(entry.get("Metadata") or "")
+        nodes = tuple(_ONNX_NODE.findall(metadata)) or tuple(str(entry["Name"]).split(" + "))
+        weights = entry.get("Weights")
+        layers.append(
+            EngineLayer(
+                name=str(entry["Name"]),
+                kind=str(entry.get("ParameterType") or entry.get("LayerType", "?")),
+                inputs=tuple(tensor_precision(t["Format/Datatype"]) for t in entry["Inputs"]),
+                outputs=tuple(tensor_precision(t["Format/Datatype"]) for t in entry["Outputs"]),
+                weights=tensor_precision(weights["Type"]) if isinstance(weights, dict) else None,
+                onnx_nodes=nodes,
+            )
+        )
+    return layers
+
+
+def layer_table(layers: list[EngineLayer]) -> str:
+    """`info --layers`: one line per layer, then how many compute in each precision."""
+    lines = []
+    for layer in layers:
+        types = f"{','.join(layer.inputs) or '-'} -> {','.join(layer.outputs) or '-'}"
+        weights = f" weights {layer.weights}" if layer.weights else ""
+        nodes = ", ".join(layer.onnx_nodes[:3]) + (" ..." if len(layer.onnx_nodes) > 3 else "")
+        lines.append(f"  {layer.kind:<14} {types:<22}{weights:<14} {nodes}")
+    counts = Counter(layer.precision for layer in layers)
+    summary = ", ".join(f"{n} {p}" for p, n in counts.most_common())
+    return "\n".join(
+        [f"{len(layers)} layers (by the type of their first input: {summary})", *lines]
+    )
 
 
 # --- the TensorRT calibration cache format (`calibrate --trt-cache` writes it, builds replay it)

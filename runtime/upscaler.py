@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
-from .backend import Runner
+from .backend import Overlapped, Runner
 from .tiling import MERGES, Merger, Tile, TileGrid, pad_to
 
 # Chosen by benchmarks/studies/tiling_study.py (LBNet-T x4, dynamic ONNX, ORT CPU, 2 cores), mean
@@ -29,6 +32,36 @@ DEFAULT_BUDGET_MB = 2048
 MIN_TILE = 16  # below this, padding and overlap dominate the work
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def pipelined(
+    work: Callable[[Item], Result],
+    items: Iterable[Item],
+    consume: Callable[[Item, Result], None],
+    depth: int = 1,
+) -> None:
+    """`consume(item, work(item))` for each item in order, `work` running on threads up to
+    `depth` items ahead of `consume` (depth 1: here, one item at a time). Where `work` fails,
+    the error is raised here, after the work already started has finished."""
+    if depth <= 1:
+        for item in items:
+            consume(item, work(item))
+        return
+    queued: deque[tuple[Item, Future[Result]]] = deque()
+    pool = ThreadPoolExecutor(depth, thread_name_prefix="lbnet-pipeline")
+    try:
+        for item in items:
+            queued.append((item, pool.submit(work, item)))
+            if len(queued) == depth:  # the next one is queued before this one is consumed
+                done, future = queued.popleft()
+                consume(done, future.result())
+        while queued:
+            done, future = queued.popleft()
+            consume(done, future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def largest_square_tile(budget_bytes: int, facts: ModelFacts, batch: int = 1) -> int:
@@ -102,6 +135,10 @@ class Upscaler:
     the float merge canvas is 12 bytes per output pixel); an image whose buffers leave no room
     for the smallest tile is refused with one line. `memory_budget_mb` None: 75% of the memory
     available, read again for every image (other processes come and go during a long run).
+
+    `in_flight`: batches prepared and run ahead of the merge (None: one more than the runner
+    runs at once where it overlaps host and device work, `backend.Overlapped`, else 1). Tiles
+    are still merged in order, so the output is the same bit for bit.
     """
 
     def __init__(
@@ -112,6 +149,7 @@ class Upscaler:
         memory_budget_mb: int | None = DEFAULT_BUDGET_MB,
         batch: int = 1,
         merge: str = DEFAULT_MERGE,
+        in_flight: int | None = None,
     ) -> None:
         if tile is not None and tile < 1:
             raise LBNetError(f"tile must be at least 1, got {tile}")
@@ -123,6 +161,11 @@ class Upscaler:
             raise LBNetError(f"merge must be one of {', '.join(MERGES)}, got {merge!r}")
         if memory_budget_mb is not None and memory_budget_mb < 1:
             raise LBNetError(f"memory budget must be at least 1 MB, got {memory_budget_mb}")
+        if in_flight is not None and in_flight < 1:
+            raise LBNetError(f"in_flight must be at least 1, got {in_flight}")
+        if in_flight is None:
+            in_flight = runner.streams + 1 if isinstance(runner, Overlapped) else 1
+        self.in_flight = in_flight
         self.runner, self.tile, self.overlap, self.merge = runner, tile, overlap, merge
         self.memory_budget_mb = memory_budget_mb
         self.facts = runner.model_facts
@@ -206,18 +249,25 @@ class Upscaler:
         merger = Merger(grid, s, self.merge)
         tiles = grid.tiles()
         done = 0
-        for i in range(0, len(tiles), plan.batch):
-            group = tiles[i : i + plan.batch]
+
+        def run(group: list[Tile]) -> np.ndarray:  # on a worker thread where pipelined
             batch = np.stack(
                 [lr[:, t.y : t.y + grid.tile_h, t.x : t.x + grid.tile_w] for t in group]
             )
             out = self.runner.infer(batch)
             check_output(out, (len(group), 3, s * grid.tile_h, s * grid.tile_w))
+            return out
+
+        def merge(group: list[Tile], out: np.ndarray) -> None:  # here, in tile order
+            nonlocal done
             for tile, sr in zip(group, out, strict=True):
                 merger.add(tile, sr)
                 done += 1
                 if progress is not None:
                     progress(done, len(tiles))
+
+        groups = [tiles[i : i + plan.batch] for i in range(0, len(tiles), plan.batch)]
+        pipelined(run, groups, merge, self.in_flight)
         return merger.result()[:, : s * height, : s * width]
 
     def upscale(self, image: np.ndarray, progress: Progress | None = None) -> np.ndarray:

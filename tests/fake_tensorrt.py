@@ -11,6 +11,13 @@ the input held in fake device memory by nearest neighbour. The data path (host -
 execute -> host, batch slicing, dtype casts, the Upscaler's tiling) is therefore checked for
 real; what TensorRT computes is not (tests marked `gpu` do that on a GPU machine).
 
+The fake GPU is asynchronous as a real one is: each stream runs its work in order on its own
+thread, after the call that enqueued it has returned (a copy reads or writes the host buffer
+when it runs, so a missing synchronize reads stale data); one engine runs at a time and takes
+`device_ms`; `timeline` records when each piece of work ran. Under capture a stream records its
+work into a graph instead, and launching the graph replays it (cuda-python's graph calls; for
+pycuda, which has none, the `libcuda` stand-in the CUDA layer calls through ctypes).
+
 Signatures follow tensorrt-stubs 10.13 (also what mypy checks our code against).
 """
 
@@ -18,10 +25,14 @@ from __future__ import annotations
 
 import ctypes
 import importlib.machinery
+import itertools
 import json
+import queue
 import sys
+import threading
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,11 +75,67 @@ class FakeTensorRT:
     fail_build: bool = False
     cuda: str = "pycuda"  # or "cuda-python": the CUDA binding installed
     dla_cores: int = 0  # a Jetson Orin has 2
+    device_ms: float = 2.0  # what one engine run takes on the fake GPU
+    capture_fails: bool = False  # execute_async_v3 returns False under capture (DLA, loops)
+    capture_invalidated: bool = False  # cuStreamEndCapture reports an invalidated capture
     calls: list[tuple[str, Any]] = field(default_factory=list)
     memory: dict[int, np.ndarray] = field(default_factory=dict)  # fake device memory
+    # (what, stream handle, start, end) of each piece of work the fake GPU ran
+    timeline: list[tuple[str, int, float, float]] = field(default_factory=list)
+    streams: dict[int, _Stream] = field(default_factory=dict)
+    graphs: dict[int, list[Callable[[], None]]] = field(default_factory=dict)  # and executables
+    engine_lock: threading.Lock = field(default_factory=threading.Lock)  # one engine at a time
 
     def record(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
+
+    # --- the GPU: streams and graphs, shared by both bindings -----------------------------
+
+    def new_stream(self, flags: int) -> int:
+        stream = _Stream(self, next(_handles))
+        self.streams[stream.handle] = stream
+        self.record("stream_create", flags)
+        return stream.handle
+
+    def enqueue(self, handle: int, what: str, work: Callable[[], None]) -> None:
+        """Run `work` on stream `handle` (or record it where the stream is capturing)."""
+
+        def timed() -> None:
+            start = time.perf_counter()
+            work()
+            self.timeline.append((what, handle, start, time.perf_counter()))
+
+        self.streams[int(handle)].enqueue(timed)
+
+    def begin_capture(self, handle: int, mode: object) -> None:
+        self.record("begin_capture", repr(mode))
+        self.streams[int(handle)].captured = []
+
+    def end_capture(self, handle: int) -> int | None:
+        """The graph's handle; None where the capture was invalidated."""
+        stream = self.streams[int(handle)]
+        work, stream.captured = stream.captured, None
+        self.record("end_capture")
+        if self.capture_invalidated or work is None:
+            return None
+        graph = next(_handles)
+        self.graphs[graph] = work
+        return graph
+
+    def instantiate(self, graph: int) -> int:
+        self.record("instantiate")
+        executable = next(_handles)
+        self.graphs[executable] = list(self.graphs[int(graph)])
+        return executable
+
+    def launch(self, executable: int, handle: int) -> None:
+        self.record("graph_launch", int(handle))
+        for work in self.graphs[int(executable)]:
+            self.streams[int(handle)].enqueue(work)
+
+    def destroy_graph(self, graph: int, what: str) -> None:
+        self.record(what)
+        del self.graphs[int(graph)]
 
     def called(self, name: str) -> list[Any]:
         return [args for n, args in self.calls if n == name]
@@ -153,10 +220,12 @@ class FakeTensorRT:
                 fake.record("ctx.pop")
 
         class Stream:
-            handle = 1234
+            def __init__(self, flags: int = 0) -> None:
+                self.handle = fake.new_stream(flags)
 
             def synchronize(self) -> None:
                 fake.record("stream.synchronize")
+                fake.streams[self.handle].synchronize()
 
         ns.update(
             init=lambda: fake.record("cuda.init"),
@@ -177,23 +246,47 @@ class FakeTensorRT:
 
     def _htod(self, dev: _Allocation, host: np.ndarray, stream: Any) -> None:
         self.record("memcpy_htod_async", host.shape, host.dtype)
-        self.memory[int(dev)] = np.frombuffer(host.tobytes(), np.uint8).copy()
+
+        def copy() -> None:  # reads the host buffer when it runs, as a GPU's copy does
+            self.memory[int(dev)] = np.frombuffer(host.tobytes(), np.uint8).copy()
+
+        self.enqueue(stream.handle, "htod", copy)
 
     def _dtoh(self, host: np.ndarray, dev: _Allocation, stream: Any) -> None:
         self.record("memcpy_dtoh_async", host.shape, host.dtype)
-        host[...] = np.frombuffer(self.memory[int(dev)].tobytes(), host.dtype).reshape(host.shape)
+
+        def copy() -> None:
+            data = self.memory[int(dev)].tobytes()
+            host[...] = np.frombuffer(data, host.dtype).reshape(host.shape)
+
+        self.enqueue(stream.handle, "dtoh", copy)
+
+    def libcuda(self) -> FakeLibCuda:
+        """What the pycuda layer's ctypes calls reach instead of libcuda.so."""
+        return FakeLibCuda(self)
 
     def cuda_python_modules(self) -> dict[str, types.ModuleType]:
         """cuda-python's driver API as the CUDA layer calls it: (CUresult, *values) tuples."""
         fake = self
         driver = types.ModuleType("cuda.bindings.driver")
         ok = _Enum("CUDA_SUCCESS", 0)
+        invalidated = _Enum("CUDA_ERROR_STREAM_CAPTURE_INVALIDATED", 901)
         ns: dict[str, Any] = vars(driver)
-        ns["CUresult"] = type("CUresult", (), {"CUDA_SUCCESS": ok})
+        ns["CUresult"] = type(
+            "CUresult",
+            (),
+            {"CUDA_SUCCESS": ok, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED": invalidated},
+        )
         ns["CUdevice_attribute"] = _enum(
             CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR=75,
             CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR=76,
         )
+        modes = _enum(
+            CU_STREAM_CAPTURE_MODE_GLOBAL=0,
+            CU_STREAM_CAPTURE_MODE_THREAD_LOCAL=1,
+            CU_STREAM_CAPTURE_MODE_RELAXED=2,
+        )
+        ns["CUstreamCaptureMode"] = modes
         host: dict[int, Any] = {}  # page-locked stand-ins: ctypes buffers by address
 
         def alloc_host(nbytes: int) -> tuple[Any, int]:
@@ -212,13 +305,30 @@ class FakeTensorRT:
 
         def htod(dst: int, src: int, nbytes: int, stream: Any) -> tuple[Any]:
             fake.record("memcpy_htod_async", nbytes)
-            fake.memory[int(dst)] = np.frombuffer(ctypes.string_at(src, nbytes), np.uint8).copy()
+
+            def copy() -> None:
+                data = ctypes.string_at(src, nbytes)
+                fake.memory[int(dst)] = np.frombuffer(data, np.uint8).copy()
+
+            fake.enqueue(stream, "htod", copy)
             return (ok,)
 
         def dtoh(dst: int, src: int, nbytes: int, stream: Any) -> tuple[Any]:
             fake.record("memcpy_dtoh_async", nbytes)
-            ctypes.memmove(dst, fake.memory[int(src)].tobytes(), nbytes)
+            fake.enqueue(
+                stream, "dtoh", lambda: ctypes.memmove(dst, fake.memory[int(src)].tobytes(), nbytes)
+            )
             return (ok,)
+
+        def begin_capture(stream: int, mode: Any) -> tuple[Any]:
+            if not isinstance(mode, _Enum):  # cuda-bindings takes the enum, not an int
+                raise TypeError(f"mode must be a CUstreamCaptureMode, not {type(mode).__name__}")
+            fake.begin_capture(stream, mode)
+            return (ok,)
+
+        def end_capture(stream: int) -> tuple[Any, Any]:
+            graph = fake.end_capture(stream)
+            return (invalidated, None) if graph is None else (ok, graph)
 
         def attribute(which: Any, device: int) -> tuple[Any, int]:
             major, minor = fake.compute_capability
@@ -234,6 +344,12 @@ class FakeTensorRT:
 
         def sync(stream: Any) -> tuple[Any]:
             fake.record("stream.synchronize")
+            fake.streams[int(stream)].synchronize()
+            return (ok,)
+
+        def stream_destroy(stream: Any) -> tuple[Any]:
+            fake.streams.pop(int(stream)).stop()
+            fake.record("stream_destroy")
             return (ok,)
 
         ns.update(
@@ -251,8 +367,15 @@ class FakeTensorRT:
                 16 * 2**30 - sum(m.size for m in fake.memory.values()),
                 16 * 2**30,
             ),
-            cuStreamCreate=lambda flags: (ok, 1234),
+            cuStreamCreate=lambda flags: (ok, fake.new_stream(flags)),
             cuStreamSynchronize=sync,
+            cuStreamDestroy=stream_destroy,
+            cuStreamBeginCapture=begin_capture,
+            cuStreamEndCapture=end_capture,
+            cuGraphInstantiate=lambda graph, flags: (ok, fake.instantiate(graph)),
+            cuGraphLaunch=lambda executable, stream: (fake.launch(executable, stream), ok)[1:],
+            cuGraphDestroy=lambda graph: (fake.destroy_graph(graph, "graph_destroy"), ok)[1:],
+            cuGraphExecDestroy=lambda e: (fake.destroy_graph(e, "graph_exec_destroy"), ok)[1:],
             cuMemAlloc=lambda nbytes: (ok, _Allocation(fake, nbytes).ptr),
             cuMemFree=free,
             cuMemAllocHost=alloc_host,
@@ -281,7 +404,96 @@ class FakeTensorRT:
     def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:
         for name, module in self.modules().items():
             monkeypatch.setitem(sys.modules, name, module)
+        from lbnet_deploy.runtime import cuda_layer
+
+        monkeypatch.setattr(cuda_layer, "_libcuda", self.libcuda)
         return self
+
+    def install_for_good(self) -> FakeTensorRT:
+        """`install` outside pytest (CI's JetPack-like job, subprocesses of tests)."""
+        sys.modules.update(self.modules())
+        from lbnet_deploy.runtime import cuda_layer
+
+        cuda_layer._libcuda = self.libcuda  # type: ignore[assignment]
+        return self
+
+
+_handles = itertools.count(0x7000)  # stream, graph and executable handles, never reused
+
+
+class _Stream:
+    """One stream of the fake GPU: its work runs in order on a thread of its own."""
+
+    def __init__(self, fake: FakeTensorRT, handle: int) -> None:
+        self.fake, self.handle = fake, handle
+        self.captured: list[Callable[[], None]] | None = None  # work recorded under capture
+        self.work: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self.failed: BaseException | None = None
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def enqueue(self, work: Callable[[], None]) -> None:
+        if self.captured is not None:
+            self.captured.append(work)
+        else:
+            self.work.put(work)
+
+    def _run(self) -> None:
+        while (work := self.work.get()) is not None:
+            try:
+                work()
+            except BaseException as exc:  # reported by the next synchronize, as CUDA does
+                self.failed = exc
+            finally:
+                self.work.task_done()
+
+    def synchronize(self) -> None:
+        self.work.join()
+        if self.failed is not None:
+            raise RuntimeError(f"fake GPU work failed: {self.failed!r}")
+
+    def stop(self) -> None:
+        self.work.put(None)
+
+
+class FakeLibCuda:
+    """The driver calls the pycuda layer makes through ctypes: CUresult ints, handles written
+    through `byref` pointers, as libcuda does."""
+
+    def __init__(self, fake: FakeTensorRT) -> None:
+        self.fake = fake
+
+    @staticmethod
+    def _value(arg: Any) -> int:
+        return int(arg.value if isinstance(arg, ctypes.c_void_p) else arg)
+
+    def cuStreamBeginCapture_v2(self, stream: Any, mode: ctypes.c_int) -> int:
+        self.fake.begin_capture(self._value(stream), int(mode.value))
+        return 0
+
+    def cuStreamEndCapture(self, stream: Any, graph: Any) -> int:
+        handle = self.fake.end_capture(self._value(stream))
+        graph._obj.value = handle  # byref(c_void_p): the object it points at
+        return 0 if handle is not None else 901  # CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+
+    def cuGraphInstantiateWithFlags(self, executable: Any, graph: Any, flags: Any) -> int:
+        executable._obj.value = self.fake.instantiate(self._value(graph))
+        return 0
+
+    def cuGraphLaunch(self, executable: Any, stream: Any) -> int:
+        self.fake.launch(self._value(executable), self._value(stream))
+        return 0
+
+    def cuGraphDestroy(self, graph: Any) -> int:
+        self.fake.destroy_graph(self._value(graph), "graph_destroy")
+        return 0
+
+    def cuGraphExecDestroy(self, executable: Any) -> int:
+        self.fake.destroy_graph(self._value(executable), "graph_exec_destroy")
+        return 0
+
+    def cuGetErrorName(self, err: int, text: Any) -> int:
+        text._obj.value = {901: b"CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"}.get(err, b"CUDA_ERROR")
+        return 0
 
 
 class _Context:
@@ -513,11 +725,19 @@ class _Execution:
     def execute_async_v3(self, stream_handle: int) -> bool:
         fake, spec = self.engine.fake, self.engine.spec
         fake.record("execute_async_v3", stream_handle)
-        time.sleep(0.002)  # a GPU takes time: lets unsynchronised threads interleave here
-        dtype = np.float16 if spec["half"] else np.float32
-        x = np.frombuffer(fake.memory[self.addresses[spec["input"]]].tobytes(), dtype)
-        x = x.reshape(self.input_shape)
-        s = spec["scale"]
-        y = x.repeat(s, axis=2).repeat(s, axis=3)  # "super-resolution": nearest neighbour
-        fake.memory[self.addresses["output"]] = np.frombuffer(y.tobytes(), np.uint8).copy()
+        if fake.capture_fails and fake.streams[stream_handle].captured is not None:
+            return False  # what TensorRT does with work it cannot capture
+        addresses, shape = dict(self.addresses), self.input_shape
+
+        def run() -> None:
+            with fake.engine_lock:  # one engine at a time on the GPU, each takes device_ms
+                time.sleep(fake.device_ms / 1000)
+                dtype = np.float16 if spec["half"] else np.float32
+                x = np.frombuffer(fake.memory[addresses[spec["input"]]].tobytes(), dtype)
+                s = spec["scale"]
+                # "super-resolution": nearest neighbour
+                y = x.reshape(shape).repeat(s, axis=2).repeat(s, axis=3)
+                fake.memory[addresses["output"]] = np.frombuffer(y.tobytes(), np.uint8).copy()
+
+        fake.enqueue(stream_handle, "engine", run)
         return True

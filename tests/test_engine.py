@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -273,10 +274,12 @@ def nearest(x: np.ndarray, s: int) -> np.ndarray:
 def test_runner_moves_batches_through_device_memory(fake, tmp_path) -> None:
     src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
     build_engine(src, tmp_path / "d.plan", BuildOptions(input_size=(8, 12), batch=2))
-    runner = TensorRTRunner(tmp_path / "d.plan")
+    runner = TensorRTRunner(tmp_path / "d.plan", cuda_graph=False)
     assert (runner.input_size, runner.max_batch, runner.scale) == ((8, 12), 2, 4)
     facts = runner.describe()
     assert facts["backend"] == "tensorrt" and facts["heads"] == 6 and facts["gpu"] == "Fake GPU"
+    # a dynamic input: one execution context (concurrent ones would need a profile each)
+    assert facts["streams"] == 1 and facts["cuda_graph"] is False
     x = np.random.default_rng(0).uniform(0, 255, (3, 3, 8, 12)).astype(np.float32)
     y = runner.infer(x)  # 3 images through a batch-2 engine: two runs, the last zero-padded
     np.testing.assert_array_equal(y, nearest(x, 4))
@@ -293,6 +296,140 @@ def test_runner_moves_batches_through_device_memory(fake, tmp_path) -> None:
     assert len(fake.called("ctx.push")) == len(fake.called("ctx.pop")) == 4
     with pytest.raises(LBNetError, match="was closed"):
         runner.infer(x)
+
+
+def _batches(count: int, shape: tuple[int, ...] = (2, 3, 16, 16)) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [rng.uniform(0, 255, shape).astype(np.float32) for _ in range(count)]
+
+
+def test_cuda_graphs_are_captured_once_per_stream_and_replayed_per_batch(fake, tmp_path) -> None:
+    """trtexec's sequence per slot: one enqueue outside capture, a thread-local capture of
+    upload + engine + download, the graph kept as an executable; each batch replays it, and
+    what it returns is what the enqueued path returns, bit for bit."""
+    build_engine(graph(tmp_path / "g.onnx", [2, 3, 16, 16]), tmp_path / "g.plan", BuildOptions())
+    plain = TensorRTRunner(tmp_path / "g.plan", cuda_graph=False)
+    expected = [plain.infer(x) for x in _batches(5)]
+    plain.close()
+    fake.calls.clear()
+    runner = TensorRTRunner(tmp_path / "g.plan")
+    assert runner.streams == 2 and runner.cuda_graph and runner.describe()["cuda_graph"] is True
+    # thread-local capture: the enum for cuda-python, its value (1) through ctypes for pycuda
+    mode = "1" if fake.cuda == "pycuda" else "CU_STREAM_CAPTURE_MODE_THREAD_LOCAL"
+    assert fake.called("begin_capture") == [(mode,)] * 2
+    assert len(fake.called("instantiate")) == 2 and len(fake.called("graph_destroy")) == 2
+    assert len(fake.called("execute_async_v3")) == 4  # per slot: once before, once captured
+    for x, want in zip(_batches(5), expected, strict=True):
+        np.testing.assert_array_equal(runner.infer(x), want)  # new data each time: replayed
+    assert len(fake.called("graph_launch")) == 5 and len(fake.called("execute_async_v3")) == 4
+    runner.close()
+    assert len(fake.called("graph_exec_destroy")) == 2 and fake.graphs == {}
+    assert fake.memory == {} and len(fake.called("host_free")) == 4
+
+
+@pytest.mark.parametrize(
+    ("cuda", "failure"),
+    [
+        *((c, f) for c in ("cuda-python", "pycuda") for f in ("capture_fails", "invalidated")),
+        ("pycuda", "no_libcuda"),  # cuda-python has the graph calls itself
+    ],
+)
+def test_a_graph_that_cannot_be_captured_is_one_line_and_the_runner_enqueues(
+    cuda, failure, tmp_path, caplog, monkeypatch
+) -> None:
+    """TensorRT refusing to enqueue under capture (an engine with work that cannot be captured),
+    a capture the driver invalidates, or (pycuda) no driver library to call: one warning, no
+    graph left behind, the same output as without graphs."""
+    from lbnet_deploy.runtime import cuda_layer
+
+    fake = FakeTensorRT(cuda=cuda).install(monkeypatch)
+    build_engine(graph(tmp_path / "g.onnx", [2, 3, 16, 16]), tmp_path / "g.plan", BuildOptions())
+    fake.capture_fails, fake.capture_invalidated = (
+        failure == "capture_fails",
+        failure == "invalidated",
+    )
+    if failure == "no_libcuda":
+
+        def missing() -> None:
+            raise OSError("libcuda.so.1: cannot open shared object file")
+
+        monkeypatch.setattr(cuda_layer, "_libcuda", missing)
+    with caplog.at_level("WARNING", logger="lbnet_deploy"):
+        runner = TensorRTRunner(tmp_path / "g.plan")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "no CUDA graph" in warnings[0] and "\n" not in warnings[0]
+    assert not runner.cuda_graph and fake.graphs == {}
+    x = _batches(1)[0]
+    np.testing.assert_array_equal(runner.infer(x), nearest(x, 4))
+    assert fake.called("graph_launch") == []
+    runner.close()
+
+
+def test_streams_run_batches_at_once_and_fewer_when_contexts_run_out(
+    fake, tmp_path, monkeypatch, caplog
+) -> None:
+    from tests import fake_tensorrt
+
+    build_engine(graph(tmp_path / "g.onnx", [1, 3, 16, 16]), tmp_path / "g.plan", BuildOptions())
+    runner = TensorRTRunner(tmp_path / "g.plan", streams=3)
+    assert runner.streams == 3 and len(fake.called("mem_alloc")) == 6
+    assert len({h for _, h, _, _ in fake.timeline}) == 3  # each slot's own stream
+    runner.close()
+    with pytest.raises(LBNetError, match="streams must be at least 1"):
+        TensorRTRunner(tmp_path / "g.plan", streams=0)
+    made: list[int] = []
+    create = fake_tensorrt._Engine.create_execution_context
+
+    def second_fails(self):  # device memory for one context only
+        made.append(1)
+        return create(self) if len(made) == 1 else None
+
+    monkeypatch.setattr(fake_tensorrt._Engine, "create_execution_context", second_fails)
+    with caplog.at_level("WARNING", logger="lbnet_deploy"):
+        runner = TensorRTRunner(tmp_path / "g.plan")
+    assert runner.streams == 1 and "device memory for 1 execution contexts only" in caplog.text
+    x = _batches(1, (1, 3, 16, 16))[0]
+    np.testing.assert_array_equal(runner.infer(x), nearest(x, 4))
+    runner.close()
+
+
+def test_upscaler_overlaps_host_work_with_the_device_bit_for_bit(fake, tmp_path) -> None:
+    """A fake GPU that takes 40 ms per batch: while it runs batch k the Upscaler merges batch
+    k-1 (measured: a merge inside an engine run) and the other stream uploads batch k+1 (an
+    upload inside an engine run on another stream); the image is the one-stream image exactly."""
+    from lbnet_deploy.runtime import tiling
+
+    build_engine(graph(tmp_path / "g.onnx", [2, 3, 16, 16]), tmp_path / "g.plan", BuildOptions())
+    image = np.random.default_rng(3).integers(0, 256, (50, 61, 3), dtype=np.uint8)
+    serial = Upscaler(
+        TensorRTRunner(tmp_path / "g.plan", streams=1), overlap=4, batch=2, in_flight=1
+    )
+    assert serial.in_flight == 1
+    expected = serial.upscale(image)
+    serial.runner.close()  # type: ignore[attr-defined]
+    fake.device_ms, fake.timeline[:] = 40.0, []
+    merges: list[tuple[float, float]] = []
+    add = tiling.Merger.add
+
+    def timed_add(self, tile, sr) -> None:
+        start = time.perf_counter()
+        add(self, tile, sr)
+        merges.append((start, time.perf_counter()))
+
+    upscaler = Upscaler(TensorRTRunner(tmp_path / "g.plan"), overlap=4, batch=2)
+    assert upscaler.in_flight == 3  # two streams running, one batch prepared
+    tiling.Merger.add = timed_add  # type: ignore[method-assign]
+    try:
+        out = upscaler.upscale(image)
+    finally:
+        tiling.Merger.add = add  # type: ignore[method-assign]
+    np.testing.assert_array_equal(out, expected)
+    runs = [(h, a, b) for what, h, a, b in fake.timeline if what == "engine"]
+    uploads = [(h, a, b) for what, h, a, b in fake.timeline if what == "htod"]
+    # a run per batch of 2 tiles, and each slot's run before its capture
+    assert len(runs) == len(upscaler.plan(50, 61).grid.tiles()) // 2 + 2
+    assert any(a < m0 and m1 < b for _, a, b in runs for m0, m1 in merges)
+    assert any(h != hu and a < u0 < b for h, a, b in runs for hu, u0, _ in uploads)
 
 
 def test_upscaler_tiles_through_a_fixed_engine(fake, tmp_path) -> None:
@@ -418,7 +555,7 @@ def test_serving_an_engine_needs_no_torch_onnx_or_onnxruntime(fake, tmp_path) ->
         "import sys\n"
         "for name in ('torch', 'onnx', 'onnxruntime'): sys.modules[name] = None\n"
         "from tests.fake_tensorrt import FakeTensorRT\n"
-        f"sys.modules.update(FakeTensorRT(cuda={fake.cuda!r}).modules())\n"
+        f"FakeTensorRT(cuda={fake.cuda!r}).install_for_good()\n"
         "from lbnet_deploy.cli import main\n"
         f"code = main(['upscale', r'{tmp_path / 'a.png'}', '-o', r'{tmp_path / 'out'}',\n"
         f"             '--model', r'{tmp_path / 'g.plan'}', '-q'])\n"
@@ -489,9 +626,10 @@ def test_close_frees_the_page_locked_host_buffers_too(fake, tmp_path) -> None:
     runner, it was freed later on whatever thread collected it)."""
     runner = _fixed_runner(tmp_path)
     runner.infer(np.zeros((1, 3, 16, 16), np.float32))
+    streams = runner.streams
     runner.close()
-    assert len(fake.called("host_free")) == 2  # input and output buffers
-    assert runner._state.host == []
+    assert len(fake.called("host_free")) == 2 * streams  # input and output buffers per slot
+    assert runner._state.slots == [] and streams == 2
     with pytest.raises(LBNetError, match="was closed"):
         runner.infer(np.zeros((1, 3, 16, 16), np.float32))
 
