@@ -44,6 +44,7 @@ class BenchOptions:
     recursions: int = TRAINED_RECURSIONS
     random_weights: bool = False
     roofline: bool = True
+    cuda_graph: bool = True  # TensorRT engines replay a CUDA graph per batch
     dataset: str | None = None  # end-to-end upscale of this folder
     paper: bool = False
     compare: bool = False
@@ -79,7 +80,10 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         _log("measuring this CPU's MatMul peak per precision (FP32, BF16, INT8)")
         result["roofline"] = measure_peak(threads)
     peaks = result.get("roofline", {}).get("peaks_gmacs")
-    timing = measure.Timing(opts.warmup, opts.runs, threads, opts.random_weights, peaks=peaks)
+    timing = measure.Timing(
+        opts.warmup, opts.runs, threads, opts.random_weights, peaks=peaks,
+        cuda_graph=opts.cuda_graph,
+    )  # fmt: skip
     _log(
         f"forward pass: {', '.join(opts.backends)} at "
         f"{', '.join(f'{h}x{w}' for h, w in opts.sizes)}"

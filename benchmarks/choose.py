@@ -140,13 +140,16 @@ def open_auto(
     scale: int | None = None,
     tile: int | None = None,
     batch: int = 1,
+    cuda_graph: bool = True,
 ) -> tuple[Runner, Choice]:
     """The runner `--backend auto` runs `spec` on (the one choosing opened, where it did), and
-    the choice, for the summary line."""
+    the choice, for the summary line (`cuda_graph`: for an engine file, which runs on
+    tensorrt)."""
     choice = choose_backend(spec, precision, threads, scale, tile=tile, batch=batch)
     runner = choice.runner or open_runner(
-        spec, choice.backend, threads, tile=tile, batch=batch, precision=precision, scale=scale
-    )
+        spec, choice.backend, threads, tile=tile, batch=batch, precision=precision, scale=scale,
+        cuda_graph=cuda_graph,
+    )  # fmt: skip
     return runner, choice
 
 

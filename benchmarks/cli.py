@@ -97,6 +97,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="skip measuring the CPU's MatMul peak",
     )
+    p.add_argument(
+        "--no-cuda-graph",
+        dest="cuda_graph",
+        action="store_false",
+        help="tensorrt: enqueue each batch instead of replaying a CUDA graph (to compare)",
+    )
     p.add_argument("--dataset", help="also time end-to-end `upscale` of this folder")
     p.add_argument(
         "--compare",
@@ -156,6 +162,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         recursions=args.recursions,
         random_weights=args.random_weights,
         roofline=args.roofline,
+        cuda_graph=args.cuda_graph,
         dataset=args.dataset,
         compare=args.compare or args.all,
         compare_size=args.compare_size,

@@ -51,6 +51,7 @@ class Timing:
     threads: int | None = None
     random_weights: bool = False  # seeded random weights instead of the checkpoint's
     peaks: dict[str, float] | None = None  # the CPU's GMAC/s per precision (roofline)
+    cuda_graph: bool = True  # TensorRT engines replay a CUDA graph per batch
     log: Callable[[str], None] = logging.getLogger("lbnet_deploy").info  # progress
 
 
@@ -117,6 +118,7 @@ def forward_study(
                         recursions=recursions,
                         threads=t.threads,
                         random_weights=t.random_weights,
+                        cuda_graph=t.cuda_graph,
                     )
                 except LBNetError as exc:  # a probe passed but the backend did not open
                     skipped.append({"config": label, "reason": str(exc)})

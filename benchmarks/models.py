@@ -271,11 +271,13 @@ def open_bench_runner(
     threads: int | None = None,
     random_weights: bool = False,
     form: Form | None = None,
+    cuda_graph: bool = True,
 ) -> tuple[Runner, Path | None]:
     """(runner, the ONNX file it runs or None for eager PyTorch) for one configuration, opened
     by its registry entry as `upscale` opens it, on the graph of this configuration (an engine
-    built from it for tensorrt; BF16 as the entry's compute precision over the FP32 graph), in
-    the attention `form` the entry exports for (or the one given)."""
+    built from it for tensorrt, replaying CUDA graphs unless `cuda_graph` is False; BF16 as the
+    entry's compute precision over the FP32 graph), in the attention `form` the entry exports
+    for (or the one given)."""
     from lbnet_deploy.runtime.torch_ref import TorchRunner
 
     reason = skip_reason(backend, precision)
@@ -297,7 +299,7 @@ def open_bench_runner(
         from lbnet_deploy.resolve import engine_file
 
         engine = engine_file(str(path), tile=size[0], batch=batch)
-        return entry.open(engine, threads, compute), path
+        return entry.open(engine, threads, compute, cuda_graph=cuda_graph), path
     return entry.open(path, threads, compute), path
 
 

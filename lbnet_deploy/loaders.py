@@ -102,10 +102,12 @@ class RunnerFromFile:
     file: OnnxFromSpec | EngineFromOnnx | Path
     threads: int | None = None
     compute: str = "fp32"  # a compute precision the backend sets at opening (bf16)
+    cuda_graph: bool = True  # engines: replay a captured CUDA graph per batch
 
     def __call__(self) -> Runner:
         path = self.file if isinstance(self.file, Path) else self.file()
-        return self.backend.open(path, self.threads, self.compute)
+        engine = {} if self.cuda_graph else {"cuda_graph": False}
+        return self.backend.open(path, self.threads, self.compute, **engine)
 
 
 def open_runner(
@@ -117,6 +119,7 @@ def open_runner(
     batch: int = 1,
     precision: str | None = None,
     scale: int | None = None,
+    cuda_graph: bool = True,
 ) -> Runner:
     """A runner for a model name, checkpoint, .onnx or engine file on the chosen backend.
 
@@ -126,7 +129,8 @@ def open_runner(
     `tile` x `tile`, batch `batch` engine, built on first use and cached. `precision` ("fp16")
     picks the graph made from a name or checkpoint; a file has its own. "bf16" is a compute
     precision (OpenVINO's hint) over the FP32 graph, also of an .onnx file. "bicubic-x4" is the
-    interpolation baseline on any backend.
+    interpolation baseline on any backend. `cuda_graph=False`: a TensorRT engine enqueues each
+    batch instead of replaying a CUDA graph (to compare).
     """
     if spec.startswith("bicubic"):  # "bicubic-x4": the interpolation baseline
         from lbnet_deploy.runtime.bicubic import BicubicRunner
@@ -139,6 +143,8 @@ def open_runner(
     if model.is_engine and backend == DEFAULT:
         backend = "tensorrt"  # the default backend cannot run an engine; the user meant this
     entry = get_backend(backend)
+    if not cuda_graph and entry.artifact != "engine":
+        raise LBNetError(f"--no-cuda-graph is for TensorRT engines; the {backend} backend has none")
     entry.check_installed()  # one line naming the missing library, before any export
     compute = "fp32"
     if precision is not None and precision in COMPUTE:  # set on the runner
@@ -159,7 +165,8 @@ def open_runner(
     if entry.artifact == "engine":
         if (tile is not None and tile < 1) or batch < 1:
             raise LBNetError(f"tile and batch must be at least 1, got {tile} and {batch}")
-        return RunnerFromFile(entry, EngineFromOnnx(model, tile or DEFAULT_TILE, batch, fp))()
+        engine = EngineFromOnnx(model, tile or DEFAULT_TILE, batch, fp)
+        return RunnerFromFile(entry, engine, cuda_graph=cuda_graph)()
     if model.is_engine:
         raise LBNetError(
             f"{spec}: TensorRT engines run on the tensorrt backend (--backend tensorrt)"

@@ -23,7 +23,8 @@ from lbnet_deploy.metadata import COMPUTE, PRECISIONS, Form
 from .backend import Runner
 
 Artifact = Literal["onnx", "engine", "checkpoint"]
-Opener = Callable[[Path, int | None, str], Runner]
+# (file, CPU threads, compute precision) -> runner; tensorrt's also takes cuda_graph=False
+Opener = Callable[..., Runner]
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,13 @@ def _ort_where(runner: Runner) -> str:
     return str(providers[0]) if isinstance(providers, list) and providers else "?"
 
 
-def _tensorrt(path: Path, threads: int | None, compute: str = "fp32") -> Runner:
+def _tensorrt(
+    path: Path, threads: int | None, compute: str = "fp32", *, cuda_graph: bool = True
+) -> Runner:
     from .engine import TensorRTRunner
 
     _fp32_only("tensorrt", compute)
-    return TensorRTRunner(path)
+    return TensorRTRunner(path, cuda_graph=cuda_graph)
 
 
 def _torch(path: Path, threads: int | None, compute: str = "fp32") -> Runner:

@@ -489,6 +489,39 @@ def test_cli_build_info_and_upscale_with_an_engine(fake, tmp_path, capsys) -> No
     assert "name the engine file .engine, .plan, .trt" in capsys.readouterr().err
 
 
+def test_no_cuda_graph_enqueues_engines_and_is_refused_elsewhere(
+    fake, tmp_path, capsys, monkeypatch
+) -> None:
+    from PIL import Image
+
+    from lbnet_deploy import resolve
+
+    src = graph(tmp_path / "g.onnx", [1, 3, 16, 16])
+    assert main(["build", str(src), "-o", str(tmp_path / "g.plan")]) == 0
+    Image.fromarray(np.full((20, 21, 3), 77, np.uint8)).save(tmp_path / "a.png")
+    run = ["upscale", str(tmp_path / "a.png"), "--model", str(tmp_path / "g.plan"), "-q"]
+    fake.calls.clear()
+    assert main([*run, "-o", str(tmp_path / "plain"), "--no-cuda-graph"]) == 0
+    assert "cuda_graph" not in capsys.readouterr().err
+    assert fake.called("begin_capture") == fake.called("graph_launch") == []
+    assert main([*run, "-o", str(tmp_path / "graphs")]) == 0
+    assert fake.called("begin_capture") and fake.called("graph_launch")
+    for name in ("plain", "graphs"):
+        assert np.asarray(Image.open(tmp_path / name / "a.png")).shape == (80, 84, 3)
+    monkeypatch.setattr(resolve, "model_file", lambda *a, **k: pytest.fail("exported first"))
+    refused = [
+        ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "x"), "--model", str(src),
+         "--backend", "ort", "--no-cuda-graph"],
+        ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "x"), "--no-cuda-graph"],
+        ["parity", str(src), "--reference", "lbnet-t-x4", "--no-cuda-graph"],
+    ]  # fmt: skip
+    for args in refused:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--no-cuda-graph is for TensorRT engines" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
 def test_onnx_on_tensorrt_backend_builds_once_and_caches(fake, tmp_path, monkeypatch) -> None:
     from lbnet_deploy.loaders import open_runner
 

@@ -72,6 +72,16 @@ def add_runtime_options(
     p.add_argument(
         "--threads", type=positive_int, help="CPU threads (default and most: CPUs available)"
     )
+    add_cuda_graph_option(p)
+
+
+def add_cuda_graph_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-cuda-graph",
+        dest="cuda_graph",
+        action="store_false",
+        help="tensorrt: enqueue each batch instead of replaying a CUDA graph (to compare)",
+    )
 
 
 def split_precision(text: str) -> tuple[str, str | None]:

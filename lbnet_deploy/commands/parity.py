@@ -8,7 +8,7 @@ from pathlib import Path
 from lbnet_deploy.metadata import COMPUTE, EXPORTED
 from lbnet_deploy.runtime.registry import DEFAULT, names
 
-from .options import parse_size, positive_int
+from .options import add_cuda_graph_option, parse_size, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,8 +22,9 @@ def run(args: argparse.Namespace) -> int:
         refuse_inputs_as_outputs([args.json], models)
 
     runner = open_runner(
-        args.model_file, args.backend, args.threads, tile=args.tile, precision=args.precision
-    )
+        args.model_file, args.backend, args.threads, tile=args.tile, precision=args.precision,
+        cuda_graph=args.cuda_graph,
+    )  # fmt: skip
     precision = str(runner.describe().get("precision", "fp32"))
     reference = open_runner(args.reference, "torch", args.threads)
     print(f"parity: {args.model_file} ({precision}, {args.backend}) vs PyTorch {args.reference}")
@@ -71,5 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-abs", type=float, help="override the precision's max abs tolerance")
     p.add_argument("--min-psnr", type=float, help="override the precision's PSNR tolerance")
     p.add_argument("--threads", type=positive_int)
+    add_cuda_graph_option(p)
     p.add_argument("--json", help="write the report as JSON")
     p.set_defaults(func=run)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.images import DEFAULT_QUALITY, FORMATS
 from lbnet_deploy.runtime.registry import AUTO
 
@@ -54,21 +55,24 @@ def upscaler_for(
     """The Upscaler the options ask for, and where it runs (for the summary line; with
     `--backend auto`, also which backend was chosen and why)."""
     from lbnet_deploy.loaders import open_runner
+    from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES
     from lbnet_deploy.runtime.upscaler import Upscaler
 
     backend, why = args.backend, ""
     if backend == AUTO:
         from lbnet_deploy.benchmarks.choose import open_auto
 
+        if not args.cuda_graph and not model.endswith(ENGINE_SUFFIXES):  # auto picks a CPU
+            raise LBNetError("--no-cuda-graph is for TensorRT engines: add --backend tensorrt")
         runner, choice = open_auto(
             model, args.threads, precision=precision, scale=args.scale, tile=args.tile,
-            batch=args.batch,
+            batch=args.batch, cuda_graph=args.cuda_graph,
         )  # fmt: skip
         backend, why = choice.backend, f"; {choice.note()}"
     else:
         runner = open_runner(
             model, backend, args.threads, tile=args.tile, batch=args.batch,
-            precision=precision, scale=args.scale,
+            precision=precision, scale=args.scale, cuda_graph=args.cuda_graph,
         )  # fmt: skip
     check_scale(runner.scale, args.scale, model)
     upscaler = Upscaler(
