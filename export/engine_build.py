@@ -203,6 +203,9 @@ def _build(
         raise LBNetError(f"TensorRT's ONNX parser rejected {onnx_path}: {why}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * 2**20)
+    # each layer's types and ONNX nodes kept in the engine for its inspector (`info --layers`,
+    # the GPU tests' precision checks); kernels are chosen as without it
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     for name in names:
         config.set_flag(getattr(trt.BuilderFlag, name))
     if not options.tf32 and hasattr(trt.BuilderFlag, "TF32"):  # guarded as Polygraphy does

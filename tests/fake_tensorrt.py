@@ -167,6 +167,8 @@ class FakeTensorRT:
         ns["TensorIOMode"] = _enum(NONE=0, INPUT=1, OUTPUT=2)
         ns["DeviceType"] = _enum(GPU=0, DLA=1)
         ns["DataType"] = _enum(FLOAT=0, HALF=1, INT8=2)
+        ns["ProfilingVerbosity"] = _enum(LAYER_NAMES_ONLY=0, NONE=1, DETAILED=2)
+        ns["LayerInformationFormat"] = _enum(ONELINE=0, JSON=1)
         ns["nptype"] = lambda t: {0: np.float32, 1: np.float16, 2: np.int8}[int(t)]
 
         class Logger:
@@ -530,6 +532,7 @@ class _Network:
         self.inputs: list[tuple[str, Dims]] = []
         self.meta: dict[str, str] = {}
         self.half = False
+        self.layers: list[dict[str, Any]] = []  # what the inspector reports of the engine
 
     def get_input(self, i: int) -> Any:
         name, shape = self.inputs[i]
@@ -556,6 +559,7 @@ class _Parser:
         self.network.inputs.append((inp.name, Dims(dims)))
         self.network.meta = {p.key: p.value for p in model.metadata_props}
         self.network.half = inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+        self.network.layers = _layers(model)
         return True
 
     @property
@@ -591,6 +595,7 @@ class _Config:
         self.cache = _Cache(b"")
         self.default_device_type: Any = None  # set by a DLA build
         self.DLA_core = -1
+        self.profiling_verbosity = _Enum("LAYER_NAMES_ONLY", 0)  # TensorRT's default
 
     def set_memory_pool_limit(self, pool: Any, size: int) -> None:
         self.fake.record("set_memory_pool_limit", repr(pool), size)
@@ -657,6 +662,8 @@ class _Builder:
             "profile": profiles[0][name] if profiles else None,
             "scale": int(network.meta["lbnet.scale"]),
             "half": network.half,
+            "verbosity": repr(config.profiling_verbosity),
+            "layers": network.layers,
         }
         return json.dumps(engine).encode()
 
@@ -702,6 +709,79 @@ class _Engine:
 
     def create_execution_context(self) -> _Execution:
         return _Execution(self)
+
+    def create_engine_inspector(self) -> _Inspector:
+        self.fake.record("create_engine_inspector")
+        return _Inspector(self)
+
+
+class _Inspector:
+    """TensorRT's EngineInspector: the engine's layers as JSON, in detail only where the engine
+    was built with ProfilingVerbosity.DETAILED (else their names); shape-dependent formats only
+    with an execution context set (NvInferRuntime.h)."""
+
+    def __init__(self, engine: _Engine) -> None:
+        self.engine = engine
+        self.execution_context: _Execution | None = None
+
+    def get_engine_information(self, format: Any) -> str:
+        spec = self.engine.spec
+        self.engine.fake.record("get_engine_information", repr(format))
+        layers = spec.get("layers", [])
+        if repr(format) != "JSON":
+            return "\n".join(layer["Name"] for layer in layers)
+        dynamic = any(d < 0 for d in spec["shape"]) and self.execution_context is None
+        if spec.get("verbosity") != "DETAILED":
+            detail: list[Any] = [layer["Name"] for layer in layers]
+        elif dynamic:
+            detail = [{**layer, "Inputs": [], "Outputs": []} for layer in layers]
+        else:
+            detail = layers
+        return json.dumps({"Layers": detail, "Bindings": [spec["input"], "output"]})
+
+
+def _layers(model: Any) -> list[dict[str, Any]]:
+    """One inspector entry per ONNX node, in the real JSON's shape: I/O formats from the graph's
+    types (a Conv fed by DequantizeLinear reads Int8 and has Int8 weights), the node in the
+    Metadata as the ONNX parser writes it."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types_ = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    }
+    producer = {out: node for node in model.graph.node for out in node.output}
+    formats = {
+        onnx.TensorProto.FLOAT: "Row major linear FP32",
+        onnx.TensorProto.FLOAT16: "Channel major FP16 format where channel % 8 == 0",
+        onnx.TensorProto.INT8: "Thirty-two wide channel vectorized row major Int8 format",
+    }
+
+    def tensor(name: str, int8: bool = False) -> dict[str, Any]:
+        kind = onnx.TensorProto.INT8 if int8 else types_.get(name, onnx.TensorProto.FLOAT)
+        return {"Name": name, "Location": "Device", "Dimensions": [1],
+                "Format/Datatype": formats.get(kind, "Unknown format")}  # fmt: skip
+
+    layers = []
+    for node in model.graph.node:
+        source = producer.get(node.input[0]) if node.input else None
+        quantized = node.op_type == "Conv" and source is not None
+        quantized = quantized and source.op_type == "DequantizeLinear"
+        name = node.name or node.output[0]  # the ONNX parser's getNodeName
+        entry = {
+            "Name": name,
+            "LayerType": "CaskConvolution" if node.op_type == "Conv" else "kgen",
+            "Inputs": [tensor(node.input[0], quantized)] if node.input else [],
+            "Outputs": [tensor(out) for out in node.output],
+            "Metadata": f"[ONNX Layer: {name}]",
+            "TacticValue": "0x0",
+        }
+        if node.op_type == "Conv":
+            weights = {"Type": "Int8" if quantized else "Float", "Count": 1}
+            entry |= {"ParameterType": "Convolution", "Weights": weights}
+        layers.append(entry)
+    return layers
 
 
 class _Execution:

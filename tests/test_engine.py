@@ -699,3 +699,127 @@ def test_gpu_tests_are_gated_on_our_own_probes(monkeypatch) -> None:
     assert "cuda-python (or pycuda) is not installed" in (_tensorrt_missing() or "")
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert "TensorRT is not installed" in (_tensorrt_missing() or "")
+
+
+# --- the engine inspector (`TensorRTRunner.layers`, `info --layers`) ---------------------------
+
+# Two entries as TensorRT writes them: a quantized convolution (trt-engine-explorer's example
+# resnet-qat graph JSON) and a Myelin kernel of TensorRT 10 ("kgen", kgen's short type names,
+# the fused ONNX nodes' metadata joined by the unit separator, a node with a property).
+INSPECTOR_JSON = json.dumps({
+    "Layers": [
+        {"Name": "conv1.weight + QuantizeLinear_7 + Conv_9", "LayerType": "CaskConvolution",
+         "Inputs": [{"Name": "x", "Location": "Device", "Dimensions": [32, 3, 224, 224],
+                     "Format/Datatype": "Four wide channel vectorized row major Int8 format"}],
+         "Outputs": [{"Name": "y", "Location": "Device", "Dimensions": [32, 64, 112, 112],
+                      "Format/Datatype": "Row major linear FP32"}],
+         "ParameterType": "Convolution", "Weights": {"Count": 9408, "Type": "Int8"},
+         "TacticValue": "0xb29abdd00304c881"},
+        {"Name": "__myl_CastMulMeanSubMulMeanAddSqrtDivMulAddCast_myl0_3", "LayerType": "kgen",
+         "Inputs": [{"Name": "__mye1", "Location": "Device", "Dimensions": [1, 1024, 54],
+                     "Format/Datatype": "Half"}],
+         "Outputs": [{"Name": "__mye2", "Location": "Device", "Dimensions": [1, 1024, 54],
+                      "Format/Datatype": "Half"}],
+         "Metadata": "[ONNX Layer: /t/Cast]\x1f[ONNX Layer: /t/norm/LayerNormalization | "
+                     "Local Function: ln]\x1e[ONNX Layer: /t/Cast_1]",
+         "TacticValue": "0x0", "StreamId": 0},
+    ],
+    "Bindings": ["x", "y"],
+})  # fmt: skip
+
+
+def test_engine_layers_are_read_as_trtexec_and_trex_write_them() -> None:
+    from lbnet_deploy.runtime.trt_common import EngineLayer, parse_layers, tensor_precision
+
+    conv, norm = parse_layers(INSPECTOR_JSON, "e.plan")
+    assert conv == EngineLayer(
+        "conv1.weight + QuantizeLinear_7 + Conv_9", "Convolution", ("int8",), ("fp32",), "int8",
+        ("conv1.weight", "QuantizeLinear_7", "Conv_9"),  # no metadata: the fused name's parts
+    )  # fmt: skip
+    assert norm.kind == "kgen" and norm.inputs == norm.outputs == ("fp16",) and norm.weights is None
+    assert norm.onnx_nodes == ("/t/Cast", "/t/norm/LayerNormalization", "/t/Cast_1")
+    for text, precision in [
+        ("Row major linear FP32", "fp32"), ("Channel major FP16 format where channel % 8 == 0",
+        "fp16"), ("Thirty-two wide channel vectorized row major Int8 format", "int8"),
+        ("Row major linear UInt8 format", "uint8"), ("Row major linear BFloat16 format", "bf16"),
+        ("Float", "fp32"), ("Unknown format", "?"),
+    ]:  # fmt: skip
+        assert tensor_precision(text) == precision, text
+    names_only = json.dumps({"Layers": ["conv", "norm"], "Bindings": ["x", "y"]})
+    for text, says in [
+        (names_only, "no detailed layer information .* rebuild it with `lbnet-deploy build`"),
+        (json.dumps({"Layers": []}), "no detailed layer information"),
+        ("{not json", "engine information is not the JSON expected"),
+    ]:
+        with pytest.raises(LBNetError, match=says):
+            parse_layers(text, "e.plan")
+
+
+def _layer(nodes: tuple[str, ...], inputs: tuple[str, ...], weights: str | None = None):
+    from lbnet_deploy.runtime.trt_common import EngineLayer
+
+    return EngineLayer("+".join(nodes), "kgen", inputs, inputs, weights, nodes)
+
+
+def test_the_gpu_tests_precision_checks_catch_what_they_are_for(export_cache) -> None:
+    """test_gpu's per-layer checks, on layer lists as the inspector gives them: a LayerNorm the
+    FP16 engine runs in FP16 (its Cast to FP32 not fused in, FP16 input), or a quantized Conv
+    in FP16, is named; FP32 inputs, or the Cast fused with the norm, and INT8 data or weights
+    pass; a node in no layer is named too."""
+    import onnx
+
+    from lbnet_deploy.export.fp16 import to_fp16
+
+    from .test_gpu import int8_conv_problems, layernorm_problems
+
+    half = to_fp16(onnx.load(export_cache("random-LBNet-T-x4", (16, 16))))
+    producer = {o: n for n in half.graph.node for o in n.output}
+    norms = [(n.name, producer[n.input[0]].name) for n in half.graph.node
+             if n.op_type == "LayerNormalization"]  # fmt: skip
+    assert norms and all(producer[n.input[0]].op_type == "Cast" for n in half.graph.node
+                         if n.op_type == "LayerNormalization")  # fmt: skip
+    fused = [_layer((cast, norm), ("fp16",)) for norm, cast in norms]
+    assert layernorm_problems(fused, half) == []
+    assert layernorm_problems([_layer((norm,), ("fp32",)) for norm, _ in norms], half) == []
+    dropped = [_layer((norm,), ("fp16",)) for norm, _ in norms]
+    assert len(layernorm_problems(dropped, half)) == len(norms)
+    assert layernorm_problems(fused[1:], half) == [f"{norms[0][0]}: in no engine layer"]
+
+    def qdq_conv(name: str) -> onnx.NodeProto:
+        return onnx.helper.make_node("Conv", [f"{name}_x", f"{name}_w"], [f"{name}_y"], name=name)
+
+    dq = [onnx.helper.make_node("DequantizeLinear", ["q", "s"], [f"c{i}_{t}"], name=f"dq{i}{t}")
+          for i in (0, 1) for t in "xw"]  # fmt: skip
+    plain = onnx.helper.make_node("Conv", ["f", "w"], ["g"], name="float_conv")
+    graph = onnx.helper.make_model(
+        onnx.helper.make_graph([*dq, qdq_conv("c0"), qdq_conv("c1"), plain], "g", [], [])
+    )
+    good = [_layer(("c0",), ("int8",)), _layer(("c1",), ("fp32",), weights="int8")]
+    assert int8_conv_problems(good, graph) == []
+    bad = [_layer(("c0",), ("fp16",), weights="fp16"), _layer(("c1", "float_conv"), ("int8",))]
+    assert int8_conv_problems(bad, graph) == ["c0: layer 'c0' reads ('fp16',), weights fp16"]
+
+
+def test_info_layers_reads_the_detailed_engine_through_the_inspector(
+    fake, tmp_path, capsys
+) -> None:
+    """`build` keeps detailed layer information; `info --layers` asks the inspector for JSON
+    with an execution context set (shape-dependent formats need it) and prints each layer; an
+    engine built without the detail, and an .onnx file, are one line each."""
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"], precision="fp16")
+    engine = tmp_path / "d.plan"
+    args = ["build", str(src), "-o", str(engine), "--input-size", "16x16"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["info", str(engine), "--layers"]) == 0
+    out = capsys.readouterr().out
+    assert "1 layers (by the type of their first input: 1 fp32)" in out  # fp32 lr in
+    assert "kgen" in out and "fp32 -> fp32" in out and out.rstrip().endswith("output")
+    assert fake.called("get_engine_information") == [("JSON",)]
+    spec = json.loads(engine.read_bytes())
+    engine.write_bytes(json.dumps({**spec, "verbosity": "LAYER_NAMES_ONLY"}).encode())
+    assert main(["info", str(engine), "--layers"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no detailed layer information" in err and len(err.splitlines()) == 1
+    assert main(["info", str(src), "--layers"]) == 2
+    assert "--layers is for TensorRT engines" in capsys.readouterr().err
