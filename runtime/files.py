@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +187,26 @@ class Summary:
         )
 
 
+# A finished image is written while the next one is upscaled where it holds at most this share
+# of the memory budget (its uint8 pixels and the PNG encoder's buffer, ~6 bytes per pixel);
+# a larger one is written first.
+WRITE_BEHIND_SHARE = 0.25
+
+
+@dataclass
+class _Write:
+    """A finished image being written on the writer thread."""
+
+    future: Future[None]
+    megapixels_in: float
+    megapixels_out: float
+    held_bytes: int  # the result it holds until written, and as much again to encode it
+
+
+def _write(out: Path, image: LoadedImage, sr: np.ndarray, output: OutputFormat) -> None:
+    write_image_atomic(out, restore(image, sr), image.icc_profile, output)
+
+
 def upscale_files(
     upscaler: Upscaler,
     inputs: list[Path],
@@ -193,6 +214,7 @@ def upscale_files(
     progress: bool = True,
     outputs: list[Path] | None = None,
     output: OutputFormat = PNG,
+    write_behind: bool = True,
 ) -> Summary:
     """Upscale each input to `out_dir/<stem>.png` (or `output`'s format); report and skip the
     ones that fail. A 16-bit input gives a 16-bit PNG (`LoadedImage.deep`: the model is fed its
@@ -201,36 +223,64 @@ def upscale_files(
     Each file's header is checked against what the memory budget can hold before it is decoded
     (`Upscaler.max_input_pixels`). An output folder this call created and left empty (every
     file failed) is removed again. `outputs`: `output_paths(inputs, out_dir, output, suffix)`
-    where the caller checked them already (before a first-use export)."""
+    where the caller checked them already (before a first-use export). `write_behind`: each
+    image is encoded and written on a thread of its own while the next image is upscaled (one
+    at a time, and only while it holds at most `WRITE_BEHIND_SHARE` of the memory budget); an
+    interrupt waits for the write under way, which completes whole."""
     summary = Summary()
     start = time.perf_counter()
     created = not out_dir.exists()
     outputs = outputs if outputs is not None else output_paths(inputs, out_dir, output)
     prepare_output_dir(out_dir)
-    for i, (path, out) in enumerate(zip(inputs, outputs, strict=True), 1):
+    pending: _Write | None = None
+
+    def finish() -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        done, pending = pending, None
         try:
-            image = read_image(path, upscaler.max_input_pixels(), upscaler.limit_text())
-            note = output.holds(image, path)  # alpha into JPEG: refused before the model runs
-            if note:
-                log.warning("%s: %s", path, note)
-            h, w = image.rgb.shape[:2]
-            label = f"[{i}/{len(inputs)}] {path.name} {w}x{h}"
-            with tqdm(total=1, desc=label, unit="tile", disable=not progress, leave=True) as bar:
-
-                def tick(done: int, total: int, bar: tqdm = bar) -> None:
-                    bar.total = total
-                    bar.n = done
-                    bar.refresh()
-
-                sr = upscale_at_depth(upscaler, image, output, tick)
-            write_image_atomic(out, restore(image, sr), image.icc_profile, output)
+            done.future.result()
         except LBNetError as exc:
             log.error("%s", exc)
             summary.failed += 1
-            continue
+            return
         summary.images += 1
-        summary.megapixels_in += h * w / 1e6
-        summary.megapixels_out += sr.shape[0] * sr.shape[1] / 1e6
+        summary.megapixels_in += done.megapixels_in
+        summary.megapixels_out += done.megapixels_out
+
+    with ThreadPoolExecutor(1, thread_name_prefix="lbnet-write") as writer:
+        for i, (path, out) in enumerate(zip(inputs, outputs, strict=True), 1):
+            if pending is not None and pending.held_bytes > WRITE_BEHIND_SHARE * upscaler.budget:
+                finish()
+            try:
+                image = read_image(path, upscaler.max_input_pixels(), upscaler.limit_text())
+                note = output.holds(image, path)  # alpha into JPEG: refused before the model
+                if note:
+                    log.warning("%s: %s", path, note)
+                h, w = image.rgb.shape[:2]
+                label = f"[{i}/{len(inputs)}] {path.name} {w}x{h}"
+                with tqdm(
+                    total=1, desc=label, unit="tile", disable=not progress, leave=True
+                ) as bar:
+
+                    def tick(done: int, total: int, bar: tqdm = bar) -> None:
+                        bar.total = total
+                        bar.n = done
+                        bar.refresh()
+
+                    sr = upscale_at_depth(upscaler, image, output, tick)
+            except LBNetError as exc:
+                log.error("%s", exc)
+                summary.failed += 1
+                continue
+            finish()  # the previous image's write, overlapped with this one's upscale
+            future = writer.submit(_write, out, image, sr, output)
+            mp_out = sr.shape[0] * sr.shape[1] / 1e6
+            pending = _Write(future, h * w / 1e6, mp_out, 2 * sr.nbytes)
+            if not write_behind:
+                finish()
+        finish()
     if created and summary.images == 0 and not any(out_dir.iterdir()):
         out_dir.rmdir()
     summary.seconds = time.perf_counter() - start

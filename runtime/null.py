@@ -1,0 +1,86 @@
+"""A stand-in device for capacity planning (`bench --backend null --device-ms T`): the host side
+of the TensorRT runner with a device that takes `device_ms` per batch and computes nothing.
+
+What the host does per batch is the TensorRT runner's (`engine.py`): a slot out of `streams`,
+the batch copied into the slot's input buffer, the output copied out of the slot's output
+buffer; the device is one lock held `device_ms` (one batch at a time, as one GPU runs one
+engine), sleeping so the host keeps its CPUs. So `Upscaler` over it measures how fast the host
+side (tiling, batching, merging, rounding) can feed a device that takes T per batch, and how
+much of it overlaps that device time. Its output is a fixed photo-like pattern of the right
+shape (not an upscaled image): never written for a user, so not in the backend registry.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import numpy as np
+
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import ModelFacts
+
+from .backend import check_batch, describe_facts, run_fixed_batch
+from .engine import DEFAULT_STREAMS
+
+
+class NullRunner:
+    """Fixed `facts.input_size` x `facts.batch` batches in, the right shape out after
+    `device_ms` on a stand-in device; `streams` as the TensorRT runner's."""
+
+    def __init__(
+        self, facts: ModelFacts, device_ms: float = 0.0, streams: int = DEFAULT_STREAMS
+    ) -> None:
+        if facts.input_size is None or facts.batch is None:
+            raise LBNetError("the null backend stands in for a fixed-size engine: give its size")
+        if not (0 <= device_ms < float("inf")) or streams < 1:
+            raise LBNetError(f"device time must be a number of ms >= 0, got {device_ms}")
+        self.facts, self.device_ms = facts, device_ms
+        b, (h, w), s = facts.batch, facts.input_size, facts.scale
+        rng = np.random.default_rng(0)  # photo-like: smooth, with noise (PNG encodes it slowly)
+        yy, xx = np.mgrid[0 : s * h, 0 : s * w].astype(np.float32)
+        pattern = 128 + 60 * np.sin(xx / 9) * np.cos(yy / 13) + rng.normal(0, 6, yy.shape)
+        output = np.broadcast_to(np.clip(pattern, 0, 255), (b, 3, s * h, s * w))
+        self._device = threading.Lock()
+        self._free: queue.SimpleQueue[tuple[np.ndarray, np.ndarray]] = queue.SimpleQueue()
+        for _ in range(streams):  # each slot's input and output buffer, as the runner's
+            self._free.put((np.empty((b, 3, h, w), np.float32), output.astype(np.float32)))
+        self._streams = streams
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self.facts.input_size
+
+    @property
+    def max_batch(self) -> int | None:
+        return self.facts.batch
+
+    @property
+    def scale(self) -> int:
+        return self.facts.scale
+
+    @property
+    def model_facts(self) -> ModelFacts:
+        return self.facts
+
+    @property
+    def streams(self) -> int:
+        return self._streams
+
+    def describe(self) -> dict[str, object]:
+        return describe_facts(self.facts, "null", device_ms=self.device_ms, streams=self.streams)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = check_batch(batch, self.input_size)
+        return run_fixed_batch(self._run, batch, self.max_batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        host_in, host_out = self._free.get()
+        try:
+            host_in[...] = batch
+            with self._device:
+                time.sleep(self.device_ms / 1000)
+            return np.array(host_out)  # a copy, as the runner's: the buffer is reused
+        finally:
+            self._free.put((host_in, host_out))

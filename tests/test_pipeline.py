@@ -1,0 +1,194 @@
+"""The host pipeline: batches in flight ahead of the merge, PNGs written behind the next image,
+the null backend bench stands in for a device with, all with the same output bit for bit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lbnet_deploy.descriptor import describe
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import ModelFacts
+from lbnet_deploy.runtime import files
+from lbnet_deploy.runtime.backend import AnySizeRunner, describe_facts
+from lbnet_deploy.runtime.files import upscale_files
+from lbnet_deploy.runtime.null import NullRunner
+from lbnet_deploy.runtime.upscaler import Upscaler, pipelined
+
+from .conftest import texture
+
+FACTS = ModelFacts(describe("LBNet-T", 4))
+
+
+def null(tile: int = 16, batch: int = 2, device_ms: float = 0.0) -> NullRunner:
+    return NullRunner(FACTS.with_sizes((tile, tile), batch), device_ms)
+
+
+def test_pipelined_consumes_in_order_with_work_ahead_and_raises_what_failed() -> None:
+    started: list[int] = []
+    consumed: list[tuple[int, int]] = []
+
+    def work(i: int) -> int:
+        started.append(i)
+        time.sleep(0.01 * (5 - i))  # later items finish first
+        return i * i
+
+    def consume(i: int, result: int) -> None:
+        if i == 0:
+            time.sleep(0.05)  # meanwhile the work runs ahead
+            assert len(started) >= 3
+        consumed.append((i, result))
+
+    pipelined(work, range(5), consume, depth=3)
+    assert consumed == [(i, i * i) for i in range(5)]
+
+    def fail_at_two(i: int) -> int:
+        if i == 2:
+            raise LBNetError("broken batch")
+        return i
+
+    seen: list[int] = []
+    with pytest.raises(LBNetError, match="broken batch"):
+        pipelined(fail_at_two, range(6), lambda i, r: seen.append(r), depth=2)
+    assert seen == [0, 1]
+
+
+def test_null_runner_gives_the_shape_after_the_device_time_one_batch_at_a_time() -> None:
+    runner = null(device_ms=40)
+    assert (runner.input_size, runner.max_batch, runner.scale, runner.streams) == (
+        (16, 16),
+        2,
+        4,
+        2,
+    )
+    x = np.zeros((2, 3, 16, 16), np.float32)
+    start = time.perf_counter()
+    threads = [threading.Thread(target=runner.infer, args=(x,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.perf_counter() - start >= 0.08  # two batches on one device: one after another
+    out = runner.infer(np.zeros((3, 3, 16, 16), np.float32))  # 3 through a batch-2 stand-in
+    assert out.shape == (3, 3, 64, 64) and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 255 and out.std() > 10  # photo-like, not flat
+    assert runner.describe()["backend"] == "null"
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(LBNetError, match="device time must be a number of ms >= 0"):
+            null(device_ms=bad)
+    with pytest.raises(LBNetError, match="stands in for a fixed-size engine"):
+        NullRunner(FACTS)
+
+
+class Nearest(AnySizeRunner):
+    """x2 nearest neighbour that takes `ms` per call and records when it ran."""
+
+    def __init__(self, ms: float = 0.0) -> None:
+        self.scale, self.ms = 2, ms
+        self.runs: list[tuple[float, float]] = []
+
+    @property
+    def model_facts(self) -> ModelFacts:
+        return ModelFacts(describe("LBNet-T", 2))
+
+    def describe(self) -> dict[str, object]:
+        return describe_facts(self.model_facts, "nearest")
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        time.sleep(self.ms / 1000)
+        out = batch.repeat(2, axis=2).repeat(2, axis=3)
+        self.runs.append((start, time.perf_counter()))
+        return out
+
+
+@pytest.mark.parametrize("merge", ["feather", "crop"])
+def test_batches_in_flight_give_the_serial_image_bit_for_bit(merge: str) -> None:
+    image = texture(70, 53)
+    serial = Upscaler(null(), tile=16, overlap=4, batch=2, merge=merge, in_flight=1)
+    overlapped = Upscaler(null(device_ms=5), tile=16, overlap=4, batch=2, merge=merge)
+    assert overlapped.in_flight == 3  # the null runner's two slots, one batch prepared
+    np.testing.assert_array_equal(overlapped.upscale(image), serial.upscale(image))
+    with pytest.raises(LBNetError, match="in_flight must be at least 1"):
+        Upscaler(null(), in_flight=0)
+
+
+def _photos(folder: Path, count: int, size: tuple[int, int] = (24, 20)) -> list[Path]:
+    folder.mkdir()
+    for i in range(count):
+        Image.fromarray(texture(*size, seed=i)).save(folder / f"p{i}.png")
+    return sorted(folder.iterdir())
+
+
+def test_pngs_are_written_behind_the_next_image_with_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each PNG is encoded and written while the next image runs (measured: a write inside a
+    run of the next image); the files and the summary are those of writing in turn."""
+    inputs = _photos(tmp_path / "in", 4)
+    writes: list[tuple[float, float]] = []
+    write = files._write
+
+    def slow_write(*args: object) -> None:
+        start = time.perf_counter()
+        time.sleep(0.05)
+        write(*args)  # type: ignore[arg-type]
+        writes.append((start, time.perf_counter()))
+
+    monkeypatch.setattr(files, "_write", slow_write)
+    results = {}
+    for behind in (False, True):
+        runner = Nearest(ms=50)
+        writes.clear()
+        out = tmp_path / f"out-{behind}"
+        summary = upscale_files(Upscaler(runner), inputs, out, progress=False, write_behind=behind)
+        assert summary.images == 4 and summary.failed == 0
+        overlapped = any(r0 < w0 < r1 for w0, _ in writes for r0, r1 in runner.runs)
+        assert overlapped == behind
+        results[behind] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert results[True] == results[False] and len(results[True]) == 4
+
+
+def test_a_failed_write_behind_is_one_line_and_the_others_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    inputs = _photos(tmp_path / "in", 3)
+    write = files._write
+
+    def disk_full_on_p1(out: Path, *args: object) -> None:
+        if out.name == "p1.png":
+            raise LBNetError(f"cannot write {out} (No space left on device)")
+        write(out, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files, "_write", disk_full_on_p1)
+    summary = upscale_files(Upscaler(Nearest()), inputs, tmp_path / "out", progress=False)
+    assert (summary.images, summary.failed) == (2, 1)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p2.png"]
+    assert "p1.png (No space left on device)" in caplog.text
+
+
+def test_a_large_image_is_written_before_the_next_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past WRITE_BEHIND_SHARE of the budget, the finished image is not held beside the next."""
+    inputs = _photos(tmp_path / "in", 3)
+    writes: list[tuple[float, float]] = []
+    write = files._write
+
+    def slow_write(*args: object) -> None:
+        start = time.perf_counter()
+        time.sleep(0.05)
+        write(*args)  # type: ignore[arg-type]
+        writes.append((start, time.perf_counter()))
+
+    monkeypatch.setattr(files, "_write", slow_write)
+    monkeypatch.setattr(files, "WRITE_BEHIND_SHARE", 6 * 48 * 40 / (2048 * 2**20) / 2)
+    runner = Nearest(ms=50)
+    summary = upscale_files(Upscaler(runner), inputs, tmp_path / "out", progress=False)
+    assert summary.images == 3 and len(writes) == 3
+    assert not any(r0 < w0 < r1 for w0, _ in writes for r0, r1 in runner.runs)
