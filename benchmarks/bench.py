@@ -45,6 +45,8 @@ class BenchOptions:
     random_weights: bool = False
     roofline: bool = True
     cuda_graph: bool = True  # TensorRT engines replay a CUDA graph per batch
+    device_ms: float = 0.0  # the null backend's stand-in device, per batch
+    pipeline: bool = False  # the host pipeline over the null backend
     dataset: str | None = None  # end-to-end upscale of this folder
     paper: bool = False
     compare: bool = False
@@ -82,7 +84,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     peaks = result.get("roofline", {}).get("peaks_gmacs")
     timing = measure.Timing(
         opts.warmup, opts.runs, threads, opts.random_weights, peaks=peaks,
-        cuda_graph=opts.cuda_graph,
+        cuda_graph=opts.cuda_graph, device_ms=opts.device_ms,
     )  # fmt: skip
     _log(
         f"forward pass: {', '.join(opts.backends)} at "
@@ -107,6 +109,9 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             replace(timing, runs=min(opts.runs, 3)), tile=opts.scaling_tile,
             max_seconds=opts.scaling_max_seconds,
         )  # fmt: skip
+    if opts.pipeline:
+        _log("host pipeline over the null backend (a stand-in device)")
+        result["pipeline"] = measure.pipeline_study(opts.model, timing)
     if opts.dataset:
         _log(f"end-to-end upscale of {opts.dataset}")
         result["end_to_end"] = measure.end_to_end_study(opts.model, opts.dataset, timing)

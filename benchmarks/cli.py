@@ -47,6 +47,16 @@ def _choices(allowed: Sequence[str]):  # -> a type function for comma-separated 
     return parse
 
 
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a number of ms >= 0, got {text!r}")
+    return value
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
@@ -59,7 +69,15 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=("ort",),
         help=f"comma-separated: {', '.join(BACKENDS)} (default ort): the product's backends on "
         "our export, *-plain: the plain export, torch: the reference in eager PyTorch, "
-        "torch-ours: our ops eager; those a machine lacks are skipped with the reason",
+        "torch-ours: our ops eager, null: a stand-in device taking --device-ms per batch "
+        "(capacity planning); those a machine lacks are skipped with the reason",
+    )
+    p.add_argument(
+        "--device-ms",
+        type=_milliseconds,
+        default=0.0,
+        metavar="T",
+        help="what the null backend's stand-in device takes per batch (default 0)",
     )
     p.add_argument(
         "--precision",
@@ -123,6 +141,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--set5", dest="paper_data", default=None, help="Set5 folder for --paper")
     p.add_argument("--paper-image", default="baby", help="Set5 image for --paper (baby: 128x128)")
+    p.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="the host pipeline over the null backend: output MP/s at batch 1/4/8 with no "
+        "device time, the overlap with a device as slow as the host, PNG writes behind",
+    )
     p.add_argument("--scaling", action="store_true", help="latency/memory vs size, whole/tiled")
     p.add_argument("--scaling-whole", type=_ints, default=SCALING_WHOLE)
     p.add_argument("--scaling-tiled", type=_ints, default=SCALING_TILED)
@@ -136,7 +160,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--all",
         action="store_true",
-        help="every study: --compare --paper --scaling and --dataset Set5",
+        help="every study: --compare --paper --scaling --pipeline and --dataset Set5",
     )
     p.add_argument("--note", help="a line printed at the top of the Markdown (e.g. conditions)")
     p.add_argument("--json", help="write the full result as JSON")
@@ -163,6 +187,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         random_weights=args.random_weights,
         roofline=args.roofline,
         cuda_graph=args.cuda_graph,
+        device_ms=args.device_ms,
+        pipeline=args.pipeline or args.all,
         dataset=args.dataset,
         compare=args.compare or args.all,
         compare_size=args.compare_size,

@@ -26,7 +26,15 @@ from lbnet_deploy.runtime.upscaler import available_memory_mb
 
 from .macs import count_macs
 from .memory import PeakMemory
-from .models import TRAINED_RECURSIONS, bench_onnx, off_cpu, open_bench_runner, skip_reason
+from .models import (
+    CONTENDERS,
+    TRAINED_RECURSIONS,
+    bench_onnx,
+    model_facts_of,
+    off_cpu,
+    open_bench_runner,
+    skip_reason,
+)
 from .roofline import peak_for
 from .stats import output_megapixels, summarize, throughput
 from .timing import interleaved, sample_input, time_calls, time_forward
@@ -52,6 +60,7 @@ class Timing:
     random_weights: bool = False  # seeded random weights instead of the checkpoint's
     peaks: dict[str, float] | None = None  # the CPU's GMAC/s per precision (roofline)
     cuda_graph: bool = True  # TensorRT engines replay a CUDA graph per batch
+    device_ms: float = 0.0  # what the null backend's stand-in device takes per batch
     log: Callable[[str], None] = logging.getLogger("lbnet_deploy").info  # progress
 
 
@@ -98,8 +107,9 @@ def forward_study(
     peak against the peak of its own precision (`timing.peaks`)."""
     t, log = timing, timing.log
     rows, skipped = [], []
+    counted = any(CONTENDERS[b].graph != "null" for b in backends)  # not exported for null
     for size in sizes:
-        macs = graph_macs(spec, size, batch, recursions, t.random_weights)
+        macs = graph_macs(spec, size, batch, recursions, t.random_weights) if counted else {}
         x = image if image is not None else sample_input(batch, size)
         for backend in backends:
             for precision in precisions:
@@ -119,6 +129,7 @@ def forward_study(
                         threads=t.threads,
                         random_weights=t.random_weights,
                         cuda_graph=t.cuda_graph,
+                        device_ms=t.device_ms,
                     )
                 except LBNetError as exc:  # a probe passed but the backend did not open
                     skipped.append({"config": label, "reason": str(exc)})
@@ -138,7 +149,7 @@ def forward_study(
                 }
                 mpix = output_megapixels(batch, size, scale)
                 peak = peak_for(t.peaks, precision, off_cpu(backend))
-                row |= _row(result, macs["total"], mpix, peak)
+                row |= _row(result, macs.get("total"), mpix, peak)
                 rows.append(row)
                 log(
                     f"  {label}: median {row['stats']['median_s'] * 1e3:.1f} ms, "
@@ -527,3 +538,114 @@ def end_to_end_study(
         "rss_delta_mb": round(mem.delta_mb, 1),
         "memory_method": mem.method,
     }
+
+
+# The host pipeline's goals (the GPU issue): the host side feeds >= 100 output MP/s at batch 8
+# when the device costs nothing, and with the device taking as long per batch as the host, the
+# overlapped total is <= 0.65 x (host time + device time) (1.0: nothing overlaps; 0.5: all).
+GOAL_HOST_MPIX_S, GOAL_OVERLAP = 100.0, 0.65
+PIPELINE_BATCHES = (1, 4, 8)
+PIPELINE_IMAGE = (512, 512)  # LR: 2048x2048 out at x4
+PIPELINE_FILES = 4
+
+
+def _photo(size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """A photo-like uint8 RGB image: smooth gradients with noise (content sets PNG's cost)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]].astype(np.float32)
+    base = 128 + 70 * np.sin(xx / 17 + seed) * np.cos(yy / 23)
+    img = base[..., None] + np.array([0, 20, -20], np.float32) + rng.normal(0, 5, (*size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def pipeline_study(
+    spec: str,
+    timing: Timing,
+    *,
+    tile: int = 96,
+    image_size: tuple[int, int] = PIPELINE_IMAGE,
+    batches: Sequence[int] = PIPELINE_BATCHES,
+    files: int = PIPELINE_FILES,
+) -> dict[str, Any]:
+    """How fast the host side feeds a device (the null backend, as many slots as the TensorRT
+    runner): output MP/s of `upscale` at each batch with a device that costs nothing, batches in
+    flight ahead of the merge and one at a time, interleaved; then, at the largest batch, a
+    device taking the measured host time per batch: the overlapped total against host + device
+    time; and `upscale` of `files` images at that device time, each PNG written behind the next
+    image or in turn."""
+    from lbnet_deploy.runtime.null import NullRunner
+    from lbnet_deploy.runtime.upscaler import DEFAULT_OVERLAP, Upscaler
+
+    log, facts = timing.log, model_facts_of(spec)
+    image = _photo(image_size)
+    out_mpix = image.shape[0] * image.shape[1] * facts.scale**2 / 1e6
+
+    def pair(batch: int, device_ms: float) -> dict[str, Any]:
+        """The image through a stand-in device of `device_ms`, serial and overlapped."""
+        runner = NullRunner(facts.with_sizes((tile, tile), batch), device_ms)
+        serial = Upscaler(runner, batch=batch, in_flight=1)
+        overlapped = Upscaler(runner, batch=batch)
+        calls = {
+            "serial": functools.partial(serial.upscale, image),
+            "overlapped": functools.partial(overlapped.upscale, image),
+        }
+        stats = {k: summarize(v) for k, v in interleaved(calls, timing.warmup, timing.runs).items()}
+        plan = serial.plan(*image_size)
+        return {
+            "batch": batch, "batches": -(-len(plan.grid.tiles()) // plan.batch),
+            "in_flight": overlapped.in_flight, "device_ms": round(device_ms, 3), "stats": stats,
+            "mpix_s": {k: round(out_mpix / st["median_s"], 1) for k, st in stats.items()},
+        }  # fmt: skip
+
+    rows = []
+    for batch in batches:
+        rows.append(pair(batch, 0.0))
+        log(f"  host pipeline, batch {batch}, no device time: {rows[-1]['mpix_s']} output MP/s")
+    last = rows[-1]
+    host_s = last["stats"]["serial"]["median_s"]
+    device_ms = 1e3 * host_s / last["batches"]  # the measured host time per batch
+    overlap = pair(last["batch"], device_ms)
+    device_s = overlap["batches"] * device_ms / 1e3
+    total = host_s + device_s
+    overlap |= {
+        "host_s": host_s, "device_s": device_s,
+        "ratio": round(overlap["stats"]["overlapped"]["median_s"] / total, 3),
+        "serial_ratio": round(overlap["stats"]["serial"]["median_s"] / total, 3),
+        "goal": GOAL_OVERLAP,
+    }  # fmt: skip
+    overlap["met"] = overlap["ratio"] <= GOAL_OVERLAP
+    log(f"  host pipeline, device {device_ms:.1f} ms/batch: {overlap['ratio']} x (host + device)")
+    runner = NullRunner(facts.with_sizes((tile, tile), last["batch"]), device_ms)
+    return {
+        "image": list(image_size), "tile": tile, "overlap_px": DEFAULT_OVERLAP,
+        "scale": facts.scale, "output_mpix": round(out_mpix, 3), "no_device": rows,
+        "overlap": overlap, "goal_mpix_s": GOAL_HOST_MPIX_S,
+        "goal_mpix_s_met": last["mpix_s"]["overlapped"] >= GOAL_HOST_MPIX_S,
+        "writes": _write_behind(Upscaler(runner, batch=last["batch"]), image, files, timing),
+    }  # fmt: skip
+
+
+def _write_behind(upscaler: Any, image: np.ndarray, count: int, timing: Timing) -> dict[str, Any]:
+    """`upscale` of `count` copies of `image` (PNG decode, upscale, PNG encode and write), each
+    PNG written behind the next image and in turn, interleaved."""
+    from PIL import Image
+
+    from lbnet_deploy.runtime.files import expand_inputs, upscale_files
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "in").mkdir()
+        for i in range(count):
+            Image.fromarray(np.roll(image, 7 * i, axis=1)).save(root / "in" / f"{i}.png")
+        inputs = expand_inputs([str(root / "in")])
+        calls = {
+            name: functools.partial(
+                upscale_files, upscaler, inputs, root / name, progress=False, write_behind=behind
+            )
+            for name, behind in (("in_turn", False), ("behind", True))
+        }
+        stats = {k: summarize(v) for k, v in interleaved(calls, timing.warmup, timing.runs).items()}
+    return {
+        "images": count, "device_ms": upscaler.runner.device_ms, "stats": stats,
+        "ratio": round(stats["behind"]["median_s"] / stats["in_turn"]["median_s"], 3),
+    }  # fmt: skip

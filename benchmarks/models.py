@@ -10,6 +10,9 @@ Contenders (names used by `bench --backend`):
   torch            the registry's PyTorch backend: the straightforward port in eager PyTorch,
                    CPU (the official code's semantics); torch-cuda: the same on CUDA, FP32/FP16
   torch-ours       our module (static ops, the exported form) in eager PyTorch, CPU
+  null             not a backend: the TensorRT runner's host side over a stand-in device that
+                   takes --device-ms per batch (runtime/null.py), for capacity planning; in no
+                   registry (its output is a pattern, never an image for a user)
 
 `recursions` other than the trained 3 is for timing the paper's TM-k rows only (TM-k applies each
 TransBlock k+1 times); 0 removes the recursive transformer entirely (the paper's "without
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lbnet_deploy._version import __version__
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import COMPUTE, PRECISIONS, Form
+from lbnet_deploy.metadata import COMPUTE, PRECISIONS, Form, ModelFacts
 from lbnet_deploy.runtime import registry
 from lbnet_deploy.runtime.backend import Runner
 from lbnet_deploy.runtime.torch_ref import DTYPES
@@ -55,8 +58,8 @@ class Contender:
     eager PyTorch module (ops: the model's attention form, device: where torch runs it)."""
 
     name: str
-    backend: str  # the registry entry that runs it
-    graph: Literal["ours", "plain", "eager"]
+    backend: str  # the registry entry that runs it ("null": none)
+    graph: Literal["ours", "plain", "eager", "null"]
     ops: Ops = "reference"
     device: str = "cpu"
 
@@ -70,6 +73,7 @@ CONTENDERS: dict[str, Contender] = {
         Contender("torch", "torch", "eager"),
         Contender("torch-ours", "torch", "eager", ops="static"),
         Contender("torch-cuda", "torch", "eager", device="cuda"),
+        Contender("null", "null", "null", device="stand-in"),
     )
 }
 BACKENDS = tuple(CONTENDERS)
@@ -78,6 +82,8 @@ BACKENDS = tuple(CONTENDERS)
 def off_cpu(backend: str) -> bool:
     """A contender that runs on a GPU or NPU (its time is not judged by the CPU's peak)."""
     c = CONTENDERS[backend]
+    if c.graph == "null":
+        return True
     return c.device != "cpu" or registry.get_backend(c.backend).gpu or c.backend.endswith("-npu")
 
 
@@ -135,6 +141,8 @@ def skip_reason(backend: str, precision: str) -> str | None:
     if backend not in CONTENDERS:
         raise LBNetError(f"unknown bench backend {backend!r}; choose from {', '.join(BACKENDS)}")
     c = CONTENDERS[backend]
+    if c.graph == "null":  # computes nothing: one precision stands for all
+        return None if precision == "fp32" else "the null backend is timed once, as fp32"
     entry = registry.get_backend(c.backend)
     if entry.missing():
         return f"needs {', '.join(entry.missing())}, which is not installed"
@@ -272,18 +280,23 @@ def open_bench_runner(
     random_weights: bool = False,
     form: Form | None = None,
     cuda_graph: bool = True,
+    device_ms: float = 0.0,
 ) -> tuple[Runner, Path | None]:
     """(runner, the ONNX file it runs or None for eager PyTorch) for one configuration, opened
     by its registry entry as `upscale` opens it, on the graph of this configuration (an engine
     built from it for tensorrt, replaying CUDA graphs unless `cuda_graph` is False; BF16 as the
-    entry's compute precision over the FP32 graph), in the attention `form` the entry exports
-    for (or the one given)."""
+    entry's compute precision over the FP32 graph; null: the stand-in taking `device_ms`), in
+    the attention `form` the entry exports for (or the one given)."""
     from lbnet_deploy.runtime.torch_ref import TorchRunner
 
     reason = skip_reason(backend, precision)
     if reason:
         raise LBNetError(f"{backend} {precision}: {reason}")
     c = CONTENDERS[backend]
+    if c.graph == "null":
+        from lbnet_deploy.runtime.null import NullRunner
+
+        return NullRunner(model_facts_of(spec).with_sizes(size, batch), device_ms), None
     if c.graph == "eager":
         model = build_model(spec, recursions, random_weights)
         return TorchRunner(
@@ -301,6 +314,19 @@ def open_bench_runner(
         engine = engine_file(str(path), tile=size[0], batch=batch)
         return entry.open(engine, threads, compute, cuda_graph=cuda_graph), path
     return entry.open(path, threads, compute), path
+
+
+def model_facts_of(spec: str) -> ModelFacts:
+    """What a model name or checkpoint computes (variant, scale), without exporting it."""
+    from lbnet_deploy.descriptor import describe
+    from lbnet_deploy.weights import get_named_model, is_model_name
+
+    if is_model_name(spec):
+        named = get_named_model(spec)
+        return ModelFacts(describe(named.variant, named.scale))
+    from lbnet_deploy.model.checkpoint import load_model
+
+    return ModelFacts(load_model(spec)[1])
 
 
 def threads_default() -> int:

@@ -66,7 +66,9 @@ class DeviceMemory(Protocol):
 class Overlapped(Protocol):
     """What a runner on a device adds when the host's work can overlap the device's: it runs
     `streams` batches at once and `infer` may be called from several threads (the rest wait),
-    so the Upscaler prepares and merges on the host while the device runs (TensorRT)."""
+    so the Upscaler prepares and merges on the host while the device runs (TensorRT). Its
+    working memory was allocated on the device when it loaded: the Upscaler sends it whole
+    batches, not batches the host's memory budget would hold."""
 
     @property
     def streams(self) -> int: ...

@@ -233,8 +233,10 @@ class Upscaler:
                 th, tw = min(t, height), min(t, width)
         overlap = min(self.overlap, max(min(th, tw) // 2 - 1, 0))  # keep a positive stride
         grid = TileGrid(grid_h, grid_w, th, tw, overlap)
-        per_tile = max(self.facts.inference_bytes(th * tw), 1)
-        batch = max(1, min(self.batch, len(grid.tiles()), model_budget // per_tile))
+        batch = min(self.batch, len(grid.tiles()))
+        if not isinstance(self.runner, Overlapped):  # on a device, allocated when loaded
+            per_tile = max(self.facts.inference_bytes(th * tw), 1)
+            batch = max(1, min(batch, model_budget // per_tile))
         return Plan(grid, batch)
 
     def upscale_float(self, image: np.ndarray, progress: Progress | None = None) -> np.ndarray:

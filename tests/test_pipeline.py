@@ -192,3 +192,16 @@ def test_a_large_image_is_written_before_the_next_starts(
     summary = upscale_files(Upscaler(runner), inputs, tmp_path / "out", progress=False)
     assert summary.images == 3 and len(writes) == 3
     assert not any(r0 < w0 < r1 for w0, _ in writes for r0, r1 in runner.runs)
+
+
+def test_a_runner_on_a_device_gets_whole_batches_whatever_the_host_budget() -> None:
+    """A batch-8 engine's memory is on the device, allocated when it loaded: the host's budget
+    (which would hold 5 tiles of 96x96 LBNet-T on the CPU) does not shrink its batches, which
+    run_fixed_batch would pad back to 8 on the device."""
+    from lbnet_deploy.runtime.upscaler import image_bytes
+
+    assert Upscaler(null(96, 8), batch=8).plan(512, 512).batch == 8
+    on_cpu = Nearest()  # the same model facts, run on the host
+    five = 5 * on_cpu.model_facts.inference_bytes(96 * 96) + image_bytes(512, 512, 2)
+    upscaler = Upscaler(on_cpu, tile=96, batch=8, memory_budget_mb=five // 2**20 + 1)
+    assert upscaler.plan(512, 512).batch == 5
