@@ -466,6 +466,53 @@ def _end_to_end(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _pipeline(result: dict[str, Any]) -> list[str]:
+    pl = result.get("pipeline")
+    if not pl:
+        return []
+    h, w = pl["image"]
+    rows = [
+        [r["batch"], r["batches"], r["in_flight"], r["mpix_s"]["overlapped"],
+         r["mpix_s"]["serial"], _ms(r["stats"]["overlapped"]["median_s"]),
+         _ms(r["stats"]["serial"]["median_s"])]
+        for r in pl["no_device"]
+    ]  # fmt: skip
+    last, o, wr = pl["no_device"][-1], pl["overlap"], pl["writes"]
+    header = ["batch", "batches", "in flight", "MP/s in flight", "MP/s one at a time"]
+    header += ["ms in flight", "ms one at a time"]
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "**missed**"
+
+    st = o["stats"]
+    return [
+        "## Host pipeline (a stand-in device: `bench --backend null`)",
+        "",
+        f"`upscale` of a {h}x{w} photo-like image (x{pl['scale']}: {pl['output_mpix']} MP out, "
+        f"{pl['tile']}x{pl['tile']} tiles, overlap {pl['overlap_px']}) through the TensorRT "
+        "runner's host side over a device that takes a set time per batch (runtime/null.py): "
+        "how fast the host tiles, batches, merges and rounds, with batches in flight ahead of "
+        "the merge (the product's path) and one at a time, interleaved. With no device time:",
+        "",
+        *_table(header, rows),
+        "",
+        f"Goal >= {pl['goal_mpix_s']:.0f} output MP/s at batch {last['batch']}: "
+        f"{last['mpix_s']['overlapped']} MP/s, {verdict(pl['goal_mpix_s_met'])}.",
+        "",
+        f"With a device as slow as the host: {o['device_ms']} ms per batch (the measured host "
+        f"time per batch at batch {o['batch']}; {o['batches']} batches: {o['device_s']:.3f} s "
+        f"beside {o['host_s']:.3f} s of host work), in flight "
+        f"{st['overlapped']['median_s']:.3f} s = {o['ratio']} x (host + device), one at a time "
+        f"{st['serial']['median_s']:.3f} s = {o['serial_ratio']} x; goal <= {o['goal']}: "
+        f"{verdict(o['met'])}.",
+        "",
+        f"PNG writes: `upscale` of {wr['images']} such images at that device time took "
+        f"{wr['stats']['behind']['median_s']:.2f} s with each PNG written while the next image "
+        f"runs, {wr['stats']['in_turn']['median_s']:.2f} s writing in turn ({wr['ratio']}x).",
+        "",
+    ]
+
+
 def render(result: dict[str, Any], plot: str | Path | None = None) -> str:
     """The whole RESULTS.md text; `plot` is the figure's path relative to the Markdown file."""
     plot_text = str(plot) if plot else None
@@ -489,6 +536,7 @@ def render(result: dict[str, Any], plot: str | Path | None = None) -> str:
         _comparison(result),
         _paper(result),
         _scaling(result, plot_text),
+        _pipeline(result),
         _end_to_end(result),
     ):
         lines += part

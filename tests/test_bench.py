@@ -688,3 +688,44 @@ def test_cpu_goals_judge_the_path_auto_runs_and_the_fastest_of_ours() -> None:
     assert measure.bf16_within_bound("lbnet-t-x4") is True  # -0.002 dB on Set5 and Set14
     assert measure.bf16_within_bound("lbnet-t-x2") is False  # -0.049 dB on Set5
     assert measure.bf16_within_bound("not-a-model") is None
+
+
+def test_null_backend_and_host_pipeline_reach_the_report(monkeypatch, capsys) -> None:
+    """`bench --backend null --device-ms T` times the stand-in without exporting a graph; the
+    host-pipeline study's figures are what RESULTS.md's section shows, goals judged."""
+    from lbnet_deploy.benchmarks import measure
+    from lbnet_deploy.benchmarks.cli import main
+    from lbnet_deploy.benchmarks.measure import Timing, pipeline_study
+
+    monkeypatch.setattr(measure, "bench_onnx", lambda *a, **k: pytest.fail("exported a graph"))
+    args = ["--backend", "null", "--sizes", "16x16", "--batch", "2", "--runs", "3"]
+    assert main([*args, "--warmup", "0", "--device-ms", "20", "--no-roofline"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("null"))
+    assert float(line.split("median ")[1].split(" ms")[0]) >= 20  # the stand-in's device time
+    study = pipeline_study(
+        "lbnet-t-x4", Timing(warmup=0, runs=2), tile=16, image_size=(40, 48), batches=(1, 2),
+        files=2,
+    )  # fmt: skip
+    rows, overlap = study["no_device"], study["overlap"]
+    # 4x5 tiles of 16 (the overlap capped at 7 for them), in pairs
+    assert [r["batch"] for r in rows] == [1, 2] and rows[1]["batches"] == 10
+    assert overlap["device_ms"] == pytest.approx(1e3 * overlap["host_s"] / 10, abs=1e-3)
+    assert overlap["ratio"] == pytest.approx(
+        overlap["stats"]["overlapped"]["median_s"] / (overlap["host_s"] + overlap["device_s"]),
+        abs=1e-3,
+    )
+    text = _rendered(pipeline=study)
+    section = text[text.index("## Host pipeline") :]
+    assert f"| 2 | 10 | 3 | {rows[1]['mpix_s']['overlapped']} |" in section
+    assert f"= {overlap['ratio']} x (host + device)" in section
+    assert ("met" if overlap["met"] else "**missed**") in section
+    assert f"({study['writes']['ratio']}x)" in section
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "ten"])
+def test_device_ms_must_be_a_time(value: str, capsys) -> None:
+    from lbnet_deploy.benchmarks.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--backend", "null", "--device-ms", value])
+    assert "--device-ms" in capsys.readouterr().err
