@@ -130,14 +130,24 @@ class Merger:
                 :, s * (y0 - tile.y) : s * (y1 - tile.y), s * (x0 - tile.x) : s * (x1 - tile.x)
             ]
             return
-        w = np.outer(self._row_w[tile.y], self._col_w[tile.x])
-        ys = slice(s * tile.y, s * (tile.y + self.grid.tile_h))
-        xs = slice(s * tile.x, s * (tile.x + self.grid.tile_w))
-        self.out[:, ys, xs] += sr * w
+        row_w, col_w = self._row_w[tile.y], self._col_w[tile.x]
+        # only where the weight is not 0: sr * 0 is +-0, and adding +-0 changes no sum (each
+        # starts at +0, and a sum is -0 only where both terms are), so the result is the same
+        # to the bit
+        (r0, r1), (c0, c1) = _nonzero(row_w), _nonzero(col_w)
+        y, x = s * tile.y, s * tile.x
+        w = np.outer(row_w[r0:r1], col_w[c0:c1])
+        self.out[:, y + r0 : y + r1, x + c0 : x + c1] += sr[:, r0:r1, c0:c1] * w
 
     def result(self) -> np.ndarray:
         """The merged 3 x sH x sW float image (the accumulator itself, not a copy)."""
         return self.out
+
+
+def _nonzero(weights: np.ndarray) -> tuple[int, int]:
+    """The span [first, last + 1) of the nonzero weights of one axis."""
+    nonzero = np.flatnonzero(weights)
+    return int(nonzero[0]), int(nonzero[-1]) + 1
 
 
 def _pairs(cuts: list[int]) -> list[tuple[int, int]]:

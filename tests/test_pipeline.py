@@ -148,7 +148,7 @@ def test_pngs_are_written_behind_the_next_image_with_the_same_files(
         out = tmp_path / f"out-{behind}"
         summary = upscale_files(Upscaler(runner), inputs, out, progress=False, write_behind=behind)
         assert summary.images == 4 and summary.failed == 0
-        overlapped = any(r0 < w0 < r1 for w0, _ in writes for r0, r1 in runner.runs)
+        overlapped = any(w0 < r1 and r0 < w1 for w0, w1 in writes for r0, r1 in runner.runs)
         assert overlapped == behind
         results[behind] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
     assert results[True] == results[False] and len(results[True]) == 4
@@ -191,7 +191,7 @@ def test_a_large_image_is_written_before_the_next_starts(
     runner = Nearest(ms=50)
     summary = upscale_files(Upscaler(runner), inputs, tmp_path / "out", progress=False)
     assert summary.images == 3 and len(writes) == 3
-    assert not any(r0 < w0 < r1 for w0, _ in writes for r0, r1 in runner.runs)
+    assert not any(w0 < r1 and r0 < w1 for w0, w1 in writes for r0, r1 in runner.runs)
 
 
 def test_a_runner_on_a_device_gets_whole_batches_whatever_the_host_budget() -> None:
@@ -205,3 +205,33 @@ def test_a_runner_on_a_device_gets_whole_batches_whatever_the_host_budget() -> N
     five = 5 * on_cpu.model_facts.inference_bytes(96 * 96) + image_bytes(512, 512, 2)
     upscaler = Upscaler(on_cpu, tile=96, batch=8, memory_budget_mb=five // 2**20 + 1)
     assert upscaler.plan(512, 512).batch == 5
+
+
+def test_merge_and_rounding_are_the_straightforward_ones_to_the_bit() -> None:
+    """The faster merge (only where a tile's feather weight is not 0) and the rounding in row
+    bands give exactly what the plain formulas give: canvas += sr * outer(weights) for every
+    tile in order, then rint, clip and uint8 over the whole image."""
+    from lbnet_deploy.runtime.tiling import Merger, TileGrid
+    from lbnet_deploy.runtime.upscaler import to_uint8
+
+    rng = np.random.default_rng(5)
+    grid = TileGrid(70, 53, 16, 16, 5)
+    merger, plain = Merger(grid, 4, "feather"), np.zeros((3, 280, 212), np.float32)
+    for tile in grid.tiles():
+        sr = rng.normal(100, 120, (3, 64, 64)).astype(np.float32)
+        sr[:, ::7, ::5] = -0.0  # signed zeros too
+        w = np.outer(merger._row_w[tile.y], merger._col_w[tile.x])
+        plain[:, 4 * tile.y : 4 * tile.y + 64, 4 * tile.x : 4 * tile.x + 64] += sr * w
+        merger.add(tile, sr)
+    assert merger.result().tobytes() == plain.tobytes()
+
+    class Noisy(NullRunner):  # outputs that differ per batch, beyond 0..255
+        def _run(self, batch: np.ndarray) -> np.ndarray:
+            out = super()._run(batch)
+            seed = int(batch.sum()) % 997
+            return out + np.random.default_rng(seed).normal(0, 90, out.shape).astype(np.float32)
+
+    upscaler = Upscaler(Noisy(FACTS.with_sizes((16, 16), 2)), overlap=4, batch=2, in_flight=1)
+    image = texture(70, 53)
+    expected = to_uint8(upscaler.upscale_float(image)).transpose(1, 2, 0)
+    np.testing.assert_array_equal(upscaler.upscale(image), expected)
