@@ -3,6 +3,7 @@ install exists (JetPack 6: Python 3.10, numpy 1.26, TensorRT 10.3 from the syste
 
     python3 .ci/jetpack.py host DIR      # full install: export a graph, build a (fake) engine
     python3.10 .ci/jetpack.py device DIR  # base install only: `upscale` with it, `info` on it
+                                          # (and its layers)
 
 TensorRT and the GPU are the recording fakes of tests/fake_tensorrt.py (TensorRT 10.3.0 over
 cuda-python); everything else is the real product.
@@ -54,6 +55,7 @@ def device(folder: Path) -> None:
     assert main(["upscale", str(folder / "photo.png"), "-o", out, "--model", plan, "-q"]) == 0
     assert Image.open(folder / "out" / "photo.png").size == (120, 160)
     assert main(["info", plan]) == 0
+    assert main(["info", plan, "--layers"]) == 0  # TensorRT's engine inspector, per layer
     assert all(sys.modules[n] is None for n in ("torch", "onnx", "onnxruntime"))
     print("jetpack-like: upscale and info with a TensorRT 10.3 engine, Python 3.10, numpy 1.26")
 
