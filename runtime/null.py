@@ -21,11 +21,11 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
-from .backend import check_batch, describe_facts, run_fixed_batch
+from .backend import GraphRunner, describe_facts
 from .engine import DEFAULT_STREAMS
 
 
-class NullRunner:
+class NullRunner(GraphRunner):
     """Fixed `facts.input_size` x `facts.batch` batches in, the right shape out after
     `device_ms` on a stand-in device; `streams` as the TensorRT runner's."""
 
@@ -49,31 +49,11 @@ class NullRunner:
         self._streams = streams
 
     @property
-    def input_size(self) -> tuple[int, int] | None:
-        return self.facts.input_size
-
-    @property
-    def max_batch(self) -> int | None:
-        return self.facts.batch
-
-    @property
-    def scale(self) -> int:
-        return self.facts.scale
-
-    @property
-    def model_facts(self) -> ModelFacts:
-        return self.facts
-
-    @property
     def streams(self) -> int:
         return self._streams
 
     def describe(self) -> dict[str, object]:
         return describe_facts(self.facts, "null", device_ms=self.device_ms, streams=self.streams)
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch, self.input_size)
-        return run_fixed_batch(self._run, batch, self.max_batch)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         host_in, host_out = self._free.get()

@@ -125,12 +125,8 @@ def _photos(folder: Path, count: int, size: tuple[int, int] = (24, 20)) -> list[
     return sorted(folder.iterdir())
 
 
-def test_pngs_are_written_behind_the_next_image_with_the_same_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each PNG is encoded and written while the next image runs (measured: a write inside a
-    run of the next image); the files and the summary are those of writing in turn."""
-    inputs = _photos(tmp_path / "in", 4)
+def _slow_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
+    """Make each PNG write take 50 ms more; the (start, end) of each, as they happen."""
     writes: list[tuple[float, float]] = []
     write = files._write
 
@@ -141,6 +137,16 @@ def test_pngs_are_written_behind_the_next_image_with_the_same_files(
         writes.append((start, time.perf_counter()))
 
     monkeypatch.setattr(files, "_write", slow_write)
+    return writes
+
+
+def test_pngs_are_written_behind_the_next_image_with_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each PNG is encoded and written while the next image runs (measured: a write inside a
+    run of the next image); the files and the summary are those of writing in turn."""
+    inputs = _photos(tmp_path / "in", 4)
+    writes = _slow_writes(monkeypatch)
     results = {}
     for behind in (False, True):
         runner = Nearest(ms=50)
@@ -177,16 +183,7 @@ def test_a_large_image_is_written_before_the_next_starts(
 ) -> None:
     """Past WRITE_BEHIND_SHARE of the budget, the finished image is not held beside the next."""
     inputs = _photos(tmp_path / "in", 3)
-    writes: list[tuple[float, float]] = []
-    write = files._write
-
-    def slow_write(*args: object) -> None:
-        start = time.perf_counter()
-        time.sleep(0.05)
-        write(*args)  # type: ignore[arg-type]
-        writes.append((start, time.perf_counter()))
-
-    monkeypatch.setattr(files, "_write", slow_write)
+    writes = _slow_writes(monkeypatch)
     monkeypatch.setattr(files, "WRITE_BEHIND_SHARE", 6 * 48 * 40 / (2048 * 2**20) / 2)
     runner = Nearest(ms=50)
     summary = upscale_files(Upscaler(runner), inputs, tmp_path / "out", progress=False)
