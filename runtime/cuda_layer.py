@@ -112,16 +112,19 @@ def capture(layer: CudaLayer, stream: Stream, enqueue: Callable[[], bool]) -> An
     LBNetError saying why not. The capture is always ended, the graph itself always destroyed
     (trtexec's sequence); the caller has run `enqueue` once before, outside any capture."""
     layer.begin_capture(stream)
+    enqueued, executable = False, None
     try:
         enqueued = enqueue()
     finally:
-        graph = layer.end_capture(stream)  # also after a failed enqueue: leave capture mode
-    try:
-        if not enqueued:
-            raise LBNetError("the work could not be enqueued under capture")
-        return layer.instantiate(graph)
-    finally:
-        layer.destroy_graph(graph)
+        graph = layer.end_capture(stream)  # leave capture mode, also where enqueue raised
+        try:
+            if enqueued:
+                executable = layer.instantiate(graph)
+        finally:
+            layer.destroy_graph(graph)
+    if not enqueued:
+        raise LBNetError("the work could not be enqueued under capture")
+    return executable
 
 
 class PyCuda:

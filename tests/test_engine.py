@@ -365,6 +365,24 @@ def test_a_graph_that_cannot_be_captured_is_one_line_and_the_runner_enqueues(
     runner.close()
 
 
+def test_a_capture_whose_work_raises_is_ended_and_its_graph_destroyed(fake) -> None:
+    from lbnet_deploy.runtime.cuda_layer import capture, load_cuda
+
+    layer = load_cuda()
+    stream = layer.stream()
+
+    def broken() -> bool:
+        raise LBNetError("CUDA call failed: CUDA_ERROR_ILLEGAL_ADDRESS")
+
+    with pytest.raises(LBNetError, match="ILLEGAL_ADDRESS"):
+        capture(layer, stream, broken)
+    with pytest.raises(LBNetError, match="could not be enqueued under capture"):
+        capture(layer, stream, lambda: False)
+    assert len(fake.called("end_capture")) == len(fake.called("graph_destroy")) == 2
+    assert fake.called("instantiate") == [] and fake.graphs == {}
+    assert fake.streams[stream.handle].captured is None  # out of capture mode
+
+
 def test_streams_run_batches_at_once_and_fewer_when_contexts_run_out(
     fake, tmp_path, monkeypatch, caplog
 ) -> None:
