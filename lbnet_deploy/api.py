@@ -106,8 +106,8 @@ def build_engine(
 def open_runner(spec: str | Path, backend: str = "ort", **options: Any) -> Runner:
     """A runner for a name, checkpoint, .onnx or engine on a backend of `runtime.registry`, or
     "auto" (the fastest installed CPU backend here, measured once; `upscale`'s default)
-    (`options`: threads, tile, batch, precision, scale); close it with `close()` where it has
-    one (TensorRT)."""
+    (`options`: threads, tile, batch, precision, scale, cuda_graph); close it with `close()`
+    where it has one (TensorRT)."""
     from lbnet_deploy.loaders import open_runner as open_chain
     from lbnet_deploy.runtime.registry import AUTO
 
