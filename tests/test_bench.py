@@ -731,3 +731,21 @@ def test_device_ms_must_be_a_time(value: str, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--backend", "null", "--device-ms", value])
     assert "--device-ms" in capsys.readouterr().err
+
+
+def test_the_report_generator_runs_the_host_pipeline_study(monkeypatch, tmp_path) -> None:
+    """benchmarks/report.py (RESULTS.md) runs `bench --all`, which includes --pipeline."""
+    from lbnet_deploy.benchmarks import bench, report
+
+    seen = []
+
+    def run_bench(opts):
+        seen.append(opts)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bench, "run_bench", run_bench)
+    monkeypatch.setattr(bench, "default_set5", lambda: ".")  # no dataset check to pass
+    monkeypatch.setattr("lbnet_deploy.benchmarks.cli._check_before_timing", lambda o, p: None)
+    with pytest.raises(SystemExit):
+        report.main(["--out-dir", str(tmp_path)])
+    assert seen and seen[0].pipeline and seen[0].scaling and seen[0].compare
