@@ -229,6 +229,11 @@ class FakeTensorRT:
                 fake.record("stream.synchronize")
                 fake.streams[self.handle].synchronize()
 
+            def __del__(self) -> None:  # pycuda destroys a stream with its object
+                stream = fake.streams.pop(self.handle, None)
+                if stream is not None:
+                    stream.stop()
+
         ns.update(
             init=lambda: fake.record("cuda.init"),
             Device=Device,
