@@ -7,6 +7,14 @@ stay with the client (our Upscaler). A fixed batch dimension is part of `dims` w
 `max_batch_size: 0`; a dynamic one becomes Triton's batch dimension with dynamic batching.
 The model's lbnet.* facts travel as config `parameters`, so a client can read the scale.
 
+`--images` (`write_image_repository`) adds what serves whole images: an image model (Python
+backend; `runtime/triton_backend.py`) that tiles with our Upscaler and sends the tiles to a
+tile model with BLS, and, for CPUs (`python_tile`), a Python-backend tile model that runs our
+own runner on the graph (NVIDIA's ONNX Runtime and TensorRT backends run otherwise). Each Python
+model's version folder holds a copy of our torch-free runtime (`lbnet_deploy` and its
+`runtime` package), so a repository is served by any Triton with numpy (and, for a Python tile
+model, onnxruntime or openvino) and never by a different version of our code.
+
 The config is written as protobuf text by hand: Triton's ModelConfig message is only
 distributed inside tritonclient[grpc] (a test dependency here, used to parse what we write).
 """
@@ -22,6 +30,13 @@ from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.atomic import default_dir_mode, write_text_atomic
+from lbnet_deploy.runtime.triton_backend import (
+    IMAGE_INPUT,
+    IMAGE_OUTPUT,
+    TILE_INPUT,
+    TILE_OUTPUT,
+    ImageModel,
+)
 from lbnet_deploy.runtime.trt_common import ENGINE_SUFFIXES, EngineFacts, read_facts
 
 from .onnx_io import graph_facts
@@ -76,31 +91,240 @@ def model_io(path: Path) -> ModelIO:
     )  # fmt: skip
 
 
-def config_text(io: ModelIO, name: str, max_batch: int, instances: int, kind: str) -> str:
-    """config.pbtxt for `io`; a dynamic batch dimension becomes Triton's (up to `max_batch`)."""
-    batched = all(t.dims[0] == -1 for t in io.inputs + io.outputs)
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _config(
+    name: str,
+    runs: str,  # 'platform: "..."' or 'backend: "..."'
+    max_batch: int,
+    inputs: list[Tensor],
+    outputs: list[Tensor],
+    group: str,
+    params: dict[str, str],
+    extra: tuple[str, ...] = (),
+) -> str:
+    """One config.pbtxt; `dims` of the tensors as Triton sees them (batch dim left out where
+    max_batch > 0)."""
 
     def block(tensors: list[Tensor]) -> str:
         items = []
         for t in tensors:
-            dims = ", ".join(str(d) for d in (t.dims[1:] if batched else t.dims))
+            dims = ", ".join(str(d) for d in t.dims)
             items.append(f'  {{ name: "{t.name}" data_type: {t.data_type} dims: [ {dims} ] }}')
         return ",\n".join(items)
 
     lines = [
         f'name: "{name}"',
-        f'platform: "{io.platform}"',
-        f"max_batch_size: {max_batch if batched else 0}",
-        f"input [\n{block(io.inputs)}\n]",
-        f"output [\n{block(io.outputs)}\n]",
-        f"instance_group [ {{ count: {instances} kind: {kind} }} ]",
+        runs,
+        f"max_batch_size: {max_batch}",
+        f"input [\n{block(inputs)}\n]",
+        f"output [\n{block(outputs)}\n]",
+        f"instance_group [ {group} ]",
+        *extra,
     ]
-    if batched:
-        lines.append("dynamic_batching { }")
-    for key, value in io.lbnet.items():
-        text = value.replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f'parameters {{ key: "lbnet.{key}" value: {{ string_value: "{text}" }} }}')
+    for key, value in params.items():
+        lines.append(
+            f"parameters {{ key: {_quoted(key)} value: {{ string_value: {_quoted(value)} }} }}"
+        )
     return "\n".join(lines) + "\n"
+
+
+def _batched(io: ModelIO) -> bool:
+    return all(t.dims[0] == -1 for t in io.inputs + io.outputs)
+
+
+def _dropped_batch(tensors: list[Tensor]) -> list[Tensor]:
+    return [Tensor(t.name, t.data_type, t.dims[1:]) for t in tensors]
+
+
+def _lbnet_params(io: ModelIO) -> dict[str, str]:
+    return {f"lbnet.{k}": v for k, v in io.lbnet.items()}
+
+
+def config_text(io: ModelIO, name: str, max_batch: int, instances: int, kind: str) -> str:
+    """config.pbtxt for `io`; a dynamic batch dimension becomes Triton's (up to `max_batch`)."""
+    batched = _batched(io)
+    inputs, outputs = io.inputs, io.outputs
+    if batched:
+        inputs, outputs = _dropped_batch(inputs), _dropped_batch(outputs)
+    return _config(
+        name, f'platform: "{io.platform}"', max_batch if batched else 0, inputs, outputs,
+        f"{{ count: {instances} kind: {kind} }}", _lbnet_params(io),
+        ("dynamic_batching { }",) if batched else (),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """How the image model tiles (the Upscaler's settings; tile None: whole images where they
+    fit the budget, else DEFAULT_TILE) and how the two models are scheduled."""
+
+    tile: int | None = None
+    overlap: int = 16
+    merge: str = "feather"
+    memory_budget_mb: int = 2048
+    batch: int = 1  # tiles per BLS request
+    image_instances: int = 4  # images served at once (each a process of the Python backend)
+    queue_delay_us: int = 2000  # how long the tile model waits to fill a batch
+    backend: str = "ort"  # the runner of a Python tile model (ort, openvino)
+    threads: int = 0  # its CPU threads (0: all it may use)
+
+
+def _python_tile_config(io: ModelIO, name: str, max_batch: int, instances: int,
+                        settings: ImageSettings) -> str:  # fmt: skip
+    """The Python-backend tile model over our runner: float32 tiles of any size (a fixed-size
+    graph's own), Triton's dynamic batching, one warm-up tile."""
+    _, _, h, w = io.inputs[0].dims
+    s = int(io.lbnet["scale"])
+    out = [-1 if d == -1 else s * d for d in (h, w)]
+    warm = settings.tile or 96
+    wh, ww = (warm if h == -1 else h), (warm if w == -1 else w)
+    warmup = (
+        f'model_warmup [ {{ name: "one tile" batch_size: 1 inputs {{ key: "{TILE_INPUT}" '
+        f"value: {{ data_type: TYPE_FP32 dims: [ 3, {wh}, {ww} ] zero_data: true }} }} }} ]"
+    )
+    params = {"role": "tiles", "backend": settings.backend, "threads": str(settings.threads),
+              **_lbnet_params(io)}  # fmt: skip
+    return _config(
+        name, 'backend: "python"', max_batch,
+        [Tensor(TILE_INPUT, "TYPE_FP32", [3, h, w])],
+        [Tensor(TILE_OUTPUT, "TYPE_FP32", [3, *out])],
+        f"{{ count: {instances} kind: KIND_CPU }}", params,
+        (f"dynamic_batching {{ max_queue_delay_microseconds: {settings.queue_delay_us} }}",
+         warmup),
+    )  # fmt: skip
+
+
+def _image_config(io: ModelIO, name: str, tile_model: str, python_tile: bool,
+                  settings: ImageSettings) -> str:  # fmt: skip
+    """The image model: uint8 H x W x 3 in and out, the Upscaler's settings and the tile model's
+    facts (fixed size and batch where it has them) as parameters."""
+    b, _, h, w = io.inputs[0].dims
+    fixed_batch = not python_tile and not _batched(io)
+    params = {
+        "role": "image",
+        "tile_model": tile_model,
+        "tile_input": TILE_INPUT if python_tile else io.inputs[0].name,
+        "tile_output": TILE_OUTPUT if python_tile else io.outputs[0].name,
+        "tile_type": "TYPE_FP32" if python_tile else io.inputs[0].data_type,
+        "tile_batching": "fixed" if fixed_batch else "dynamic",
+        "tile": str(settings.tile or 0),
+        "overlap": str(settings.overlap),
+        "merge": settings.merge,
+        "memory_budget_mb": str(settings.memory_budget_mb),
+        "batch": str(settings.batch),
+        **_lbnet_params(io),
+        "lbnet.input_size": "dynamic" if -1 in (h, w) else f"{h}x{w}",
+        "lbnet.batch": str(b) if fixed_batch else "dynamic",
+    }
+    ImageModel().configure(params, name)  # the server's own checks, before anything is written
+    return _config(
+        name, 'backend: "python"', 0,
+        [Tensor(IMAGE_INPUT, "TYPE_UINT8", [-1, -1, 3])],
+        [Tensor(IMAGE_OUTPUT, "TYPE_UINT8", [-1, -1, 3])],
+        f"{{ count: {settings.image_instances} kind: KIND_CPU }}", params,
+    )  # fmt: skip
+
+
+def check_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name or ""):
+        # a folder name that is also a quotable config.pbtxt string: no quotes, slashes, spaces
+        raise LBNetError(
+            f"model name {name!r} must be a plain folder name: letters, digits, '_', '-', '.'"
+        )
+
+
+# what a Python model imports: the package root and the runtime (numpy, pillow only)
+VENDORED = ("lbnet_deploy", "lbnet_deploy.runtime")
+
+
+def vendor_runtime(folder: Path) -> None:
+    """Copy our torch-free runtime's sources into `folder` (a Python model's version folder,
+    which Triton's Python backend puts on sys.path), wherever this installation keeps them
+    (an editable checkout maps runtime/ to lbnet_deploy.runtime: copied by package name)."""
+    import importlib.util
+
+    for package in VENDORED:
+        spec = importlib.util.find_spec(package)
+        assert spec is not None and spec.submodule_search_locations
+        source = Path(next(iter(spec.submodule_search_locations)))
+        target = folder.joinpath(*package.split("."))
+        target.mkdir(parents=True)
+        for path in sorted(source.glob("*.py")):
+            shutil.copyfile(path, target / path.name)
+
+
+def _model_py(role: str) -> str:
+    from lbnet_deploy._version import __version__
+
+    cls = {"image": "ImageModel", "tiles": "TileModel"}[role]
+    return (
+        f'"""The {role} model of an lbnet-deploy {__version__} image repository."""\n\n'
+        "import os\nimport sys\n\n"
+        "# this folder's copy of lbnet_deploy first, before any other installed version\n"
+        "sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))\n\n"
+        f"from lbnet_deploy.runtime.triton_backend import {cls} as TritonPythonModel\n\n"
+        '__all__ = ["TritonPythonModel"]\n'
+    )
+
+
+class _Staging:
+    """Model folders assembled beside the repository and renamed into place together; an
+    existing folder is refused before anything is written, nothing half-made is left."""
+
+    def __init__(self, repository: Path, names: list[str]) -> None:
+        if not repository.is_dir():
+            raise LBNetError(f"model repository folder does not exist: {repository}")
+        for name in names:
+            check_name(name)
+            if (repository / name).exists():
+                raise LBNetError(
+                    f"{repository / name} already exists: remove it or choose another --name"
+                )
+        self.repository, self.names = repository, names
+
+    def __enter__(self) -> Path:
+        self.root = Path(tempfile.mkdtemp(dir=self.repository, prefix=f".{self.names[0]}."))
+        return self.root
+
+    def commit(self) -> None:
+        moved: list[Path] = []
+        try:
+            for name in self.names:
+                folder = self.root / name
+                folder.chmod(default_dir_mode())  # mkdtemp's 0700 would lock out Triton's user
+                os.replace(folder, self.repository / name)
+                moved.append(self.repository / name)
+        except OSError:
+            for path in moved:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _write(staging: _Staging, files: dict[str, str | Path], vendored: tuple[str, ...] = ()) -> None:
+    """Write `files` (relative path -> text, or a Path to copy) and our runtime into the
+    `vendored` folders under the staging root, then rename the model folders into place;
+    OSError becomes one line."""
+    with staging as root:
+        try:
+            for rel, content in files.items():
+                path = root / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, Path):
+                    shutil.copyfile(content, path)
+                else:
+                    write_text_atomic(path, content)
+            for rel in vendored:
+                vendor_runtime(root / rel)
+            staging.commit()
+        except OSError as exc:
+            target = staging.repository / staging.names[-1]
+            raise LBNetError(f"cannot write {target} ({exc.strerror or exc})") from None
 
 
 def write_repository(
@@ -117,28 +341,54 @@ def write_repository(
     """Create `<repository>/<name>/` for `model` (described by `io = model_io(model)`) whole:
     assembled beside it, then renamed into place."""
     model, repository = Path(model), Path(repository)
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name or ""):
-        # a folder name that is also a quotable config.pbtxt string: no quotes, slashes, spaces
-        raise LBNetError(
-            f"model name {name!r} must be a plain folder name: letters, digits, '_', '-', '.'"
-        )
-    if version < 1 or max_batch < 1 or instances < 1:
+    _check_counts(version, max_batch, instances)
+    staging = _Staging(repository, [name])
+    config = config_text(io, name, max_batch, instances, kind)
+    _write(staging, {f"{name}/config.pbtxt": config, f"{name}/{version}/{io.filename}": model})
+    return repository / name
+
+
+def _check_counts(*counts: int) -> None:
+    if min(counts) < 1:
         raise LBNetError("--version, --max-batch and --instances must be at least 1")
-    if not repository.is_dir():
-        raise LBNetError(f"model repository folder does not exist: {repository}")
-    target = repository / name
-    if target.exists():
-        raise LBNetError(f"{target} already exists: remove it or choose another --name")
-    staging = Path(tempfile.mkdtemp(dir=repository, prefix=f".{name}."))
-    try:
-        staging.chmod(default_dir_mode())  # mkdtemp's 0700 would lock out the Triton user
-        config = config_text(io, name, max_batch, instances, kind)
-        write_text_atomic(staging / "config.pbtxt", config)
-        (staging / str(version)).mkdir()
-        shutil.copyfile(model, staging / str(version) / io.filename)
-        os.replace(staging, target)
-    except OSError as exc:
-        raise LBNetError(f"cannot write {target} ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+
+def write_image_repository(
+    model: str | Path,
+    io: ModelIO,
+    repository: str | Path,
+    name: str,
+    settings: ImageSettings,
+    *,
+    python_tile: bool,
+    version: int = 1,
+    max_batch: int = 8,
+    instances: int = 1,
+    kind: str = "KIND_GPU",
+) -> tuple[Path, Path]:
+    """`<repository>/<name>` (the image model) and `<name>_tiles` (the tile model: our runner in
+    the Python backend where `python_tile`, else `io`'s platform), written together.
+    Returns (image model folder, tile model folder)."""
+    model, repository = Path(model), Path(repository)
+    _check_counts(version, max_batch, instances, settings.image_instances, settings.batch)
+    if python_tile and io.platform != "onnxruntime_onnx":
+        raise LBNetError("a TensorRT engine runs on GPUs only: drop --cpu, or serve the .onnx")
+    tiles = f"{name}_tiles"
+    staging = _Staging(repository, [tiles, name])
+    v = str(version)
+    files: dict[str, str | Path] = {
+        f"{name}/config.pbtxt": _image_config(io, name, tiles, python_tile, settings),
+        f"{name}/{v}/model.py": _model_py("image"),
+        f"{tiles}/{v}/{io.filename}": model,
+    }
+    vendored = [f"{name}/{v}"]
+    if python_tile:
+        files[f"{tiles}/config.pbtxt"] = _python_tile_config(
+            io, tiles, max_batch, instances, settings
+        )
+        files[f"{tiles}/{v}/model.py"] = _model_py("tiles")
+        vendored.append(f"{tiles}/{v}")
+    else:
+        files[f"{tiles}/config.pbtxt"] = config_text(io, tiles, max_batch, instances, kind)
+    _write(staging, files, tuple(vendored))
+    return repository / name, repository / tiles
