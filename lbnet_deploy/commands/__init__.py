@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import bench, build, calibrate, export, info, parity, triton, upscale
+from . import bench, build, calibrate, export, info, parity, serve, triton, upscale
 from . import eval as eval_
 
 # in the order `lbnet-deploy --help` lists them
-COMMANDS = (export, calibrate, build, triton, upscale, eval_, parity, info, bench)
+COMMANDS = (export, calibrate, build, triton, serve, upscale, eval_, parity, info, bench)
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:

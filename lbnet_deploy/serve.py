@@ -1,0 +1,354 @@
+"""A local Triton Inference Server for an image repository (`lbnet-deploy serve --triton`), from
+the `tritonserver` binary inside the nvidia-pytriton wheel on PyPI (no container, no install).
+
+Everything it needs is made once in the cache (`<cache>/triton/`):
+- the wheel (NVIDIA_PYTRITON, downloaded with pip on first use, or the file given), unzipped, with
+  the Python backend's stub for this Python copied where the backend looks for it;
+- the Python backend's environment: a venv with numpy<2 (the wheel's stub was built against
+  numpy 1: with numpy 2 responses arrive with their shape but no data), pillow, and the same
+  onnxruntime (and openvino, where a tile model asks for it) version as this installation, so
+  the server computes what `upscale` computes here bit for bit. Our own code travels inside
+  the repository (export/triton.py).
+The stub runs the `python` first on PATH, so the server starts with the venv's bin first.
+The wheel's server has the Python backend only: a repository whose tile model is a TensorRT
+plan or an ONNX Runtime platform model is refused (those run in NVIDIA's containers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.weights import cache_root
+
+log = logging.getLogger("lbnet_deploy")
+
+NVIDIA_PYTRITON = "nvidia-pytriton==0.7.0"  # Triton 2.51 (NVIDIA's 24.10 containers)
+WHEEL_GLOB = "nvidia_pytriton-0.7.0-*.whl"
+STUB_VERSIONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")  # stubs in the wheel
+PIP_TIMEOUT_S = 900
+
+
+def triton_home() -> Path:
+    """Where the server and its environment are kept: $LBNET_TRITON_DIR, else <cache>/triton
+    (CI and the tests keep one across runs: 55 MB of wheel, 200 MB of environment)."""
+    folder = os.environ.get("LBNET_TRITON_DIR")
+    return Path(folder) if folder else cache_root() / "triton"
+
+
+def _pip(args: Sequence[str], python: str = sys.executable) -> None:
+    """pip, the ordinary client, with its last line of output as the one-line error."""
+    command = [python, "-m", "pip", "--disable-pip-version-check", "--quiet", *args]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise LBNetError(f"pip {args[0]} took over {PIP_TIMEOUT_S} s") from None
+    if done.returncode:
+        lines = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "ERROR" in ln] or lines or ["no output"]
+        raise LBNetError(f"pip {args[0]} {' '.join(a for a in args[1:] if not a.startswith('-'))} "
+                         f"failed: {errors[-1].strip()}")  # fmt: skip
+
+
+def obtain_wheel(wheel: str | Path | None = None) -> Path:
+    """The nvidia-pytriton wheel: the file given (or $LBNET_PYTRITON_WHEEL), else the cached
+    download, else downloaded now with pip (one line naming --wheel where that fails)."""
+    given = wheel or os.environ.get("LBNET_PYTRITON_WHEEL")
+    if given:
+        path = Path(given)
+        if not zipfile.is_zipfile(path):
+            raise LBNetError(f"{path} is not the nvidia-pytriton wheel (not a zip file)")
+        return path
+    folder = triton_home() / "wheels"
+    found = sorted(folder.glob(WHEEL_GLOB))
+    if found:
+        return found[-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s (55 MB, once) ...", NVIDIA_PYTRITON)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        try:
+            _pip(["download", "--no-deps", "--only-binary=:all:", "--dest", tmp, NVIDIA_PYTRITON])
+        except LBNetError as exc:
+            raise LBNetError(
+                f"cannot get Triton's server ({exc}); download {NVIDIA_PYTRITON} where PyPI is "
+                "reachable and give it with --wheel PATH"
+            ) from None
+        (downloaded,) = Path(tmp).glob(WHEEL_GLOB)
+        os.replace(downloaded, folder / downloaded.name)
+    return folder / downloaded.name
+
+
+def python_tag(python: str = sys.executable) -> str:
+    """'3.11' for the interpreter the backend environment is made from."""
+    out = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+def _made_once(target: Path, make) -> Path:  # make(tmp folder) fills it
+    """`target` made whole by `make` in a temporary folder beside it, renamed into place; a
+    folder another process finished first is kept."""
+    if (target / ".complete").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        make(tmp)
+        (tmp / ".complete").write_text("")
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete one (killed while made)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # made by another process meanwhile
+            if not (target / ".complete").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def unpacked_server(wheel: Path, version: str) -> Path:
+    """The wheel unzipped once (per Python version of the stub), the stub in place."""
+    if version not in STUB_VERSIONS:
+        raise LBNetError(
+            f"the wheel's Python backend has stubs for Python {', '.join(STUB_VERSIONS)}, "
+            f"not {version}"
+        )
+    digest = hashlib.sha256(wheel.name.encode()).hexdigest()[:8]
+
+    def make(tmp: Path) -> None:
+        try:
+            with zipfile.ZipFile(wheel) as z:
+                z.extractall(tmp)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise LBNetError(f"cannot unpack {wheel}: {exc}") from None
+        server = tmp / "pytriton" / "tritonserver"
+        stub = server / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise LBNetError(f"{wheel} has no Python {version} backend stub")
+        shutil.copy2(stub, server / "backends" / "python" / stub.name)
+        for binary in (server / "bin" / "tritonserver", server / "backends" / "python" / stub.name):
+            binary.chmod(0o755)
+
+    return _made_once(triton_home() / f"server-{digest}-py{version}", make)
+
+
+def _version_of(*distributions: str) -> str | None:
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def env_requirements(runners: AbstractSet[str]) -> list[str]:
+    """What the Python backend's environment installs: numpy<2 (the wheel's stub), pillow (our
+    runtime's image module) and the runners' libraries at this installation's versions."""
+    ort = _version_of("onnxruntime", "onnxruntime-gpu")
+    reqs = ["numpy<2", "pillow>=10", f"onnxruntime=={ort}" if ort else "onnxruntime"]
+    if "openvino" in runners:
+        ov = _version_of("openvino")
+        reqs.append(f"openvino=={ov}" if ov else "openvino")
+    return reqs
+
+
+def backend_env(runners: AbstractSet[str], python: str = sys.executable) -> Path:
+    """The Python backend's venv (made once per requirements and Python version)."""
+    version = python_tag(python)
+    reqs = env_requirements(runners)
+    key = hashlib.sha256("\n".join([version, *reqs]).encode()).hexdigest()[:12]
+
+    def make(tmp: Path) -> None:
+        log.info("making Triton's Python environment (%s) in %s, once ...", ", ".join(reqs), tmp)
+        done = subprocess.run([python, "-m", "venv", str(tmp)], capture_output=True, text=True)
+        if done.returncode:
+            raise LBNetError(f"cannot make a venv with {python}: {done.stderr.strip()[-200:]}")
+        _pip(["install", *reqs], python=str(tmp / "bin" / "python"))
+
+    return _made_once(triton_home() / f"env-py{version}-{key}", make)
+
+
+def prepare(
+    wheel: str | Path | None = None, runners: AbstractSet[str] = frozenset({"ort"})
+) -> tuple[Path, Path]:
+    """(the unpacked server, the Python backend's venv), made in triton_home() if missing."""
+    env_dir = backend_env(runners)
+    return unpacked_server(obtain_wheel(wheel), python_tag()) / "pytriton", env_dir
+
+
+@dataclass(frozen=True)
+class RepositoryFacts:
+    runners: set[str]  # the runners its Python tile models run (ort, openvino)
+
+
+def check_repository(repository: Path) -> RepositoryFacts:
+    """Every model of `repository` is a Python-backend model (what the wheel's server runs);
+    one line naming the first that is not, or a folder that is no repository."""
+    if not repository.is_dir():
+        raise LBNetError(f"model repository folder does not exist: {repository}")
+    configs = sorted(repository.glob("*/config.pbtxt"))
+    if not configs:
+        raise LBNetError(f"{repository} holds no model (no */config.pbtxt): write one with "
+                         "`lbnet-deploy triton --images --cpu`")  # fmt: skip
+    runners = set()
+    for config in configs:
+        text = config.read_text(errors="replace")
+        platform = re.search(r'^\s*(platform|backend)\s*:\s*"([^"]*)"', text, re.M)
+        if platform is None or platform.group(2) != "python":
+            what = platform.group(2) if platform else "no backend"
+            raise LBNetError(
+                f"{config.parent.name} runs {what}; the nvidia-pytriton server runs Python-backend "
+                "models only: write the repository with --images --cpu, or serve it in NVIDIA's "
+                "container"
+            )
+        runner = re.search(r'key:\s*"backend"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text)
+        runners.add(runner.group(1) if runner else "ort")
+    return RepositoryFacts(runners)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now (for tests and `--*-port 0`)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _check_port(host: str, port: int, option: str) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise LBNetError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): choose another {option}"
+            ) from None
+
+
+@dataclass
+class TritonServer:
+    """tritonserver on `repository`, on `host` (loopback by default); a context manager that
+    stops it (and its Python backend processes) on exit."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    grpc_port: int = 8001
+    http_port: int = 8000
+    wheel: str | Path | None = None
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment (made in the cache on first use)."""
+        server, env_dir = prepare(self.wheel, check_repository(Path(self.repository)).runners)
+        home = server / "tritonserver"
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+        }
+        env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        libs = [str(server.parent / "nvidia_pytriton.libs"), str(home / "lib")]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(
+            ":"
+        )
+        command = [
+            str(home / "bin" / "tritonserver"),
+            f"--model-repository={Path(self.repository).resolve()}",
+            f"--backend-directory={home / 'backends'}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            "--allow-metrics=false",  # the statistics endpoint has the batch counts
+            "--exit-timeout-secs=10",
+        ]  # fmt: skip
+        return command, env
+
+    def start(self, timeout_s: float = 300.0) -> TritonServer:
+        """Start and wait until /v2/health/ready (every model loaded); one line on failure."""
+        _check_port(self.host, self.grpc_port, "--grpc-port")
+        _check_port(self.host, self.http_port, "--http-port")
+        command, env = self.command()
+        log_path = self.log_path or triton_home() / "logs" / f"server-{self.grpc_port}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        with open(log_path, "wb") as out:
+            # its own session: stop() ends the server and the backend processes it started
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if self.process.poll() is not None:
+                raise LBNetError(
+                    f"Triton stopped while loading: {self.failure()} (log: {log_path})"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise LBNetError(f"Triton was not ready after {timeout_s:.0f} s (log: {log_path})")
+            time.sleep(0.25)
+        return self
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def failure(self) -> str:
+        """The server log's first error line (why it did not start or a model not load)."""
+        if self.log_path is None or not self.log_path.is_file():
+            return "no log"
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        errors = [ln for ln in lines if re.match(r"^E\d{4}", ln) or "error" in ln.lower()]
+        return (errors or lines or ["no output"])[0].strip()[:400]
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (Triton unloads its models and exits), then SIGKILL to the whole group."""
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # stubs left behind, by our group's id
+        process.wait()
+        self.process = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self.stop()
