@@ -8,6 +8,8 @@ in the cache) that file, and the last one opens the runner:
       -> EngineFromOnnx(spec, tile, batch, precision) or a fixed-size TensorRT engine made from
                                                       that graph (built once, cached)
       -> RunnerFromFile(backend, file, threads)       the registry entry's runner on the file
+    RunnerFromServer(backend, url, model)            or, for a backend with no local file
+                                                      (triton), its runner on a served model
 
 `open_runner` assembles and calls the chain for the backend's kind of file (`runtime.registry`):
 `upscale`, `eval`, `parity` and the Python API open runners through it. The files are made by
@@ -110,6 +112,35 @@ class RunnerFromFile:
         return self.backend.open(path, self.threads, self.compute, **engine)
 
 
+@dataclass(frozen=True)
+class RunnerFromServer:
+    """A "server" backend's runner on a model a server holds (no local file to make)."""
+
+    backend: Backend
+    url: str
+    model: str
+
+    def __call__(self) -> Runner:
+        assert self.backend.connect is not None, f"{self.backend.name} connects to no server"
+        return self.backend.connect(self.url, self.model)
+
+
+def served_model(spec: str, precision: str | None) -> str:
+    """The served model a spec names: a model name maps to the name `lbnet-deploy triton`
+    gives it by default (lbnet-t-x4 -> lbnet_t_x4_fp32), anything else is the server's name."""
+    from lbnet_deploy.runtime.triton_client import served_name
+    from lbnet_deploy.weights import named_models
+
+    for named in named_models():
+        if named.name == spec.lower():
+            return served_name(named.variant, named.scale, precision or "fp32")
+    if ModelSpec(spec).is_file or spec.endswith(".pt"):
+        raise LBNetError(f"--backend triton runs a model on the server: name it, not {spec}")
+    if precision is not None:
+        raise LBNetError(f"{spec} is a served model with its own precision: drop --precision")
+    return spec
+
+
 def open_runner(
     spec: str,
     backend: str = DEFAULT,
@@ -120,6 +151,7 @@ def open_runner(
     precision: str | None = None,
     scale: int | None = None,
     cuda_graph: bool = True,
+    url: str | None = None,
 ) -> Runner:
     """A runner for a model name, checkpoint, .onnx or engine file on the chosen backend.
 
@@ -130,7 +162,8 @@ def open_runner(
     picks the graph made from a name or checkpoint; a file has its own. "bf16" is a compute
     precision (OpenVINO's hint) over the FP32 graph, also of an .onnx file. "bicubic-x4" is the
     interpolation baseline on any backend. `cuda_graph=False`: a TensorRT engine enqueues each
-    batch instead of replaying a CUDA graph (to compare).
+    batch instead of replaying a CUDA graph (to compare). "triton" opens the model `spec` names
+    on the server at `url` (`served_model`).
     """
     if spec.startswith("bicubic"):  # "bicubic-x4": the interpolation baseline
         from lbnet_deploy.runtime.bicubic import BicubicRunner
@@ -146,6 +179,12 @@ def open_runner(
     if not cuda_graph and entry.artifact != "engine":
         raise LBNetError(f"--no-cuda-graph is for TensorRT engines; the {backend} backend has none")
     entry.check_installed()  # one line naming the missing library, before any export
+    if entry.artifact == "server":
+        from lbnet_deploy.runtime.triton_client import DEFAULT_URL
+
+        return RunnerFromServer(entry, url or DEFAULT_URL, served_model(spec, precision))()
+    if url is not None:
+        raise LBNetError(f"--url is for --backend triton, not {backend}")
     compute = "fp32"
     if precision is not None and precision in COMPUTE:  # set on the runner
         if precision not in entry.precisions:

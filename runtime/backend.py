@@ -10,7 +10,7 @@ TensorRT engines: copy to the device, `execute_async_v3`, copy back).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -72,6 +72,17 @@ class Overlapped(Protocol):
 
     @property
     def streams(self) -> int: ...
+
+
+@runtime_checkable
+class ImageServer(Protocol):
+    """What a runner adds where whole images are upscaled where it runs (a Triton image model,
+    `triton_client.TritonRunner`): the Upscaler hands it each image with its own settings
+    (tile, overlap, merge, batch) instead of tiling here."""
+
+    def upscale_image(self, image: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+        """uint8 H x W x 3 -> uint8 sH x sW x 3."""
+        ...
 
 
 def check_batch(batch: np.ndarray, input_size: tuple[int, int] | None) -> np.ndarray:

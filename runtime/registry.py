@@ -22,7 +22,7 @@ from lbnet_deploy.metadata import COMPUTE, PRECISIONS, Form
 
 from .backend import Runner
 
-Artifact = Literal["onnx", "engine", "checkpoint"]
+Artifact = Literal["onnx", "engine", "checkpoint", "server"]  # server: no local file
 # (file, CPU threads, compute precision) -> runner; tensorrt's also takes cuda_graph=False
 Opener = Callable[..., Runner]
 
@@ -42,6 +42,8 @@ class Backend:
     # "CPU backends"): OpenVINO fuses the flat form's attention into one kernel, ONNX Runtime
     # runs the batched one fastest.
     forms: tuple[tuple[str, Form], ...] = ()
+    # a "server" backend's runner connects to a model on a server: (url, model name) -> runner
+    connect: Callable[[str, str], Runner] | None = None
 
     def form(self, compute: str = "fp32") -> Form:
         """The form of the graph a name or checkpoint is exported to for this backend."""
@@ -110,6 +112,16 @@ def _openvino_where(runner: Runner) -> str:
     return f"OpenVINO {facts.get('device', '?')} ({facts.get('precision', '?')})"
 
 
+def _triton(url: str, model: str) -> Runner:
+    from .triton_client import TritonRunner
+
+    return TritonRunner(url, model)
+
+
+def _no_file(path: Path, threads: int | None, compute: str = "fp32") -> Runner:
+    raise LBNetError(f"the triton backend runs a model on a server (--url), not {path}")
+
+
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
@@ -147,6 +159,12 @@ BACKENDS: dict[str, Backend] = {
         Backend(
             "torch", "the PyTorch reference (the official code's semantics)", ("torch",), False,
             ("fp32",), "checkpoint", _torch, lambda r: str(r.describe().get("device", "cpu")),
+        ),
+        Backend(
+            "triton", "a Triton server's image model (--url; tiled on the server)",
+            ("tritonclient", "grpc"), False, PRECISIONS, "server", _no_file,
+            lambda r: f"Triton {r.describe().get('url')} {r.describe().get('model')}",
+            connect=_triton,
         ),
     )
 }  # fmt: skip

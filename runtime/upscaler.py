@@ -14,7 +14,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
-from .backend import Overlapped, Runner
+from .backend import ImageServer, Overlapped, Runner
 from .tiling import MERGES, Merger, Tile, TileGrid, pad_to
 
 # Chosen by benchmarks/studies/tiling_study.py (LBNet-T x4, dynamic ONNX, ORT CPU, 2 cores), mean
@@ -244,6 +244,13 @@ class Upscaler:
         """The merged, unrounded 3 x sH x sW float32 output."""
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
             raise LBNetError(f"expected an HxWx3 image of at least 1x1, got shape {image.shape}")
+        if isinstance(self.runner, ImageServer):  # tiled where the model runs, as here
+            settings = {"tile": self.tile or 0, "overlap": self.overlap, "merge": self.merge,
+                        "batch": self.batch}  # fmt: skip
+            sr = self.runner.upscale_image(image, settings)
+            if progress is not None:
+                progress(1, 1)
+            return sr.transpose(2, 0, 1).astype(np.float32)
         height, width = image.shape[:2]
         plan = self.plan(height, width)
         grid = plan.grid

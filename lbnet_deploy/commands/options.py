@@ -73,6 +73,7 @@ def add_runtime_options(
         "--threads", type=positive_int, help="CPU threads (default and most: CPUs available)"
     )
     add_cuda_graph_option(p)
+    add_url_option(p)
 
 
 def add_cuda_graph_option(p: argparse.ArgumentParser) -> None:
@@ -91,6 +92,15 @@ def split_precision(text: str) -> tuple[str, str | None]:
     if spec and precision in EXPORTED + COMPUTE:
         return spec, precision
     return text, None
+
+
+def add_url_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        metavar="HOST:PORT",
+        help="the Triton server (gRPC) of --backend triton, whose --model names a served image "
+        "model or a model name (lbnet-t-x4: lbnet_t_x4_fp32); default 127.0.0.1:8001",
+    )
 
 
 def check_scale(actual: int, asked: int | None, model: str) -> None:

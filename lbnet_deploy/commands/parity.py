@@ -8,7 +8,7 @@ from pathlib import Path
 from lbnet_deploy.metadata import COMPUTE, EXPORTED
 from lbnet_deploy.runtime.registry import DEFAULT, names
 
-from .options import add_cuda_graph_option, parse_size, positive_int
+from .options import add_cuda_graph_option, add_url_option, parse_size, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
     runner = open_runner(
         args.model_file, args.backend, args.threads, tile=args.tile, precision=args.precision,
-        cuda_graph=args.cuda_graph,
+        cuda_graph=args.cuda_graph, url=args.url,
     )  # fmt: skip
     precision = str(runner.describe().get("precision", "fp32"))
     reference = open_runner(args.reference, "torch", args.threads)
@@ -61,7 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="LR sizes, e.g. 48x48,37x29 (dynamic models only)",
     )
     # the model file's backends; the reference is the torch backend
-    p.add_argument("--backend", choices=names("onnx") + names("engine"), default=DEFAULT)
+    p.add_argument(
+        "--backend", choices=names("onnx") + names("engine") + names("server"), default=DEFAULT
+    )
+    add_url_option(p)
     p.add_argument("--tile", type=int, help="engine size for --backend tensorrt (default 96)")
     p.add_argument(
         "--precision",

@@ -72,7 +72,7 @@ def upscaler_for(
     else:
         runner = open_runner(
             model, backend, args.threads, tile=args.tile, batch=args.batch,
-            precision=precision, scale=args.scale, cuda_graph=args.cuda_graph,
+            precision=precision, scale=args.scale, cuda_graph=args.cuda_graph, url=args.url,
         )  # fmt: skip
     check_scale(runner.scale, args.scale, model)
     upscaler = Upscaler(
