@@ -60,6 +60,11 @@ class BenchOptions:
     scaling_tile: int = 96
     paper_image: str = "baby"
     paper_data: str = field(default_factory=default_set5)
+    # serving through Triton (--backend triton): clients against in-process upscale
+    serving: bool = False
+    clients: int = 4
+    url: str | None = None  # a running server (default: a local one from the wheel)
+    served: str | None = None  # the image model there (default: named after --model)
 
 
 _log = logging.getLogger("lbnet_deploy").info  # progress, on stderr under the CLI
@@ -76,7 +81,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         "machine": machine_info(threads),
         "settings": asdict(opts) | {"threads": threads},
     }
-    if opts.roofline:
+    if opts.roofline and opts.backends:
         from .roofline import measure_peak
 
         _log("measuring this CPU's MatMul peak per precision (FP32, BF16, INT8)")
@@ -86,14 +91,18 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         opts.warmup, opts.runs, threads, opts.random_weights, peaks=peaks,
         cuda_graph=opts.cuda_graph, device_ms=opts.device_ms,
     )  # fmt: skip
-    _log(
-        f"forward pass: {', '.join(opts.backends)} at "
-        f"{', '.join(f'{h}x{w}' for h, w in opts.sizes)}"
-    )
-    result["forward"], result["skipped"] = measure.forward_study(
-        opts.model, opts.backends, opts.precisions, opts.sizes, timing,
-        batch=opts.batch, recursions=opts.recursions,
-    )  # fmt: skip
+    result["forward"], result["skipped"] = [], []
+    if opts.backends:
+        _log(
+            f"forward pass: {', '.join(opts.backends)} at "
+            f"{', '.join(f'{h}x{w}' for h, w in opts.sizes)}"
+        )
+        result["forward"], result["skipped"] = measure.forward_study(
+            opts.model, opts.backends, opts.precisions, opts.sizes, timing,
+            batch=opts.batch, recursions=opts.recursions,
+        )  # fmt: skip
+    if opts.serving:
+        result["triton"] = _serving(opts, timing, result["skipped"])
     if opts.compare:
         result["comparison"] = measure.compare_study(
             opts.model, opts.compare_size, timing, profile=opts.profile,
@@ -117,3 +126,20 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         result["end_to_end"] = measure.end_to_end_study(opts.model, opts.dataset, timing)
     result["seconds_total"] = round(time.perf_counter() - start, 1)
     return result
+
+
+def _serving(opts: BenchOptions, timing: measure.Timing, skipped: list) -> dict[str, Any] | None:
+    """The Triton study, or None with the reason among the skipped (no server to be had)."""
+    from lbnet_deploy.errors import LBNetError
+
+    from .serving import serving_study
+
+    _log(f"serving through Triton: {opts.clients} clients against in-process upscale")
+    try:
+        return serving_study(
+            opts.model, opts.dataset or default_set5(), timing, clients=opts.clients,
+            url=opts.url, served=opts.served,
+        )  # fmt: skip
+    except LBNetError as exc:
+        skipped.append({"config": "triton", "reason": str(exc)})
+        return None

@@ -65,12 +65,15 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="lbnet-t-x4", help="model name or checkpoint (.pt)")
     p.add_argument(
         "--backend",
-        type=_choices(BACKENDS),
+        type=_choices((*BACKENDS, "triton")),
         default=("ort",),
-        help=f"comma-separated: {', '.join(BACKENDS)} (default ort): the product's backends on "
-        "our export, *-plain: the plain export, torch: the reference in eager PyTorch, "
-        "torch-ours: our ops eager, null: a stand-in device taking --device-ms per batch "
-        "(capacity planning); those a machine lacks are skipped with the reason",
+        help=f"comma-separated: {', '.join(BACKENDS)}, triton (default ort): the product's "
+        "backends on our export, *-plain: the plain export, torch: the reference in eager "
+        "PyTorch, torch-ours: our ops eager, null: a stand-in device taking --device-ms per "
+        "batch (capacity planning); those a machine lacks are skipped with the reason. "
+        "triton: --clients clients sending whole images (--dataset, default Set5) through "
+        "Triton against in-process upscale, interleaved (a local server from the "
+        "nvidia-pytriton wheel, or --url)",
     )
     p.add_argument(
         "--device-ms",
@@ -78,6 +81,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="T",
         help="what the null backend's stand-in device takes per batch (default 0)",
+    )
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients of triton (4)")
+    p.add_argument(
+        "--url", help="a running Triton server for triton (gRPC HOST:PORT) serving --model"
+    )
+    p.add_argument(
+        "--served-model", help="its image model (default: --model's name, e.g. lbnet_t_x4_fp32)"
     )
     p.add_argument(
         "--precision",
@@ -176,7 +186,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     opts = BenchOptions(
         model=args.model,
-        backends=args.backend,
+        backends=tuple(b for b in args.backend if b != "triton"),
         precisions=args.precision,
         sizes=args.sizes,
         batch=args.batch,
@@ -200,6 +210,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         scaling_max_seconds=args.scaling_max_seconds,
         scaling_tile=args.scaling_tile,
         paper_image=args.paper_image,
+        serving="triton" in args.backend,
+        clients=args.clients,
+        url=args.url,
+        served=args.served_model,
     )
     if args.paper_data:
         opts.paper_data = args.paper_data
@@ -217,6 +231,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"median {st['median_s'] * 1e3:.1f} ms (p90 {st['p90_s'] * 1e3:.1f}), "
             f"{row['throughput_mpix_s']:.3f} MP/s, peak RSS {row['peak_rss_mb']:.0f} MB"
         )
+    t = result.get("triton")
+    if t:
+        lat = t["triton_latency"] or {}
+        print(
+            f"{'triton':>16} {t['clients']} clients: {t['triton_images_per_s']:.2f} images/s, "
+            f"in-process {t['inprocess_images_per_s']:.2f} ({t['ratio_median']:.2f}x, goal "
+            f"{t['goal']}x), p50 {lat.get('median_s', 0):.2f} s, p99 {lat.get('p99_s', 0):.2f} s"
+        )
     for s in result["skipped"]:
         print(f"skipped {s['config']}: {s['reason']}")
     return 0
@@ -228,17 +250,29 @@ def _check_before_timing(opts: BenchOptions, plot: str | None) -> None:
 
     from .plot import FORMATS
 
-    if opts.runs < 1 or opts.warmup < 0 or opts.batch < 1:
-        raise LBNetError("--runs and --batch must be >= 1, --warmup >= 0")
+    if opts.runs < 1 or opts.warmup < 0 or opts.batch < 1 or opts.clients < 1:
+        raise LBNetError("--runs, --batch and --clients must be >= 1, --warmup >= 0")
+    if (opts.url or opts.served) and not opts.serving:
+        raise LBNetError("--url and --served-model are for --backend triton")
+    if opts.url and not opts.served:
+        from lbnet_deploy.loaders import served_model
+
+        opts.served = served_model(opts.model, None)
     if plot and Path(plot).suffix.lower() not in FORMATS:
         raise LBNetError(f"--plot {plot}: give a file name ending in {', '.join(FORMATS)}")
-    if opts.dataset:
+    from .bench import default_set5
+
+    # what the end-to-end and the Triton studies upscale: the same checks as `upscale`
+    folders = [opts.dataset] if opts.dataset else []
+    if opts.serving and not opts.dataset:
+        folders.append(default_set5())
+    for folder in folders:
         from lbnet_deploy.runtime.files import expand_inputs
 
         from .measure import upscale_folder
 
-        try:  # what the end-to-end study will upscale: the same checks as `upscale`
-            expand_inputs([str(upscale_folder(opts.dataset))])
+        try:
+            expand_inputs([str(upscale_folder(folder))])
         except LBNetError as exc:
             raise LBNetError(f"--dataset: {exc}") from None
     if opts.official_repo:

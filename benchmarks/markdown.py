@@ -513,6 +513,45 @@ def _pipeline(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _serving(result: dict[str, Any]) -> list[str]:
+    t = result.get("triton")
+    if not t:
+        return []
+    lat, here = t["triton_latency"] or {}, t["inprocess_latency"]
+    verdict = "met" if t["met"] else "**missed**"
+    batches = ", ".join(f"{n} x {b}" for b, n in t["tile_batches"].items()) or "none"
+    rounds = ", ".join(f"{r['ratio']:.2f}" for r in t["rounds"])
+    return [
+        "## Serving through Triton",
+        "",
+        f"`bench --backend triton`: {t['clients']} concurrent clients, each sending the "
+        f"{t['images']} images of {t['dataset']} as whole uint8 images to the image model "
+        f"(server: {t['server']}; Python-backend tile model on ONNX Runtime, the same graph), "
+        "against in-process `upscale` (the Upscaler) of the same requests one after the other on "
+        f"the same backend; {len(t['rounds'])} rounds, each Triton then in-process, on one "
+        "machine (arrays in and out on both sides: no PNG decode or encode).",
+        "",
+        *_table(
+            ["", f"Triton, {t['clients']} clients", "in-process"],
+            [
+                [
+                    "images/s (median of rounds)",
+                    f"{t['triton_images_per_s']:.2f}",
+                    f"{t['inprocess_images_per_s']:.2f}",
+                ],
+                ["latency p50", _ms(lat.get("median_s")), _ms(here["median_s"])],
+                ["latency p99", _ms(lat.get("p99_s")), _ms(here["p99_s"])],
+            ],
+        ),
+        "",
+        f"Throughput through Triton: {t['ratio_median']:.2f}x in-process (per round: "
+        f"{rounds}); goal >= {t['goal']}x: "
+        f"{verdict}. Outputs differing from in-process: {t['mismatches']}, errors: "
+        f"{t['errors']}. Tile-model executions by batch size: {batches}.",
+        "",
+    ]
+
+
 def render(result: dict[str, Any], plot: str | Path | None = None) -> str:
     """The whole RESULTS.md text; `plot` is the figure's path relative to the Markdown file."""
     plot_text = str(plot) if plot else None
@@ -538,6 +577,7 @@ def render(result: dict[str, Any], plot: str | Path | None = None) -> str:
         _scaling(result, plot_text),
         _pipeline(result),
         _end_to_end(result),
+        _serving(result),
     ):
         lines += part
     return "\n".join(lines).rstrip() + "\n"

@@ -31,8 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--model",
             "lbnet-t-x4",
             "--backend",
-            # torch-ours: RESULTS' eager row, our ops; openvino: the other CPU runtime
-            "ort,openvino,torch-ours,ort-cuda,torch-cuda",
+            # torch-ours: RESULTS' eager row, our ops; openvino: the other CPU runtime;
+            # triton: serving through a local Triton against in-process upscale (Set5)
+            "ort,openvino,torch-ours,ort-cuda,torch-cuda,triton",
             "--precision",
             "fp32,fp16,bf16,int8",
             "--sizes",

@@ -194,8 +194,8 @@ def prepare(
     wheel: str | Path | None = None, runners: AbstractSet[str] = frozenset({"ort"})
 ) -> tuple[Path, Path]:
     """(the unpacked server, the Python backend's venv), made in triton_home() if missing."""
-    env_dir = backend_env(runners)
-    return unpacked_server(obtain_wheel(wheel), python_tag()) / "pytriton", env_dir
+    server = unpacked_server(obtain_wheel(wheel), python_tag()) / "pytriton"  # checked first
+    return server, backend_env(runners)
 
 
 @dataclass(frozen=True)

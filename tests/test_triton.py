@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from google.protobuf import text_format
+from PIL import Image
 
 from lbnet_deploy.cli import main
 from lbnet_deploy.export.engine_build import BuildOptions, build_engine
 from lbnet_deploy.runtime.trt_common import EngineFacts
 
 from .conftest import stand_in_graph as graph
+from .conftest import texture
 from .fake_tensorrt import FakeTensorRT
 
 
@@ -92,3 +96,225 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys) -> None:
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.plan", "e.plan.json", "g.onnx"]
+
+
+# --- image repositories (`triton --images`): written and checked here, served in
+# test_triton_server.py
+
+
+def image_repo(tmp_path, src, *options: str) -> tuple[object, object]:
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    argv = ["triton", str(src), "--repository", str(repo), "--images", "--name", "sr"]
+    assert main([*argv, *options]) == 0
+    return parse(repo / "sr" / "config.pbtxt"), parse(repo / "sr_tiles" / "config.pbtxt")
+
+
+def test_cpu_image_repository_is_two_python_models(tmp_path) -> None:
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
+    options = ["--cpu", "--tile", "48", "--overlap", "8", "--merge", "crop", "--memory-budget",
+               "512", "--image-instances", "3", "--queue-delay-us", "500",
+               "--max-batch", "6"]  # fmt: skip
+    image, tiles = image_repo(tmp_path, src, *options)
+    assert image.backend == tiles.backend == "python" and image.max_batch_size == 0
+    assert [(t.name, list(t.dims)) for t in image.input] == [("image", [-1, -1, 3])]
+    assert image.input[0].data_type == config_proto().TYPE_UINT8
+    assert image.instance_group[0].count == 3
+    p = {k: v.string_value for k, v in image.parameters.items()}
+    assert (p["role"], p["tile_model"], p["tile"], p["overlap"], p["merge"]) == (
+        "image", "sr_tiles", "48", "8", "crop",
+    )  # fmt: skip
+    assert p["memory_budget_mb"] == "512" and p["lbnet.scale"] == "4"
+    assert tiles.max_batch_size == 6 and list(tiles.input[0].dims) == [3, -1, -1]
+    assert tiles.dynamic_batching.max_queue_delay_microseconds == 500
+    warm = tiles.model_warmup[0]
+    assert warm.batch_size == 1 and list(warm.inputs["lr"].dims) == [3, 48, 48]
+    assert tiles.parameters["backend"].string_value == "ort"
+    repo = tmp_path / "repo"
+    assert (repo / "sr_tiles" / "1" / "model.onnx").read_bytes() == src.read_bytes()
+    # each model.py is the class of its role, from the copy of our runtime beside it
+    for model, cls in (("sr", "ImageModel"), ("sr_tiles", "TileModel")):
+        folder = repo / model / "1"
+        code = "import model, lbnet_deploy; print(model.TritonPythonModel.__name__)"
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=folder
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == cls
+
+
+def test_a_vendored_model_imports_its_own_copy(tmp_path) -> None:
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
+    image_repo(tmp_path, src, "--cpu")
+    folder = tmp_path / "repo" / "sr" / "1"
+    code = "import model, lbnet_deploy; print(lbnet_deploy.__file__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=folder)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(folder / "lbnet_deploy" / "__init__.py")
+    assert (folder / "lbnet_deploy" / "runtime" / "upscaler.py").is_file()
+
+
+def test_engine_image_repository_keeps_the_plan_and_its_fixed_shape(monkeypatch, tmp_path) -> None:
+    FakeTensorRT().install(monkeypatch)
+    engine = tmp_path / "t.plan"
+    build_engine(graph(tmp_path / "g.onnx", [2, 3, 16, 24], "fp16"), engine, BuildOptions())
+    image, tiles = image_repo(tmp_path, engine)
+    assert tiles.platform == "tensorrt_plan" and list(tiles.input[0].dims) == [2, 3, 16, 24]
+    p = {k: v.string_value for k, v in image.parameters.items()}
+    assert (p["tile_batching"], p["lbnet.input_size"], p["lbnet.batch"]) == ("fixed", "16x24", "2")
+    assert p["tile_input"] == "input"
+    assert p["tile_type"] == config_proto().DataType.Name(tiles.input[0].data_type)
+    from lbnet_deploy.runtime.triton_backend import BlsTileRunner
+
+    runner = BlsTileRunner(p, "test")  # what the image model plans with
+    assert runner.input_size == (16, 24) and runner.max_batch == 2 and runner.scale == 4
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--images", "--cpu", "--tile", "4000"], "over the memory budget"),
+        (["--images", "--cpu", "--memory-budget", "1"], "too small"),
+        (["--images", "--cpu", "--overlap", "-1"], "at least 0"),
+        (["--images", "--cpu", "--queue-delay-us", "-5"], "at least 0"),
+        (["--tile", "64"], "for --images repositories only"),
+        (["--images", "--precision", "fp16"], "has its own precision"),
+        (["--images", "--cpu", "--name", "x/y"], "plain folder"),
+        (["--images", "--cpu", "--name", "taken"], "already exists"),
+    ],
+)
+def test_bad_image_repository_options_are_one_line_and_write_nothing(
+    tmp_path, capsys, options, message
+) -> None:
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
+    repo = tmp_path / "repo"
+    (repo / "taken_tiles").mkdir(parents=True)
+    assert main(["triton", str(src), "--repository", str(repo), *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert [p.name for p in repo.iterdir()] == ["taken_tiles"]
+
+
+def test_request_settings_are_checked() -> None:
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.runtime.triton_backend import request_settings
+
+    defaults = {"tile": None, "overlap": 16, "merge": "feather", "batch": 1}
+    got = request_settings('{"tile": 0, "overlap": 4, "merge": "crop"}', defaults)
+    assert got == {"tile": None, "overlap": 4, "merge": "crop", "batch": 1}
+    for text in ('{"tile": true}', '{"tile": 1.5}', '{"rows": 2}', '{"merge": "x"}'):
+        with pytest.raises(LBNetError):
+            request_settings(text, defaults)
+
+
+# --- the client and the local server: what fails before any server answers
+
+
+def test_the_triton_backend_fails_in_one_line_without_a_server(tmp_path, capsys) -> None:
+    from lbnet_deploy.serve import free_port
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(texture(8, 8)).save(tmp_path / "in" / "a.png")
+    url = f"127.0.0.1:{free_port()}"
+    cases = [
+        (["--backend", "triton", "--url", url], f"Triton at {url}, model lbnet_t_x4_fp32"),
+        (["--backend", "triton", "--model", "m.onnx"], "runs a model on the server"),
+        (["--backend", "triton", "--model", "sr", "--precision", "fp16"], "drop --precision"),
+        (["--backend", "ort", "--url", url, "--model", "x.onnx"], "--url is for --backend triton"),
+    ]
+    for options, message in cases:
+        argv = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-q", *options]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_serve_refuses_what_the_wheels_server_cannot_run(tmp_path, capsys, monkeypatch) -> None:
+    plan_repo = tmp_path / "plans"
+    (plan_repo / "m").mkdir(parents=True)
+    (plan_repo / "m" / "config.pbtxt").write_text('name: "m"\nplatform: "tensorrt_plan"\n')
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "fake.whl").write_text("not a zip")
+    monkeypatch.setenv("LBNET_TRITON_DIR", str(tmp_path / "home"))
+    cases = [
+        (["--triton", str(tmp_path / "nope")], "does not exist"),
+        (["--triton", str(tmp_path / "empty")], "holds no model"),
+        (["--triton", str(plan_repo)], "runs tensorrt_plan"),
+        (["--prepare", "--wheel", str(tmp_path / "fake.whl")], "not the nvidia-pytriton wheel"),
+        ([], "--triton REPOSITORY"),
+    ]
+    for options, message in cases:
+        assert main(["serve", *options]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_offline_without_the_wheel_is_one_line_naming_wheel(tmp_path, monkeypatch) -> None:
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.serve import obtain_wheel
+
+    monkeypatch.setenv("LBNET_TRITON_DIR", str(tmp_path))
+    monkeypatch.delenv("LBNET_PYTRITON_WHEEL", raising=False)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip finds nothing, as offline
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(LBNetError, match="give it with --wheel PATH") as err:
+        obtain_wheel()
+    assert len(str(err.value).splitlines()) == 1
+    assert list((tmp_path / "wheels").iterdir()) == []  # nothing half-downloaded
+
+
+def test_a_busy_port_is_refused_before_anything_starts(tmp_path) -> None:
+    import socket
+
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.serve import TritonServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(LBNetError, match="choose another --grpc-port"):
+            TritonServer(tmp_path, grpc_port=s.getsockname()[1]).start()
+
+
+def test_bench_triton_without_a_server_records_why(
+    tmp_path, checkpoint, export_cache, shared_cache
+) -> None:
+    import json
+
+    from lbnet_deploy.serve import free_port
+
+    export_cache("random-LBNet-T-x4")  # the graph the in-process side runs, in shared_cache
+    (tmp_path / "set").mkdir()
+    Image.fromarray(texture(12, 10)).save(tmp_path / "set" / "a.png")
+    url = f"127.0.0.1:{free_port()}"
+    argv = ["bench", "--model", str(checkpoint("random-LBNet-T-x4")), "--backend", "triton",
+            "--url", url, "--served-model", "sr", "--runs", "1", "--dataset", str(tmp_path / "set"),
+            "--json", str(tmp_path / "b.json")]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["forward"] == [] and result["triton"] is None
+    (skip,) = result["skipped"]
+    assert skip["config"] == "triton" and f"Triton at {url}" in skip["reason"]
+    assert main(["bench", "--url", url]) == 2  # --url without --backend triton
+    assert main(argv[:7] + argv[9:]) == 2  # a checkpoint names no served model
+
+
+def test_the_results_section_judges_the_goal() -> None:
+    from lbnet_deploy.benchmarks.markdown import _serving
+
+    lat = {"median_s": 1.5, "p99_s": 3.25}
+    result = {"triton": {
+        "clients": 4, "images": 5, "dataset": "Set5/LR_bicubic/X4", "server": "local",
+        "rounds": [{"ratio": 0.93}, {"ratio": 0.78}, {"ratio": 0.85}], "ratio_median": 0.85,
+        "goal": 0.8, "met": True, "triton_images_per_s": 2.1, "inprocess_images_per_s": 2.47,
+        "triton_latency": lat, "inprocess_latency": {"median_s": 0.4, "p99_s": 0.9},
+        "mismatches": 0, "errors": 0, "tile_batches": {"1": 60, "2": 3},
+    }}  # fmt: skip
+    text = "\n".join(_serving(result))
+    assert "| images/s (median of rounds) | 2.10 | 2.47 |" in text
+    assert "| latency p99 | 3250.0 | 900.0 |" in text
+    assert "0.85x in-process (per round: 0.93, 0.78, 0.85); goal >= 0.8x: met" in text
+    assert "60 x 1, 3 x 2" in text
+    result["triton"] |= {"met": False}
+    assert "**missed**" in "\n".join(_serving(result))
