@@ -250,8 +250,10 @@ def _check_before_timing(opts: BenchOptions, plot: str | None) -> None:
 
     from .plot import FORMATS
 
-    if opts.runs < 1 or opts.warmup < 0 or opts.batch < 1 or opts.clients < 1:
-        raise LBNetError("--runs, --batch and --clients must be >= 1, --warmup >= 0")
+    if opts.runs < 1 or opts.warmup < 0 or opts.batch < 1:
+        raise LBNetError("--runs and --batch must be >= 1, --warmup >= 0")
+    if opts.clients < 1:
+        raise LBNetError("--clients must be >= 1")
     if (opts.url or opts.served) and not opts.serving:
         raise LBNetError("--url and --served-model are for --backend triton")
     if opts.url and not opts.served:

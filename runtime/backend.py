@@ -177,9 +177,9 @@ def describe_facts(facts: ModelFacts, backend: str, **extra: object) -> dict[str
 
 
 class GraphRunner:
-    """Shared part of the runners over one of our ONNX files (ONNX Runtime, OpenVINO) and of the
-    null runner: sizes and scale from the checked `facts`, `infer` in slices of its fixed batch
-    (`_run`: one batch the graph takes)."""
+    """Shared part of the runners over one of our ONNX files (ONNX Runtime, OpenVINO), of a
+    model served by Triton and of the null runner: sizes and scale from the checked `facts`,
+    `infer` in slices of its fixed batch (`_run`: one batch the model takes)."""
 
     facts: ModelFacts
 

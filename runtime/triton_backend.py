@@ -21,6 +21,7 @@ Every failure is one error response with one line; the model keeps serving.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts, model_facts
 
-from .backend import describe_facts, run_fixed_batch
+from .backend import GraphRunner, describe_facts
 from .tiling import MERGES
 from .upscaler import Upscaler
 
@@ -64,6 +65,19 @@ def _pb() -> Any:
     return pb_utils
 
 
+def answer(requests: list[Any], outputs: Callable[[Any, Any], list[Any]]) -> list[Any]:
+    """One response per request: `outputs(pb_utils, request)`'s tensors, or one error line (a
+    failure is that request's answer; the model keeps serving)."""
+    pb = _pb()
+    responses = []
+    for request in requests:
+        try:
+            responses.append(pb.InferenceResponse(outputs(pb, request)))
+        except Exception as exc:
+            responses.append(pb.InferenceResponse(error=pb.TritonError(one_line(exc))))
+    return responses
+
+
 class TileModel:
     """TritonPythonModel of the tile model (see the module docstring)."""
 
@@ -78,51 +92,25 @@ class TileModel:
         self.runner = backend.open(folder / "model.onnx", threads, params.get("compute", "fp32"))
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        pb = _pb()
-        responses = []
-        for request in requests:
-            try:
-                lr = pb.get_input_tensor_by_name(request, TILE_INPUT).as_numpy()
-                sr = self.runner.infer(lr)
-                responses.append(pb.InferenceResponse([pb.Tensor(TILE_OUTPUT, sr)]))
-            except Exception as exc:  # every failure is that request's answer, in one line
-                responses.append(pb.InferenceResponse(error=pb.TritonError(one_line(exc))))
-        return responses
+        def outputs(pb: Any, request: Any) -> list[Any]:
+            lr = pb.get_input_tensor_by_name(request, TILE_INPUT).as_numpy()
+            return [pb.Tensor(TILE_OUTPUT, self.runner.infer(lr))]
+
+        return answer(requests, outputs)
 
 
-class BlsTileRunner:
-    """A `Runner` whose tiles run on the tile model through BLS requests."""
+class BlsTileRunner(GraphRunner):
+    """A `Runner` whose tiles run on the tile model through BLS requests; sizes and batch are
+    the tile model's (a fixed-size engine's shape and batch, else any), from the parameters."""
 
     def __init__(self, params: dict[str, str], source: str) -> None:
-        facts = lbnet_facts(params, source)
-        self.facts = facts
+        self.facts = lbnet_facts(params, source)
         self.model = params["tile_model"]
         self.names = params.get("tile_input", TILE_INPUT), params.get("tile_output", TILE_OUTPUT)
         self.dtype = NUMPY_TYPES[params.get("tile_type", "TYPE_FP32")]
-        # a fixed-batch tile model (an engine) takes exactly its batch; Triton's takes any
-        self.fixed_batch = facts.batch if params.get("tile_batching") == "fixed" else None
-
-    @property
-    def model_facts(self) -> ModelFacts:
-        return self.facts
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return self.facts.input_size
-
-    @property
-    def max_batch(self) -> int | None:
-        return self.fixed_batch
-
-    @property
-    def scale(self) -> int:
-        return self.facts.scale
 
     def describe(self) -> dict[str, object]:
         return describe_facts(self.facts, "triton-bls", tile_model=self.model)
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return run_fixed_batch(self._run, batch, self.fixed_batch)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         pb = _pb()
@@ -190,14 +178,9 @@ class ImageModel:
         return upscaler.upscale(image)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        pb = _pb()
-        responses = []
-        for request in requests:
-            try:
-                image = pb.get_input_tensor_by_name(request, IMAGE_INPUT).as_numpy()
-                settings = request_settings(request.parameters(), self.defaults)
-                sr = self.upscale(image, settings)
-                responses.append(pb.InferenceResponse([pb.Tensor(IMAGE_OUTPUT, sr)]))
-            except Exception as exc:  # every failure is that request's answer, in one line
-                responses.append(pb.InferenceResponse(error=pb.TritonError(one_line(exc))))
-        return responses
+        def outputs(pb: Any, request: Any) -> list[Any]:
+            image = pb.get_input_tensor_by_name(request, IMAGE_INPUT).as_numpy()
+            settings = request_settings(request.parameters(), self.defaults)
+            return [pb.Tensor(IMAGE_OUTPUT, self.upscale(image, settings))]
+
+        return answer(requests, outputs)

@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
-from lbnet_deploy.metadata import ModelFacts
 
-from .backend import check_batch, describe_facts
+from .backend import GraphRunner, describe_facts
 from .triton_backend import IMAGE_INPUT, IMAGE_OUTPUT, lbnet_facts, parameters
 
 DEFAULT_URL = "127.0.0.1:8001"  # Triton's gRPC port
@@ -36,7 +35,7 @@ def _message(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-class TritonRunner:
+class TritonRunner(GraphRunner):
     """A model of a Triton image repository on a server (see the module docstring)."""
 
     def __init__(self, url: str, model: str, timeout_s: float = TIMEOUT_S) -> None:
@@ -60,22 +59,6 @@ class TritonRunner:
         self.tile_type = params.get("tile_type", "TYPE_FP32").removeprefix("TYPE_")
         self.tile_names = params.get("tile_input", "lr"), params.get("tile_output", "sr")
 
-    @property
-    def model_facts(self) -> ModelFacts:
-        return self.facts
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return self.facts.input_size
-
-    @property
-    def max_batch(self) -> int | None:
-        return self.facts.batch
-
-    @property
-    def scale(self) -> int:
-        return self.facts.scale
-
     def describe(self) -> dict[str, object]:
         return describe_facts(self.facts, "triton", url=self.url, model=self.model)
 
@@ -91,9 +74,8 @@ class TritonRunner:
             raise LBNetError(f"Triton at {self.url}, model {model}: {_message(exc)}") from None
         return result.as_numpy(output)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Tiles on the server's tile model: (B, 3, H, W) float32 -> (B, 3, sH, sW)."""
-        batch = check_batch(batch, self.input_size)
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Tiles on the server's tile model (`infer`: GraphRunner's, in its fixed batch)."""
         if self.tile_type == "FP16":
             batch = batch.astype(np.float16)
         name_in, name_out = self.tile_names

@@ -297,6 +297,7 @@ def test_bench_triton_without_a_server_records_why(
     (skip,) = result["skipped"]
     assert skip["config"] == "triton" and f"Triton at {url}" in skip["reason"]
     assert main(["bench", "--url", url]) == 2  # --url without --backend triton
+    assert main([*argv, "--clients", "0"]) == 2
     assert main(argv[:7] + argv[9:]) == 2  # a checkpoint names no served model
 
 

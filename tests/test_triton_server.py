@@ -181,7 +181,8 @@ def test_server_killed_mid_load_then_restarted(triton_ready, export_cache, tmp_p
     images = [texture(64, 56, seed=i) for i in range(24)]
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"img{i:02d}.png")
-    expected = dict(zip(sorted(f"img{i:02d}.png" for i in range(24)), local(graph, images)))
+    names = [f"img{i:02d}.png" for i in range(24)]
+    expected = dict(zip(names, local(graph, images), strict=True))
     server = start(repo)
     ports = {"grpc": server.grpc_port, "http": server.http_port}
     argv = [sys.executable, "-m", "lbnet_deploy.cli", "upscale", str(folder), "-o", str(out),
