@@ -185,8 +185,10 @@ def _python_tile_config(io: ModelIO, name: str, max_batch: int, instances: int,
         f'model_warmup [ {{ name: "one tile" batch_size: 1 inputs {{ key: "{TILE_INPUT}" '
         f"value: {{ data_type: TYPE_FP32 dims: [ 3, {wh}, {ww} ] zero_data: true }} }} }} ]"
     )
+    # our runner inside takes tiles on 0..255 and feeds the graph its own range (lbnet.io):
+    # that is the interface this model's parameters describe to its clients
     params = {"role": "tiles", "backend": settings.backend, "threads": str(settings.threads),
-              **_lbnet_params(io)}  # fmt: skip
+              **_lbnet_params(io), "lbnet.io": "255"}  # fmt: skip
     return _config(
         name, 'backend: "python"', max_batch,
         [Tensor(TILE_INPUT, "TYPE_FP32", [3, h, w])],
@@ -219,6 +221,8 @@ def _image_config(io: ModelIO, name: str, tile_model: str, python_tile: bool,
         "lbnet.input_size": "dynamic" if -1 in (h, w) else f"{h}x{w}",
         "lbnet.batch": str(b) if fixed_batch else "dynamic",
     }
+    if python_tile:  # the range of the tile model's tiles: 0..255 into our runner there
+        params["lbnet.io"] = "255"
     ImageModel().configure(params, name)  # the server's own checks, before anything is written
     return _config(
         name, 'backend: "python"', 0,

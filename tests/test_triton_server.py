@@ -35,9 +35,9 @@ def triton_ready() -> None:
     prepare()  # made already: instant; else the test fails here, saying why
 
 
-def write_repository(graph: Path, repo: Path, *options: str) -> None:
-    repo.mkdir()
-    argv = ["triton", str(graph), "--repository", str(repo), "--images", "--cpu", "--name", "t4"]
+def write_repository(graph: Path, repo: Path, *options: str, name: str = "t4") -> None:
+    repo.mkdir(exist_ok=True)
+    argv = ["triton", str(graph), "--repository", str(repo), "--images", "--cpu", "--name", name]
     assert main([*argv, "--threads", "2", *options]) == 0
 
 
@@ -52,11 +52,24 @@ def start(repo: Path, **ports: int):
 
 
 @pytest.fixture(scope="module")
-def served(triton_ready, export_cache, tmp_path_factory):
-    """(server, graph): a random LBNet-T x4's repository with 8 image instances."""
+def unit_graph(checkpoint, tmp_path_factory) -> Path:
+    """The same random LBNet-T x4 exported in 0..1 (`export --io unit`, dynamic)."""
+    from lbnet_deploy.export.onnx_export import ExportOptions, export_onnx
+    from lbnet_deploy.model.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint(T4))
+    path = tmp_path_factory.mktemp("unit") / "t4-unit.onnx"
+    return export_onnx(model, path, ExportOptions(input_size=None, batch=None, io="unit")).path
+
+
+@pytest.fixture(scope="module")
+def served(triton_ready, export_cache, unit_graph, tmp_path_factory):
+    """(server, graph): a random LBNet-T x4's repository with 8 image instances ("t4"), and
+    the same model in 0..1 ("t4u")."""
     graph = export_cache(T4)
     repo = tmp_path_factory.mktemp("triton") / "repo"
     write_repository(graph, repo, "--image-instances", "8")
+    write_repository(unit_graph, repo, name="t4u")
     server = start(repo)
     yield server, graph
     server.stop()
@@ -103,6 +116,21 @@ def test_the_clients_tiling_options_reach_the_server(served) -> None:
     tiles = np.random.default_rng(0).uniform(0, 255, (2, 3, 20, 28)).astype(np.float32)
     here = open_runner(str(graph), "ort")
     assert np.array_equal(runner.infer(tiles), here.infer(tiles))
+
+
+def test_a_unit_range_graph_is_served_as_upscale_runs_it(served, unit_graph) -> None:
+    """A 0..1 graph (lbnet.io unit) behind the Python tile model: the image model and a
+    client's tiles travel on 0..255 (our runner there feeds the graph its range), so the
+    result is the local one, not scaled twice."""
+    from lbnet_deploy.loaders import open_runner
+
+    server, _ = served
+    runner = open_runner("t4u", "triton", url=server.grpc_url)
+    image = texture(37, 29, seed=5)
+    here = local(unit_graph, [image], tile=24)[0]
+    assert np.array_equal(local_upscaler(runner, tile=24).upscale(image), here)
+    tiles = np.random.default_rng(1).uniform(0, 255, (1, 3, 16, 20)).astype(np.float32)
+    assert np.array_equal(runner.infer(tiles), open_runner(str(unit_graph), "ort").infer(tiles))
 
 
 def local_upscaler(runner, **tiling):
