@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.export.macs import count_macs
 from lbnet_deploy.runtime.backend import to_range
 from lbnet_deploy.runtime.upscaler import available_memory_mb
 
-from .macs import count_macs
 from .memory import PeakMemory
 from .models import (
     CONTENDERS,

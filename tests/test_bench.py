@@ -15,11 +15,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from lbnet_deploy.benchmarks.machine import machine_info
-from lbnet_deploy.benchmarks.macs import count_macs
 from lbnet_deploy.benchmarks.memory import PeakMemory
 from lbnet_deploy.benchmarks.profile import attention_core_nodes, summarize_profile
 from lbnet_deploy.benchmarks.stats import output_megapixels, summarize, throughput
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.export.macs import count_macs
 
 from .conftest import RANDOM_TOL, load_study
 

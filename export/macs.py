@@ -40,13 +40,18 @@ def with_input_shape(graph: onnx.ModelProto, shape: Sequence[int]) -> onnx.Model
     return onnx.shape_inference.infer_shapes(copy, data_prop=True)
 
 
-def count_macs(
+def node_key(node: onnx.NodeProto, index: int) -> str:
+    return node.name or f"#{index}"
+
+
+def node_macs(
     graph: onnx.ModelProto | str | Path, input_shape: Sequence[int] | None = None
-) -> dict[str, int]:
-    """{"Conv", "MatMul_weights", "MatMul_attention", "Gemm", "total", "unknown_nodes"}.
+) -> tuple[dict[str, int], int]:
+    """({Conv/MatMul/Gemm node: its MACs}, nodes whose shapes stay unknown); a node is keyed by
+    its name (`node_key`: its index where it has none).
 
     `input_shape` (N, C, H, W) pins a dynamic graph's input first. Nodes whose shapes stay
-    unknown are counted in `unknown_nodes` (their MACs are not in the total).
+    unknown are counted, not given MACs.
     """
     if not isinstance(graph, onnx.ModelProto):
         graph = onnx.load(str(graph))
@@ -55,28 +60,45 @@ def count_macs(
     else:
         graph = onnx.shape_inference.infer_shapes(graph, data_prop=True)
     shapes = _shapes(graph)
-    weights = {t.name for t in graph.graph.initializer}
-    weights |= {n.output[0] for n in graph.graph.node if n.op_type == "Constant"}
-    counts = {"Conv": 0, "MatMul_weights": 0, "MatMul_attention": 0, "Gemm": 0, "unknown_nodes": 0}
-    for node in graph.graph.node:
+    macs, unknown = {}, 0
+    for i, node in enumerate(graph.graph.node):
         if node.op_type not in ("Conv", "MatMul", "Gemm"):
             continue
         found = [shapes.get(name) for name in node.input[:2]]
         ins = [s for s in found if s is not None]
         out = shapes.get(node.output[0])
         if out is None or len(ins) < len(found) or min([*out, *ins[0], *ins[1]]) < 0:
-            counts["unknown_nodes"] += 1
+            unknown += 1
             continue
         if node.op_type == "Conv":
             # every output element is a dot product over (C_in / groups) x kh x kw
-            counts["Conv"] += math.prod(out) * math.prod(ins[1][1:])
+            macs[node_key(node, i)] = math.prod(out) * math.prod(ins[1][1:])
         elif node.op_type == "MatMul":
-            k = ins[0][-1]
-            key = "MatMul_attention" if not set(node.input[:2]) & weights else "MatMul_weights"
-            counts[key] += math.prod(out) * k
+            macs[node_key(node, i)] = math.prod(out) * ins[0][-1]
         else:
             trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
-            k = ins[0][0] if trans_a else ins[0][1]
-            counts["Gemm"] += math.prod(out) * k
-    counts["total"] = sum(v for key, v in counts.items() if key != "unknown_nodes")
+            macs[node_key(node, i)] = math.prod(out) * (ins[0][0] if trans_a else ins[0][1])
+    return macs, unknown
+
+
+def count_macs(
+    graph: onnx.ModelProto | str | Path, input_shape: Sequence[int] | None = None
+) -> dict[str, int]:
+    """{"Conv", "MatMul_weights", "MatMul_attention", "Gemm", "total", "unknown_nodes"} (see
+    `node_macs`): a MatMul with no weight input is an attention product."""
+    if not isinstance(graph, onnx.ModelProto):
+        graph = onnx.load(str(graph))
+    per_node, unknown = node_macs(graph, input_shape)
+    weights = {t.name for t in graph.graph.initializer}
+    weights |= {n.output[0] for n in graph.graph.node if n.op_type == "Constant"}
+    counts = {"Conv": 0, "MatMul_weights": 0, "MatMul_attention": 0, "Gemm": 0}
+    for i, node in enumerate(graph.graph.node):
+        if node_key(node, i) not in per_node:
+            continue
+        key = node.op_type
+        if key == "MatMul":
+            key = "MatMul_weights" if set(node.input[:2]) & weights else "MatMul_attention"
+        counts[key] += per_node[node_key(node, i)]
+    counts["total"] = sum(counts.values())
+    counts["unknown_nodes"] = unknown
     return counts
