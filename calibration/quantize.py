@@ -1,21 +1,25 @@
 """FP32 LBNet graph -> explicit-quantization (QDQ) INT8 graph that TensorRT builds as is.
 
-Built on `onnxruntime.quantization.quantize_static` (QDQ format, symmetric S8S8, per-channel
-weights): it calibrates, places Q/DQ pairs and folds weight scales; what is ours is *where*:
+`onnxruntime.quantization.quantize_static` is the engine: it calibrates, quantizes the weights
+per channel and writes the Q/DQ pairs (QDQ format, symmetric S8S8). What is ours:
 
-- only Conv and the linear-layer MatMuls (weight initializer as second input) are quantized:
-  the pairs TensorRT fuses into INT8 kernels. Attention products (q @ k^T, softmax @ v),
-  Softmax and LayerNormalization stay float: quantizing them needs TensorRT-specific placement
-  and was not measured to be harmless.
-- blocks (head, r1/r2/r3, channel attention, fusion c1, transformer stages, tail) are ranked by
-  the PSNR each loses when quantized alone, and the most sensitive stay float until the whole
-  graph meets `max_psnr_drop` on held-out crops of the calibration photos.
+- **TensorRT's placement** (the TensorRT developer guide's Q/DQ placement recommendations,
+  NVIDIA ModelOpt's ONNX PTQ): Q/DQ only on the inputs of the quantized Conv and linear-layer
+  MatMul nodes. quantize_static also hands the pair's dequantized tensor to every other
+  consumer of a quantized tensor (residual Adds, the dense Concats, LayerNorm, the token
+  Transposes), so they received already-rounded values; `_int8_only` gives every node that
+  is not an INT8 layer its float inputs back. Attention products, Softmax and LayerNorm stay
+  float.
+- **which layers**: each layer (one weight and all its applications: r1..r3 run twice, each
+  TransBlock three times) is scored by the output error it alone adds on held-out crops; the
+  layers with the most error per multiply-add stay float until the whole graph meets
+  `max_psnr_drop` on those crops (`quantize_mixed`), which keeps most of the MACs INT8.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,21 +27,24 @@ import numpy as np
 import onnx
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.export.macs import node_macs
 
 METHODS = ("MinMax", "Entropy", "Percentile")
 
 
 def _weight_prefix(graph: onnx.ModelProto, node: onnx.NodeProto) -> str:
     inits = {i.name for i in graph.graph.initializer}
-    return next((i for i in node.input[1:] if i in inits), "")
+    inputs = node.input[:2] if node.op_type == "MatMul" else node.input[1:]
+    return next((i for i in inputs if i in inits), "")
 
 
 def quantizable_nodes(graph: onnx.ModelProto) -> list[str]:
-    """Conv nodes and MatMuls with a constant weight (linear layers), in graph order."""
+    """Conv nodes and MatMuls with a constant weight on either side (linear layers; the
+    batched form computes its keys as Wk @ u^T), in graph order."""
     inits = {i.name for i in graph.graph.initializer}
     return [
         n.name for n in graph.graph.node
-        if n.op_type == "Conv" or (n.op_type == "MatMul" and n.input[1] in inits)
+        if n.op_type == "Conv" or (n.op_type == "MatMul" and set(n.input[:2]) & inits)
     ]  # fmt: skip
 
 
@@ -87,6 +94,28 @@ def blocks(graph: onnx.ModelProto) -> dict[str, list[str]]:
     return out
 
 
+def layers(graph: onnx.ModelProto) -> dict[str, list[str]]:
+    """Layer name -> its nodes: every application of one weight (r1..r3 run twice, each
+    TransBlock stage three times). A Conv is named by its weight's module (`r1.b2.c4`); a
+    linear MatMul's weight is not named by the exporter, so it is `<stage>.linear<k>`, k in
+    the order the stage's weights first appear."""
+    out: dict[str, list[str]] = {}
+    weights: dict[str, str] = {}  # weight initializer -> layer name
+    nodes = {n.name: n for n in graph.graph.node}
+    for block, names in blocks(graph).items():
+        for name in names:
+            weight = _weight_prefix(graph, nodes[name])
+            if weight not in weights:
+                linear = sum(layer.startswith(f"{block}.linear") for layer in weights.values())
+                module = weight.removesuffix(".weight").removesuffix("_w")
+                if nodes[name].op_type == "MatMul":
+                    weights[weight] = f"{block}.linear{linear}"
+                else:  # tokens.unfold, tokens.fold: one-hot, shared by both stages
+                    weights[weight] = module
+            out.setdefault(weights[weight], []).append(name)
+    return out
+
+
 class _Reader:
     """onnxruntime CalibrationDataReader over an (N, 3, h, w) array, one crop per batch."""
 
@@ -105,7 +134,8 @@ class _Reader:
 
 @dataclass
 class Quantizer:
-    """Calibrates once (ranges cached in `workdir`), then quantizes any subset of blocks."""
+    """Calibrates once and quantizes every layer once (cached in `workdir`); any choice of float
+    layers is then a graph edit of that result (`quantize`)."""
 
     graph: onnx.ModelProto
     crops: np.ndarray
@@ -118,51 +148,37 @@ class Quantizer:
         if self.crops.ndim != 4 or self.crops.shape[1] != 3 or not len(self.crops):
             raise LBNetError(f"calibration crops must be (N, 3, H, W), got {self.crops.shape}")
         self.blocks = blocks(self.graph)
+        self.layers = layers(self.graph)
+        # multiply-adds per layer at the crops' size (a fixed graph's own)
+        per_node, _ = node_macs(self.graph, (1, *self.crops.shape[1:]))
+        self.macs = {k: sum(per_node.get(n, 0) for n in ns) for k, ns in self.layers.items()}
         # quantize_static given a ModelProto round-trips it through external data in a temp
         # folder it has already removed when it reads it back: hand it a file instead
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._source = self.workdir / "fp32.onnx"
         onnx.save(self.graph, self._source)
+        self._all: onnx.ModelProto | None = None
 
-    def quantize(self, exclude: Sequence[str] = ()) -> onnx.ModelProto:
-        """QDQ INT8 graph with every block but `exclude` quantized; metadata records both."""
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
+    def mac_share(self, float_layers: Collection[str] = ()) -> float:
+        """The share of the conv and linear multiply-adds that run INT8."""
+        total = sum(self.macs.values())
+        return sum(v for k, v in self.macs.items() if k not in float_layers) / max(total, 1)
 
-        unknown = sorted(set(exclude) - set(self.blocks))
+    def quantize(self, float_layers: Collection[str] = ()) -> onnx.ModelProto:
+        """QDQ INT8 graph with every layer but `float_layers` INT8; metadata records both."""
+        unknown = sorted(set(float_layers) - set(self.layers))
         if unknown:
-            raise LBNetError(f"unknown blocks {unknown}; the graph has {sorted(self.blocks)}")
-        nodes = [n for b, ns in self.blocks.items() if b not in exclude for n in ns]
-        out = self.workdir / "int8.onnx"
-        cache = self.workdir / f"ranges-{self.method}.json"
-        if self.method == "Entropy" and not cache.is_file():
-            self._entropy_ranges(cache)
-        quantize_static(
-            self._source, out, _Reader(self.crops, self.graph.graph.input[0].name),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "MatMul"],
-            nodes_to_quantize=nodes, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, self.method),
-            extra_options={
-                "ActivationSymmetric": True,  # TensorRT requires zero point 0 (DEPLOY.md)
-                "WeightSymmetric": True,
-                # TensorRT takes float biases; an int32 bias DQ is not an INT8 fusion it does
-                "QuantizeBias": False,
-                "CalibMovingAverage": False,
-            },
-            calibration_cache_path=cache,
-        )  # fmt: skip
-        model = onnx.load(out)
+            raise LBNetError(f"unknown layers {unknown}; the graph has {sorted(self.layers)}")
+        int8 = {n for k, ns in self.layers.items() if k not in float_layers for n in ns}
+        model = _int8_only(self._quantize_all(), self.graph, int8)
         props = {p.key: p.value for p in self.graph.metadata_props}
         props.update(
             {
                 "lbnet.precision": "int8",
                 "lbnet.int8_method": self.method,
-                "lbnet.int8_excluded": ",".join(sorted(exclude)),
+                "lbnet.int8_placement": "tensorrt",
+                "lbnet.int8_float_layers": ",".join(sorted(float_layers)),
+                "lbnet.int8_mac_share": f"{self.mac_share(float_layers):.4f}",
                 "lbnet.int8_calibration_crops": "{}x{}x{}".format(
                     len(self.crops), *self.crops.shape[2:]
                 ),
@@ -171,6 +187,41 @@ class Quantizer:
         del model.metadata_props[:]
         onnx.helper.set_model_props(model, props)
         return model
+
+    def _quantize_all(self) -> onnx.ModelProto:
+        """Every quantizable node INT8 (calibrated once, cached)."""
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+
+        if self._all is not None:
+            return self._all
+        out = self.workdir / "int8.onnx"
+        cache = self.workdir / f"ranges-{self.method}.json"
+        if self.method == "Entropy" and not cache.is_file():
+            self._entropy_ranges(cache)
+        quantize_static(
+            self._source, out, _Reader(self.crops, self.graph.graph.input[0].name),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "MatMul"],
+            nodes_to_quantize=quantizable_nodes(self.graph), per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod, self.method),
+            extra_options={
+                "ActivationSymmetric": True,  # TensorRT requires zero point 0 (DEPLOY.md)
+                "WeightSymmetric": True,
+                # TensorRT takes float biases; an int32 bias DQ is not an INT8 fusion it does
+                "QuantizeBias": False,
+                "CalibMovingAverage": False,
+                # no Q/DQ on their outputs: the next op reads float (TensorRT's placement)
+                "OpTypesToExcludeOutputQuantization": ["Conv", "MatMul"],
+            },
+            calibration_cache_path=cache,
+        )  # fmt: skip
+        self._all = _weights_by_output_channel(onnx.load(out), self.graph)
+        return self._all
 
     def _entropy_ranges(self, cache: Path) -> None:
         """KL-divergence thresholds from 2048-bin histograms (TensorRT's entropy calibrator).
@@ -192,44 +243,159 @@ class Quantizer:
         save_tensors_data(calibrator.compute_data(), cache)
 
 
-def _psnr_drop(reference: onnx.ModelProto, candidate: onnx.ModelProto, pairs, scale: int) -> float:
-    """Mean PSNR(ref vs HR) - PSNR(candidate vs HR) over (HR, LR) pairs, in dB."""
-    from lbnet_deploy.quality.metrics import psnr_y
+def _int8_only(qdq: onnx.ModelProto, fp32: onnx.ModelProto, int8: set[str]) -> onnx.ModelProto:
+    """`qdq` where only the nodes `int8` read through Q/DQ pairs: every other node of the FP32
+    graph gets its FP32 inputs back (the float tensor for a residual Add, a Concat, a float
+    layer), and what no node reads any more is removed. Written by hand: quantize_static has
+    no option for it (its DedicatedQDQPair still routes every consumer through a pair)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(qdq)
+    source = {n.name: n for n in fp32.graph.node}
+    floats = {i.name: i for i in fp32.graph.initializer}
+    for node in out.graph.node:
+        if node.name in source and node.name not in int8:
+            del node.input[:]
+            node.input.extend(source[node.name].input)
+    have = {i.name for i in out.graph.initializer}
+    needed = {name for n in out.graph.node for name in n.input}
+    out.graph.initializer.extend(floats[n] for n in sorted(needed - have) if n in floats)
+    while True:  # drop nodes nothing reads, then initializers nothing reads
+        read = {name for n in out.graph.node for name in n.input}
+        read |= {o.name for o in out.graph.output}
+        dead = [n for n in out.graph.node if not set(n.output) & read]
+        if not dead:
+            break
+        for node in dead:
+            out.graph.node.remove(node)
+    read = {name for n in out.graph.node for name in n.input}
+    kept = [i for i in out.graph.initializer if i.name in read]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    return out
 
-    from .session import GraphRunner
 
-    ref, cand = GraphRunner(reference), GraphRunner(candidate)
-    drops = [psnr_y(ref(lr), hr, scale) - psnr_y(cand(lr), hr, scale) for hr, lr in pairs]
-    return float(np.mean(drops))
+def _weights_by_output_channel(qdq: onnx.ModelProto, fp32: onnx.ModelProto) -> onnx.ModelProto:
+    """A MatMul whose weight comes first (Wk @ u^T) gets its scales per row, its output
+    channels: quantize_static's per-channel axis for MatMul weights is the last one, which for
+    a first input is the reduction axis (no INT8 GEMM applies such scales)."""
+    inits = {i.name: i for i in qdq.graph.initializer}
+    floats = {i.name: onnx.numpy_helper.to_array(i) for i in fp32.graph.initializer}
+    source = {n.name: n for n in fp32.graph.node}
+    made_by = {o: n for n in qdq.graph.node for o in n.output}
+    for node in qdq.graph.node:
+        if node.op_type != "MatMul" or node.name not in source:
+            continue
+        weight = source[node.name].input[0]
+        dq = made_by.get(node.input[0])
+        if weight not in floats or dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        w = floats[weight]
+        scale = np.maximum(np.abs(w).max(axis=1), np.finfo(np.float32).tiny) / 127
+        q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+        values = (q, scale.astype(np.float32), np.zeros_like(q[:, 0]))
+        for name, value in zip(dq.input, values, strict=True):
+            inits[name].CopyFrom(onnx.numpy_helper.from_array(value, name))
+        for attr in dq.attribute:
+            if attr.name == "axis":
+                attr.i = 0
+    return qdq
+
+
+def _sr(runner, lr: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(runner.raw(lr).transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class _Scorer:
+    """The FP32 graph's outputs on held-out (HR, LR) pairs, computed once; a candidate graph is
+    scored by its output error against them and by its PSNR drop against HR."""
+
+    graph: onnx.ModelProto
+    pairs: list[tuple[np.ndarray, np.ndarray]]
+    scale: int
+
+    def __post_init__(self) -> None:
+        from lbnet_deploy.quality.metrics import psnr_y
+
+        from .session import GraphRunner
+
+        ref = GraphRunner(self.graph)
+        self.raw = [ref.raw(lr) for _, lr in self.pairs]
+        self.psnr = [psnr_y(_sr(ref, lr), hr, self.scale) for hr, lr in self.pairs]
+
+    def error(self, candidate: onnx.ModelProto, count: int) -> float:
+        """Mean squared output difference to FP32 on the first `count` pairs (0..255 scale)."""
+        from .session import GraphRunner
+
+        runner = GraphRunner(candidate)
+        diffs = [
+            float(np.mean((runner.raw(lr) - ref) ** 2))
+            for (_, lr), ref in zip(self.pairs[:count], self.raw, strict=False)
+        ]
+        return float(np.mean(diffs))
+
+    def drop(self, candidate: onnx.ModelProto) -> float:
+        """Mean PSNR(FP32 vs HR) - PSNR(candidate vs HR) over every pair, in dB."""
+        from lbnet_deploy.quality.metrics import psnr_y
+
+        from .session import GraphRunner
+
+        runner = GraphRunner(candidate)
+        drops = [
+            ref - psnr_y(_sr(runner, lr), hr, self.scale)
+            for (hr, lr), ref in zip(self.pairs, self.psnr, strict=True)
+        ]
+        return float(np.mean(drops))
 
 
 @dataclass
 class MixedResult:
     graph: onnx.ModelProto
-    excluded: list[str]
-    sensitivity: dict[str, float]  # block -> PSNR drop when only that block is quantized
+    float_layers: list[str]
+    sensitivity: dict[str, float]  # layer -> output MSE when only that layer is INT8
     drop: float  # PSNR drop of the returned graph on the held-out pairs
+    int8_mac_share: float  # of the conv and linear multiply-adds
+
+
+# how many held-out pairs score each layer alone (all of them score the chosen graphs): the
+# ranking needs an order, not the final number, and ~120 layers are scored
+SENSITIVITY_PAIRS = 8
 
 
 def quantize_mixed(
-    quantizer: Quantizer, pairs, scale: int, max_psnr_drop: float = 0.10
+    quantizer: Quantizer, pairs, scale: int, max_psnr_drop: float = 0.05, progress: bool = True
 ) -> MixedResult:
-    """Quantize everything, then keep the most sensitive blocks float until the drop holds.
+    """The most multiply-adds INT8 within `max_psnr_drop` on held-out (HR, LR) `pairs` (NOT
+    used for calibration: `data.holdout_pairs`).
 
-    `pairs` are (HR, LR) crops NOT used for calibration (`data.holdout_pairs`).
+    Each layer is scored alone (only it INT8: the output error it adds); layers are then kept
+    float in order of error per multiply-add (cheap, sensitive layers first: the image-range
+    convolutions, head, tail, the one-hot token convolutions), and the fewest such float layers
+    that meet the limit are found by bisection on that order (the drop grows, not always
+    strictly, with the INT8 layers added).
     """
-    names = list(quantizer.blocks)
-    sensitivity = {
-        b: _psnr_drop(
-            quantizer.graph, quantizer.quantize([o for o in names if o != b]), pairs, scale
-        )
-        for b in names
-    }
-    order = sorted(names, key=lambda b: -sensitivity[b])
-    excluded: list[str] = []
-    while True:
-        graph = quantizer.quantize(excluded)
-        drop = _psnr_drop(quantizer.graph, graph, pairs, scale)
-        if drop <= max_psnr_drop or len(excluded) == len(names) - 1:
-            return MixedResult(graph, excluded, sensitivity, drop)
-        excluded.append(order[len(excluded)])
+    from tqdm import tqdm
+
+    scorer = _Scorer(quantizer.graph, pairs, scale)
+    every = quantizer.quantize()
+    drop = scorer.drop(every)
+    if drop <= max_psnr_drop:  # all INT8 already holds: nothing to rank
+        return MixedResult(every, [], {}, drop, quantizer.mac_share())
+    names = list(quantizer.layers)
+    sensitivity = {}
+    for name in tqdm(names, desc="INT8 sensitivity", unit="layer", disable=not progress):
+        alone = quantizer.quantize([other for other in names if other != name])
+        sensitivity[name] = scorer.error(alone, SENSITIVITY_PAIRS)
+    order = sorted(names, key=lambda k: -sensitivity[k] / max(quantizer.macs[k], 1))
+    # bisection for the fewest float layers that hold the limit: 0 does not, all float does
+    tried = {0: (drop, every), len(order): (0.0, quantizer.quantize(order))}
+    lo, hi = 0, len(order)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        graph = quantizer.quantize(order[:mid])
+        tried[mid] = (scorer.drop(graph), graph)
+        lo, hi = (lo, mid) if tried[mid][0] <= max_psnr_drop else (mid, hi)
+    drop, graph = tried[hi]
+    return MixedResult(
+        graph, sorted(order[:hi]), sensitivity, drop, quantizer.mac_share(order[:hi])
+    )

@@ -1,8 +1,9 @@
 """`lbnet-deploy calibrate`: FP32 ONNX + a folder of photos -> explicit-quantization INT8 ONNX.
 
-Ranges from seeded LR crops of the photos; blocks whose INT8 costs most PSNR (measured on
-held-out crops of the same photos, never on an evaluation set) stay float until
-`max_psnr_drop` holds; a TensorRT calibration cache with the same ranges for 10.x users.
+Ranges from seeded LR crops of the photos; Q/DQ placed as TensorRT places them; the layers
+with the most output error per multiply-add (measured on held-out crops of the same photos,
+never on an evaluation set) stay float until `max_psnr_drop` holds; a TensorRT calibration
+cache with the same ranges for 10.x users.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def calibrate_file(
     trt_cache: str | Path | None = None,
     trt_version: str = "10.3.0",
 ) -> CalibrationReport:
+    if not 0 <= max_psnr_drop < float("inf"):  # also NaN: all float holds any limit >= 0
+        raise LBNetError(f"max_psnr_drop must be a number of dB >= 0, got {max_psnr_drop}")
     graph = load_onnx(model)
     facts = model_facts(from_metadata({p.key: p.value for p in graph.metadata_props}), str(model))
     if facts.precision != "fp32":

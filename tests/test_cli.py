@@ -165,12 +165,13 @@ def test_calibrate_through_the_cli(
     fp32 = str(export_cache(T4, (16, 16)))  # calibration time grows with the crop: small
     out, cache = tmp_path / "i8.onnx", tmp_path / "i8.cache"
     args = ["calibrate", fp32, "--images", str(photo_folder), "-o", str(out), "--samples", "8"]
-    args += ["--max-psnr-drop", "99"]  # random weights: no search for float blocks (test_int8's)
+    args += ["--max-psnr-drop", "99"]  # random weights: no search for float layers (test_int8's)
     assert main([*args, "--trt-cache", str(cache)]) == 0
     assert "held-out PSNR drop" in capsys.readouterr().out
     graph = onnx.load(out)
     meta = {p.key: p.value for p in graph.metadata_props}
-    assert meta["lbnet.precision"] == "int8" and "lbnet.int8_excluded" in meta
+    assert meta["lbnet.precision"] == "int8" and meta["lbnet.int8_float_layers"] == ""
+    assert meta["lbnet.int8_mac_share"] == "1.0000" and meta["lbnet.int8_placement"] == "tensorrt"
     assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
     version, scales = read_cache(cache)
     assert version >= 10_00_00 and scales and all(s > 0 for s in scales.values())

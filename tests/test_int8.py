@@ -1,5 +1,6 @@
-"""INT8 QDQ graph: symmetric int8 Q/DQ only around Conv/linear MatMul, per-channel weights,
-close to FP32 on a crop; deterministic calibration data; a parsable TensorRT cache."""
+"""INT8 QDQ graph: symmetric int8 Q/DQ only on the inputs of the INT8 Conv/linear MatMul nodes
+(TensorRT's placement), per-channel weights, layers chosen by error per multiply-add, close to
+FP32 on a crop; deterministic calibration data; a parsable TensorRT cache."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from lbnet_deploy.calibration.data import calibration_crops
-from lbnet_deploy.calibration.quantize import Quantizer, blocks
+from lbnet_deploy.calibration.quantize import Quantizer, blocks, layers, quantize_mixed
 from lbnet_deploy.calibration.trt_cache import (
     activation_scales,
     read_cache,
@@ -35,7 +36,7 @@ def int8(export_cache, tmp_path_factory) -> tuple[onnx.ModelProto, onnx.ModelPro
     fp32 = onnx.load(export_cache("LBNet-T_X4.pt", SIZE))
     crops = calibration_crops(PHOTOS, 4, SIZE, count=8, progress=False)
     quantizer = Quantizer(fp32, crops, "MinMax", workdir=tmp_path_factory.mktemp("q"))
-    return fp32, quantizer.quantize(exclude=["tail"])
+    return fp32, quantizer.quantize(float_layers=["tail.0"])
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def int8_random(export_cache, photo_folder, tmp_path_factory):
     fp32 = onnx.load(export_cache("random-LBNet-T-x4", (16, 16)))
     crops = calibration_crops(photo_folder, 4, (16, 16), count=8, progress=False)
     quantizer = Quantizer(fp32, crops, "MinMax", workdir=tmp_path_factory.mktemp("q"))
-    return fp32, quantizer.quantize(exclude=["tail"])
+    return fp32, quantizer.quantize(float_layers=["tail.0"]), quantizer
 
 
 def _inits(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -53,7 +54,7 @@ def _inits(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 def test_qdq_is_symmetric_int8_per_channel(int8_random) -> None:
-    _, q = int8_random
+    _, q, _ = int8_random
     inits = _inits(q)
     qdq = [n for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qdq
@@ -64,23 +65,124 @@ def test_qdq_is_symmetric_int8_per_channel(int8_random) -> None:
         per_channel += inits[node.input[1]].size > 1
     assert per_channel > 100  # every Conv/linear weight has one scale per output channel
     props = {p.key: p.value for p in q.metadata_props}
-    assert props["lbnet.precision"] == "int8" and props["lbnet.int8_excluded"] == "tail"
+    assert props["lbnet.precision"] == "int8" and props["lbnet.int8_float_layers"] == "tail.0"
+    assert (
+        props["lbnet.int8_placement"] == "tensorrt"
+        and 0.9 < float(props["lbnet.int8_mac_share"]) < 1.0
+    )
 
 
-def test_no_qdq_around_softmax_or_layernorm(int8_random) -> None:
-    _, q = int8_random
-    producer = {o: n for n in q.graph.node for o in n.output}
+def test_qdq_only_on_the_inputs_of_int8_convs_and_linear_layers(int8_random) -> None:
+    """TensorRT's placement: every dequantized tensor feeds INT8 Conv/linear MatMul nodes only;
+    residual Adds, the dense Concats, LayerNorm, Softmax and the attention products read the
+    float tensors the FP32 graph gives them."""
+    fp32, q, quantizer = int8_random
+    consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in q.graph.node:
-        if node.op_type in ("Softmax", "LayerNormalization"):
-            src = producer.get(node.input[0])
-            assert src is None or src.op_type != "DequantizeLinear", node.name
-        if node.op_type == "MatMul":  # attention products have no constant weight: stay float
-            srcs = [producer.get(i) for i in node.input]
-            if not any(s is not None and s.op_type == "DequantizeLinear" for s in srcs):
-                continue
-            assert any(i in _inits(q) for i in (s.input[0] for s in srcs if s is not None))
-    # the excluded block keeps its float weights
-    assert all(n.op_type != "DequantizeLinear" or "tail" not in n.input[0] for n in q.graph.node)
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    int8 = {n for k, ns in quantizer.layers.items() if k != "tail.0" for n in ns}
+    dq = [n for n in q.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq
+    for node in dq:
+        assert all(c.name in int8 for c in consumers[node.output[0]]), node.name
+    source = {n.name: n for n in fp32.graph.node}
+    for node in q.graph.node:
+        if node.name in source and node.name not in int8:  # float: the FP32 graph's inputs
+            assert list(node.input) == list(source[node.name].input), node.name
+    assert not any(n.op_type == "QuantizeLinear" and "tail" in n.input[0] for n in q.graph.node)
+    for node in q.graph.node:  # every INT8 node reads its activation and weight dequantized
+        if node.name in int8:
+            made = [next((p for p in q.graph.node if i in p.output), None) for i in node.input[:2]]
+            assert all(p is not None and p.op_type == "DequantizeLinear" for p in made)
+
+
+def test_keys_computed_as_wk_at_u_are_quantized_per_output_channel(int8_random) -> None:
+    """The batched form's Wk @ u^T: its weight comes first; its scales are one per row (the
+    output channels), not along the reduction axis quantize_static would use."""
+    fp32, q, _ = int8_random
+    inits = {i.name for i in fp32.graph.initializer}
+    first = [n.name for n in fp32.graph.node if n.op_type == "MatMul" and n.input[0] in inits]
+    assert len(first) == 6  # one per TransBlock application
+    made_by = {o: n for n in q.graph.node for o in n.output}
+    qinits = _inits(q)
+    for node in (n for n in q.graph.node if n.name in first):
+        dq = made_by[node.input[0]]
+        axis = next(a.i for a in dq.attribute if a.name == "axis")
+        weight, scale = qinits[dq.input[0]], qinits[dq.input[1]]
+        assert axis == 0 and scale.shape == (weight.shape[0],) and weight.dtype == np.int8
+
+
+def test_layers_and_their_multiply_adds(int8_random) -> None:
+    """Each weight is one layer with all its applications; the MAC share counts them."""
+    fp32, _, quantizer = int8_random
+    found = layers(fp32)
+    assert len(found["r1.b1.c1"]) == 2 and len(found["attention.linear0"]) == 3  # recursions
+    assert len(found["tokens.unfold"]) == 2 and len(found["head"]) == 1
+    assert sorted(n for ns in found.values() for n in ns) == sorted(
+        n for ns in blocks(fp32).values() for n in ns
+    )
+    assert quantizer.mac_share() == 1.0 and quantizer.mac_share(list(found)) == 0.0
+    heavy = max(found, key=quantizer.macs.__getitem__)
+    assert quantizer.mac_share([heavy]) == pytest.approx(
+        1 - quantizer.macs[heavy] / sum(quantizer.macs.values())
+    )
+    with pytest.raises(LBNetError, match="unknown layers"):
+        quantizer.quantize(float_layers=["tail"])
+
+
+def test_every_layer_float_is_the_fp32_graph(int8_random) -> None:
+    from lbnet_deploy.calibration.session import GraphRunner
+
+    fp32, _, quantizer = int8_random
+    none = quantizer.quantize(float_layers=list(quantizer.layers))
+    assert not any(n.op_type.endswith("QuantizeLinear") for n in none.graph.node)
+    lr = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    assert np.array_equal(GraphRunner(none).raw(lr), GraphRunner(fp32).raw(lr))
+
+
+def test_the_search_keeps_float_what_costs_most_per_multiply_add(
+    int8_random, photo_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The selection, on a scorer whose answers are known: each layer adds a set output error
+    and a set PSNR drop when INT8. A limit the all-INT8 graph holds ranks nothing; a tighter one
+    keeps float the fewest layers, in order of error per multiply-add, that hold it."""
+    from lbnet_deploy.calibration import quantize
+
+    _, _, quantizer = int8_random
+    names = list(quantizer.layers)
+    rng = np.random.default_rng(0)
+    error = dict(zip(names, rng.random(len(names)), strict=True))
+    cost = {k: 0.001 * error[k] for k in names}  # dB each layer costs INT8
+
+    def int8_layers(graph: onnx.ModelProto) -> list[str]:
+        meta = {p.key: p.value for p in graph.metadata_props}
+        floats = set(filter(None, meta["lbnet.int8_float_layers"].split(",")))
+        return [k for k in names if k not in floats]
+
+    class Known:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def error(self, graph: onnx.ModelProto, count: int) -> float:
+            (alone,) = int8_layers(graph)
+            return error[alone]
+
+        def drop(self, graph: onnx.ModelProto) -> float:
+            return sum(cost[k] for k in int8_layers(graph))
+
+    monkeypatch.setattr(quantize, "_Scorer", Known)
+    total = sum(cost.values())
+    loose = quantize_mixed(quantizer, [], 4, max_psnr_drop=total, progress=False)
+    assert loose.float_layers == [] and loose.sensitivity == {} and loose.int8_mac_share == 1
+    limit = total / 2
+    tight = quantize_mixed(quantizer, [], 4, max_psnr_drop=limit, progress=False)
+    assert tight.sensitivity == error and tight.drop <= limit
+    order = sorted(names, key=lambda k: -error[k] / max(quantizer.macs[k], 1))
+    k = len(tight.float_layers)
+    assert sorted(order[:k]) == tight.float_layers  # a prefix of the order ...
+    assert sum(cost[n] for n in order[k - 1 :]) > limit  # ... and the shortest that holds
+    assert tight.int8_mac_share == quantizer.mac_share(tight.float_layers) < 1
 
 
 @needs_weights
@@ -96,7 +198,7 @@ def test_int8_close_to_fp32_on_crop(int8) -> None:
 
 
 def test_calibration_cache_roundtrip(int8_random, tmp_path: Path) -> None:
-    _, q = int8_random
+    _, q, _ = int8_random
     scales = activation_scales(q)
     assert "lr" in scales and all(s > 0 for s in scales.values())
     path = tmp_path / "calib.cache"
@@ -232,7 +334,7 @@ def test_entropy_is_not_minmax(int8, tmp_path: Path) -> None:
     threshold: MinMax again); ours histograms into 2048 bins, so most ranges clip below max."""
     fp32, minmax = int8
     crops = calibration_crops(PHOTOS, 4, SIZE, count=8, progress=False)
-    entropy = Quantizer(fp32, crops, "Entropy", workdir=tmp_path).quantize(exclude=["tail"])
+    entropy = Quantizer(fp32, crops, "Entropy", workdir=tmp_path).quantize(["tail.0"])
     a, b = _activation_scales(minmax), _activation_scales(entropy)
     assert a.keys() == b.keys()
     clipped = sum(b[k] < a[k] * 0.999 for k in a)

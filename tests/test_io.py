@@ -133,7 +133,7 @@ def test_fp16_unit_graph_is_scanned_and_runs_in_its_range(pair, tmp_path) -> Non
 
 
 def test_int8_calibration_of_a_unit_graph_feeds_0_1_crops(pair, photo_folder, tmp_path) -> None:
-    """Calibrated on 0..1 crops, the unit graph's INT8 file keeps the same blocks float as the
+    """Calibrated on 0..1 crops, the unit graph's INT8 file keeps the same layers float as the
     255 graph's and gives the same image, within INT8's noise."""
     from lbnet_deploy.calibration.run import calibrate_file
 
@@ -144,11 +144,14 @@ def test_int8_calibration_of_a_unit_graph_feeds_0_1_crops(pair, photo_folder, tm
         )
         for g in (g255, gunit)
     ]
-    assert reports[0].result.excluded == reports[1].result.excluded
+    assert reports[0].result.float_layers == reports[1].result.float_layers
     x = _batch(4)
     a, b = (OnnxRuntimeRunner(r.path).infer(x) for r in reports)
     assert OnnxRuntimeRunner(reports[1].path).model_facts.io == "unit"
-    assert np.abs(a - b).max() < 0.5
+    # the same INT8 graph up to float rounding: a value on a quantization boundary may flip
+    # one step (the output's INT8 steps are ~1.2 of 0..255); a graph calibrated on 0..255 crops
+    # would be off by tens
+    assert np.abs(a - b).max() < 4 and np.abs(a - b).mean() < 0.5
 
 
 def test_engine_of_a_unit_graph_is_fed_0_1(monkeypatch, tmp_path) -> None:

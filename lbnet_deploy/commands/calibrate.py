@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import decibels, positive_int
+
 
 def run(args: argparse.Namespace) -> int:
     from lbnet_deploy.calibration.run import METHODS, calibrate_file
@@ -23,14 +25,15 @@ def run(args: argparse.Namespace) -> int:
         trt_cache=args.trt_cache,
     )  # fmt: skip
     result = report.result
-    print("block sensitivity (PSNR drop on held-out crops when only that block is INT8):")
-    for block, drop in sorted(result.sensitivity.items(), key=lambda kv: -kv[1]):
-        kept = "  kept float" if block in result.excluded else ""
-        print(f"  {block:<12} {drop:+.3f} dB{kept}")
-    floats = ", ".join(result.excluded) or "none"
+    print("most sensitive layers (output MSE on held-out crops when only that layer is INT8):")
+    for layer, error in sorted(result.sensitivity.items(), key=lambda kv: -kv[1])[:12]:
+        kept = "  kept float" if layer in result.float_layers else ""
+        print(f"  {layer:<20} {error:9.4f}{kept}")
+    floats = ", ".join(result.float_layers) or "none"
     print(
         f"wrote {report.path}: held-out PSNR drop {result.drop:.3f} dB "
-        f"(limit {args.max_psnr_drop}); float blocks: {floats}"
+        f"(limit {args.max_psnr_drop}); {result.int8_mac_share:.1%} of the conv and linear "
+        f"multiply-adds INT8; float layers: {floats}"
     )
     if report.trt_cache:
         print(f"wrote TensorRT calibration cache {report.trt_cache}")
@@ -47,14 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True, help="folder of photos (not an evaluation set)")
     p.add_argument("-o", "--output", required=True, help="output INT8 .onnx")
     p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
-    p.add_argument("--samples", type=int, default=32, help="calibration crops (default 32)")
+    p.add_argument(
+        "--samples", type=positive_int, default=32, help="calibration crops (default 32)"
+    )
     p.add_argument(
         "--max-psnr-drop",
-        type=float,
+        type=decibels,
         default=0.05,
         metavar="DB",
-        help="keep the most sensitive blocks float until the drop on held-out crops is below "
-        "this (default 0.05: half the 0.10 dB promise, a margin for images unlike the photos)",
+        help="keep the layers with the most error per multiply-add float until the drop on "
+        "held-out crops is below this (default 0.05 dB)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trt-cache", help="also write a TensorRT 10.x calibration cache here")

@@ -20,6 +20,17 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def decibels(text: str) -> float:
+    """A PSNR bound: a number of dB, at least 0 (not NaN, not infinite)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of dB, got {text!r}") from None
+    if not 0 <= value < float("inf"):  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a number of dB >= 0, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An option that counts something (batch, tile, threads): a whole number of at least 1."""
     try:
