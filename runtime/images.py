@@ -36,6 +36,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from lbnet_deploy.errors import LBNetError
 
 from .atomic import write_bytes_atomic
+from .png16 import read_png16
 
 _GRAY = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 log = logging.getLogger("lbnet_deploy")
@@ -189,24 +190,22 @@ _UPRIGHT = {
 
 
 def _with_png16(loaded: LoadedImage, path: Path, orientation: object) -> LoadedImage:
-    """`loaded` with a 16-bit colour PNG's own samples (pypng: PIL has no 16-bit colour mode),
-    turned upright as PIL turned `rgb`; `rgb` (and an alpha) become their rint(v / 257)."""
-    import png  # pypng
-
-    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
-    planes = info["planes"]
-    samples = np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(height, width, planes)
+    """`loaded` with a 16-bit colour PNG's own samples (`png16.read_png16`: PIL has no 16-bit
+    colour mode), turned upright as PIL turned `rgb`; `rgb` (and an alpha) become their
+    rint(v / 257)."""
+    samples, grayscale, has_alpha = read_png16(path)
     method = _UPRIGHT.get(orientation)  # type: ignore[call-overload]
     if method is not None:  # per plane, by PIL's own transposition of a 16-bit image
         planes_up = [
-            np.asarray(Image.fromarray(samples[..., c]).transpose(method)) for c in range(planes)
+            np.asarray(Image.fromarray(samples[..., c]).transpose(method))
+            for c in range(samples.shape[2])
         ]
         samples = np.dstack(planes_up)
-    colour = samples[..., :1].repeat(3, axis=2) if info["greyscale"] else samples[..., :3]
-    alpha = samples[..., -1] if info["alpha"] else None
+    colour = samples[..., :1].repeat(3, axis=2) if grayscale else samples[..., :3]
+    alpha = samples[..., -1] if has_alpha else None
     return replace(
         loaded,
-        grayscale=bool(info["greyscale"]),
+        grayscale=grayscale,
         rgb=to_8bit(colour),
         alpha=None if alpha is None else to_8bit(alpha),
         deep=np.ascontiguousarray(colour),

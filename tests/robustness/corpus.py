@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,24 @@ def read_png16(path: Path) -> np.ndarray:
     w, h, rows, info = png.Reader(filename=str(path)).asDirect()
     dtype = np.uint16 if info["bitdepth"] == 16 else np.uint8
     return np.vstack([np.asarray(r, dtype) for r in rows]).reshape(h, w, info["planes"])
+
+
+def png_with_chunks(
+    path: Path,
+    before_idat: Sequence[tuple[bytes, bytes]] = (),
+    after_idat: Sequence[tuple[bytes, bytes]] = (),
+    bad_crc: Sequence[bytes] = (),
+) -> Path:
+    """`path` rewritten with extra chunks around its image data; a chunk whose type is in
+    `bad_crc` gets a wrong CRC."""
+    import png
+
+    chunks = list(png.Reader(filename=str(path)).chunks())
+    chunks[1:1] = before_idat
+    chunks[-1:-1] = after_idat
+    data = b"\x89PNG\r\n\x1a\n"
+    for kind, body in chunks:
+        crc = zlib.crc32(kind + body) ^ (1 if kind in bad_crc else 0)
+        data += struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc & 0xFFFFFFFF)
+    path.write_bytes(data)
+    return path

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from lbnet_deploy.cli import main
-from lbnet_deploy.runtime.images import OutputFormat
+from lbnet_deploy.runtime.images import OutputFormat, read_image
 
 from ..conftest import texture
 from . import corpus
@@ -195,19 +195,65 @@ def test_a_suffix_or_format_that_names_an_input_is_refused(names, args, tmp_path
 
 def test_16_bit_png_exif_orientation_is_applied_to_its_samples(tmp_path) -> None:
     """The 16-bit samples are turned upright as PIL turns the 8-bit view (EXIF 6: 90 degrees)."""
-    import png
-
     deep = np.zeros((4, 6, 3), np.uint16)
     deep[0, :, 0] = 60000  # a red top row, stored 6 wide and 4 high
-    src = corpus.png16(tmp_path / "turned.png", deep)
     exif = Image.Exif()
     exif[0x0112] = 6
-    chunks = list(png.Reader(filename=str(src)).chunks())
-    chunks.insert(1, (b"eXIf", exif.tobytes()[6:]))  # the chunk holds the TIFF data only
-    with open(src, "wb") as fh:
-        png.write_chunks(fh, chunks)
+    src = corpus.png_with_chunks(  # the eXIf chunk holds the TIFF data only
+        corpus.png16(tmp_path / "turned.png", deep), before_idat=[(b"eXIf", exif.tobytes()[6:])]
+    )
     out = tmp_path / "out"
     assert main([*UPSCALE, str(src), "-o", str(out)]) == 0
     shown = corpus.read_png16(out / "turned.png")
     assert shown.shape == (12, 8, 3)  # shown 4 wide, 6 high
     assert shown[:, -1, 0].min() > 50000 and shown[:, 0, 0].max() < 10000  # top row -> right
+
+
+def test_16_bit_png_with_sbit_is_read_at_its_stored_values(tmp_path) -> None:
+    """An sBIT chunk (12 significant bits) says how the samples were made, not how to read
+    them: the samples are read as stored, as Pillow's 8-bit view shows them (pypng's asDirect
+    shifted them down to 0..4095: 16x too dark)."""
+    import png
+
+    twelve = np.random.default_rng(3).integers(0, 4096, (6, 5 * 3), np.uint16)
+    src = tmp_path / "sbit.png"
+    with open(src, "wb") as fh:  # pypng scales 12-bit values to 16 and writes sBIT 12
+        png.Writer(5, 6, greyscale=False, bitdepth=12).write(fh, twelve)
+    assert b"sBIT" in src.read_bytes()
+    _, _, rows, _ = png.Reader(filename=str(src)).read()
+    stored = np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(6, 5, 3)
+    loaded = read_image(src)
+    np.testing.assert_array_equal(loaded.deep, stored)
+    with Image.open(src) as img:
+        shown = np.asarray(img.convert("RGB")).astype(int)
+    assert np.abs(loaded.rgb.astype(int) - shown).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "bad_crc"),
+    [
+        ({"before_idat": [(b"sBIT", b"\0\0\0")]}, ()),  # a pypng error-message bug showed
+        ({"after_idat": [(b"tEXt", b"k\0v")]}, (b"tEXt",)),  # Pillow reads it
+        ({}, (b"IDAT",)),  # Pillow checks no CRC of the image data
+        ({"before_idat": [(b"bKGD", b"\0")]}, ()),  # malformed, ignored by Pillow
+        ({"before_idat": [(b"sBIT", b"\x0c\x0c")]}, ()),
+    ],
+)
+def test_16_bit_png_reads_what_pillow_reads(extra, bad_crc, tmp_path) -> None:
+    """Chunks that do not make the pixels do not stop a 16-bit PNG Pillow reads."""
+    deep = (np.random.default_rng(4).random((6, 5, 3)) * 65535).astype(np.uint16)
+    src = corpus.png_with_chunks(corpus.png16(tmp_path / "odd.png", deep), bad_crc=bad_crc, **extra)
+    with Image.open(src) as img:
+        img.load()
+    np.testing.assert_array_equal(read_image(src).deep, deep)
+
+
+def test_16_bit_rgb_transparent_colour_becomes_alpha(tmp_path) -> None:
+    deep = np.full((4, 4, 3), 1000, np.uint16)
+    deep[0, 0] = (7, 8, 9)
+    src = corpus.png_with_chunks(
+        corpus.png16(tmp_path / "key.png", deep), before_idat=[(b"tRNS", b"\0\x07\0\x08\0\x09")]
+    )
+    loaded = read_image(src)
+    assert loaded.deep_alpha is not None and loaded.deep_alpha[0, 0] == 0
+    assert (loaded.deep_alpha.ravel()[1:] == 65535).all()

@@ -1,0 +1,81 @@
+"""16-bit colour PNGs (RGB, RGBA, gray + alpha), which Pillow opens at 8 bits: their samples
+read and written through pypng.
+
+Reading (`read_png16`) gives pypng only what the pixels are made of: the file's chunks are
+walked here and pypng reads a PNG of IHDR, the image data and IEND. pypng's own handling of
+the rest goes wrong for files Pillow reads: `asDirect` shifts samples down to an sBIT chunk's
+depth (a 12-bit sBIT gave an image 16x too dark), an sBIT of zeros trips a formatting bug in its
+error message, and a bad CRC on a chunk after the image data is refused. As Pillow does, the
+image data is the first run of IDAT chunks (CRCs unchecked) and a transparent colour (tRNS)
+becomes an alpha channel here.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+_PLANES = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (3, palette: 8-bit)
+_IDAT_PIECE = 1 << 16  # compressed bytes per IDAT chunk handed to pypng (it inflates per chunk)
+
+
+def read_png16(path: Path) -> tuple[np.ndarray, bool, bool]:
+    """A 16-bit PNG's samples as stored (H x W x planes uint16, a tRNS colour as alpha), and
+    whether it is grayscale and has alpha. Corrupt data raises (pypng's errors, ValueError):
+    the caller turns that into one line."""
+    import png  # pypng
+
+    ihdr, trns, idat = _image_chunks(path.read_bytes())
+    width, height, depth, colour_type, _, _, _ = struct.unpack(">IIBBBBB", ihdr)
+    planes = _PLANES.get(colour_type)
+    if depth != 16 or planes is None:
+        raise ValueError(f"not a 16-bit colour PNG (depth {depth}, colour type {colour_type})")
+    clean = io.BytesIO()
+    pieces = [idat[i : i + _IDAT_PIECE] for i in range(0, len(idat), _IDAT_PIECE)]
+    png.write_chunks(clean, [(b"IHDR", ihdr), *((b"IDAT", p) for p in pieces), (b"IEND", b"")])
+    del pieces, idat
+    _, _, rows, _ = png.Reader(bytes=clean.getvalue()).read()
+    samples = np.empty((height, width * planes), np.uint16)
+    for y, row in enumerate(rows):  # pypng yields one row at a time: no list of all of them
+        samples[y] = row
+    samples = samples.reshape(height, width, planes)
+    alpha = planes in (2, 4)
+    if trns is not None and not alpha and len(trns) == 2 * planes:
+        key = np.frombuffer(trns, ">u2").astype(np.uint16)
+        opaque = np.where((samples == key).all(axis=2), 0, 65535).astype(np.uint16)
+        samples, alpha = np.dstack([samples, opaque]), True
+    return samples, planes < 3, alpha
+
+
+def _image_chunks(data: bytes) -> tuple[bytes, bytes | None, bytes]:
+    """(IHDR, tRNS or None, the first run of IDAT chunks joined) of a PNG file: the chunks that
+    make its pixels, where Pillow reads them (it stops at the first chunk after the image data
+    and checks no CRC there); a torn tail after the image data is no error, as in Pillow."""
+    import png  # pypng
+
+    reader = png.Reader(bytes=data)
+    ihdr, trns, idat = b"", None, bytearray()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # lenient: a CRC error is a warning
+        while True:
+            try:
+                kind, body = reader.chunk(lenient=True)
+            except (png.ChunkError, png.FormatError):
+                if idat:
+                    break
+                raise
+            if kind == b"IDAT":
+                idat += body
+            elif idat or kind == b"IEND":
+                break
+            elif kind == b"IHDR":
+                ihdr = body
+            elif kind == b"tRNS":
+                trns = body
+    if len(ihdr) != 13 or not idat:
+        raise ValueError("no IHDR or no image data")
+    return ihdr, trns, bytes(idat)
