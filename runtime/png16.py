@@ -15,12 +15,16 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from lbnet_deploy.errors import LBNetError
+
 _PLANES = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (3, palette: 8-bit)
 _IDAT_PIECE = 1 << 16  # compressed bytes per IDAT chunk handed to pypng (it inflates per chunk)
+_INFLATE_STEP = 1 << 20  # output bytes inflated at a time while the image data is measured
 
 
 def read_png16(path: Path) -> tuple[np.ndarray, bool, bool]:
@@ -30,15 +34,24 @@ def read_png16(path: Path) -> tuple[np.ndarray, bool, bool]:
     import png  # pypng
 
     ihdr, trns, idat = _image_chunks(path.read_bytes())
-    width, height, depth, colour_type, _, _, _ = struct.unpack(">IIBBBBB", ihdr)
+    width, height, depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
     planes = _PLANES.get(colour_type)
     if depth != 16 or planes is None:
         raise ValueError(f"not a 16-bit colour PNG (depth {depth}, colour type {colour_type})")
+    expected = _inflated_size(width, height, 16 * planes, bool(interlace))
+    if _inflates_past(idat, expected):
+        raise LBNetError(
+            f"{path} refused as a decompression bomb (its image data inflates past the "
+            f"{expected} bytes of the {width}x{height} its header declares)"
+        )
     clean = io.BytesIO()
-    pieces = [idat[i : i + _IDAT_PIECE] for i in range(0, len(idat), _IDAT_PIECE)]
+    view = memoryview(idat)
+    pieces = (view[i : i + _IDAT_PIECE] for i in range(0, len(idat), _IDAT_PIECE))
     png.write_chunks(clean, [(b"IHDR", ihdr), *((b"IDAT", p) for p in pieces), (b"IEND", b"")])
-    del pieces, idat
-    _, _, rows, _ = png.Reader(bytes=clean.getvalue()).read()
+    view.release()
+    del idat
+    clean.seek(0)
+    _, _, rows, _ = png.Reader(file=clean).read()
     samples = np.empty((height, width * planes), np.uint16)
     for y, row in enumerate(rows):  # pypng yields one row at a time: no list of all of them
         samples[y] = row
@@ -51,7 +64,45 @@ def read_png16(path: Path) -> tuple[np.ndarray, bool, bool]:
     return samples, planes < 3, alpha
 
 
-def _image_chunks(data: bytes) -> tuple[bytes, bytes | None, bytes]:
+def _inflated_size(width: int, height: int, bits_per_pixel: int, interlaced: bool) -> int:
+    """The bytes a PNG's image data inflates to: per row (of each Adam7 pass where interlaced)
+    a filter byte and the row's samples."""
+    import png  # pypng
+
+    passes = png.adam7 if interlaced else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-max(width - x0, 0) // dx), -(-max(height - y0, 0) // dy)
+        if columns and rows:  # an empty pass has no filter bytes either
+            total += rows * (1 + (columns * bits_per_pixel + 7) // 8)
+    return total
+
+
+def _inflates_past(idat: bytes | bytearray, expected: int) -> bool:
+    """Whether the zlib stream `idat` inflates to more than `expected` bytes, found out holding
+    at most _INFLATE_STEP of its output at a time: pypng inflates each IDAT chunk whole and
+    turns every byte into rows, so a few-KB file whose header declares 8x8 pixels could take
+    gigabytes there (Pillow stops once the declared image is complete, so its check passed).
+    Data after the end of the stream is ignored, as pypng and Pillow ignore it."""
+    inflater = zlib.decompressobj()
+    total = 0
+    view = memoryview(idat)
+    for start in range(0, len(view), _IDAT_PIECE):  # in pieces: unconsumed_tail is a copy
+        pending: bytes | memoryview = view[start : start + _IDAT_PIECE]
+        while True:
+            out = inflater.decompress(pending, _INFLATE_STEP)
+            total += len(out)
+            if total > expected:
+                return True
+            if inflater.eof:
+                return False
+            pending = inflater.unconsumed_tail
+            if not pending and len(out) < _INFLATE_STEP:  # else zlib may hold more output
+                break
+    return False
+
+
+def _image_chunks(data: bytes) -> tuple[bytes, bytes | None, bytearray]:
     """(IHDR, tRNS or None, the first run of IDAT chunks joined) of a PNG file: the chunks that
     make its pixels, where Pillow reads them (it stops at the first chunk after the image data
     and checks no CRC there); a torn tail after the image data is no error, as in Pillow."""
@@ -78,4 +129,4 @@ def _image_chunks(data: bytes) -> tuple[bytes, bytes | None, bytes]:
                 trns = body
     if len(ihdr) != 13 or not idat:
         raise ValueError("no IHDR or no image data")
-    return ihdr, trns, bytes(idat)
+    return ihdr, trns, idat

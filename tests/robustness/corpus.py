@@ -17,15 +17,20 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG of a few dozen bytes whose header claims width x height (a decompression bomb:
     a real one decodes to gigabytes; this one would fail to decode, but must never get there)."""
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     idat = zlib.compress(b"\0" * 64)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
-    path.write_bytes(data + chunk(b"IEND", b""))
+    path.write_bytes(png_file([(b"IHDR", ihdr), (b"IDAT", idat), (b"IEND", b"")]))
     return path
+
+
+def png_file(chunks: Sequence[tuple[bytes, bytes]], bad_crc: Sequence[bytes] = ()) -> bytes:
+    """A PNG file of these (type, data) chunks; those whose type is in `bad_crc` get a wrong
+    CRC."""
+    data = b"\x89PNG\r\n\x1a\n"
+    for kind, body in chunks:
+        crc = (zlib.crc32(kind + body) ^ (kind in bad_crc)) & 0xFFFFFFFF
+        data += struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+    return data
 
 
 def photo(path: Path, width: int = 12, height: int = 8, seed: int = 0) -> Path:
@@ -132,9 +137,14 @@ def png_with_chunks(
     chunks = list(png.Reader(filename=str(path)).chunks())
     chunks[1:1] = before_idat
     chunks[-1:-1] = after_idat
-    data = b"\x89PNG\r\n\x1a\n"
-    for kind, body in chunks:
-        crc = zlib.crc32(kind + body) ^ (1 if kind in bad_crc else 0)
-        data += struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc & 0xFFFFFFFF)
-    path.write_bytes(data)
+    path.write_bytes(png_file(chunks, bad_crc))
+    return path
+
+
+def png16_bomb(path: Path, width: int = 8, height: int = 8, extra: int = 20_000_000) -> Path:
+    """A 16-bit RGB PNG whose image data holds the declared width x height (zeros) and then
+    `extra` more zero bytes: a few KB that pypng, left alone, inflates whole into rows."""
+    raw = b"\0" * (height * (1 + width * 6) + extra)
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(png_file([(b"IHDR", ihdr), (b"IDAT", zlib.compress(raw, 9)), (b"IEND", b"")]))
     return path

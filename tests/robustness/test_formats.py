@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from lbnet_deploy.cli import main
+from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.images import OutputFormat, read_image
 
 from ..conftest import texture
@@ -257,3 +258,42 @@ def test_16_bit_rgb_transparent_colour_becomes_alpha(tmp_path) -> None:
     loaded = read_image(src)
     assert loaded.deep_alpha is not None and loaded.deep_alpha[0, 0] == 0
     assert (loaded.deep_alpha.ravel()[1:] == 65535).all()
+
+
+def test_16_bit_png_bomb_is_refused_before_it_is_inflated(tmp_path, capsys) -> None:
+    """8x8 declared, 20 MB of image data: one line, holding at most a step of the inflated data
+    (pypng inflated it whole and made rows of it: 1.34 GB for 100 MB, then a pypng error)."""
+    import tracemalloc
+
+    (tmp_path / "in").mkdir()
+    bomb = corpus.png16_bomb(tmp_path / "in" / "bomb.png")
+    assert bomb.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(LBNetError, match=r"bomb\.png refused as a decompression bomb"):
+            read_image(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000, peak
+    corpus.photo(tmp_path / "in" / "fine.png")
+    assert main([*UPSCALE, str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == 1
+    (line,) = _errors(capsys)
+    assert "bomb.png refused as a decompression bomb" in line
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["fine.png"]
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (9, 7), (16, 16)])
+def test_interlaced_16_bit_png_is_read_whole(size, tmp_path) -> None:
+    """Adam7 data is measured pass by pass (empty passes have no filter bytes): an interlaced
+    file is read, not taken for a bomb."""
+    import png
+
+    w, h = size
+    deep = (np.random.default_rng(5).random((h, w, 3)) * 65535).astype(np.uint16)
+    src = tmp_path / "adam7.png"
+    with open(src, "wb") as fh:
+        png.Writer(w, h, greyscale=False, bitdepth=16, interlace=True).write(
+            fh, deep.reshape(h, w * 3)
+        )
+    np.testing.assert_array_equal(read_image(src).deep, deep)
