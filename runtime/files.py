@@ -255,7 +255,8 @@ def upscale_files(
                 finish()
             try:
                 image = read_image(path, upscaler.max_input_pixels(), upscaler.limit_text())
-                note = output.holds(image, path)  # alpha into JPEG: refused before the model
+                # alpha into JPEG, a size the format cannot hold: refused before the model runs
+                note = output.holds(image, path, upscaler.runner.scale)
                 if note:
                     log.warning("%s: %s", path, note)
                 h, w = image.rgb.shape[:2]

@@ -251,6 +251,9 @@ def restore(loaded: LoadedImage, sr_rgb: np.ndarray) -> np.ndarray:
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
 DEEP_FORMATS = ("png",)  # where a 16-bit input stays 16-bit here
 DEFAULT_QUALITY = 95  # JPEG and WebP; above 95 JPEG grows and gains little (Pillow's advice)
+# the largest side each format's encoder writes (libjpeg's JPEG_MAX_DIMENSION, libwebp's
+# WEBP_MAX_DIMENSION); PNG and TIFF hold more than any budget here
+MAX_SIDE = {"jpg": 65500, "webp": 16383}
 
 
 @dataclass(frozen=True)
@@ -274,13 +277,20 @@ class OutputFormat:
     def extension(self) -> str:
         return FORMATS[self.name]
 
-    def holds(self, image: LoadedImage, source: str | Path) -> str | None:
-        """None where `source`'s result can be written as it is; else what happens (a warning)
-        or, for alpha into JPEG, an LBNetError."""
+    def holds(self, image: LoadedImage, source: str | Path, scale: int) -> str | None:
+        """None where `source`'s x`scale` result can be written as it is; else what happens (a
+        warning) or, for alpha into JPEG or a side over the format's limit, an LBNetError."""
         if self.name == "jpg" and image.alpha is not None:
             raise LBNetError(
                 f"{source} has an alpha channel ({image.mode}), which JPEG cannot hold: use "
                 "--format png, webp or tiff"
+            )
+        height, width = (scale * n for n in image.rgb.shape[:2])
+        limit = MAX_SIDE.get(self.name)
+        if limit is not None and max(height, width) > limit:
+            raise LBNetError(
+                f"{source} gives {width}x{height} at x{scale}, over the {limit} pixels per side "
+                f"{self.name} can hold: use --format png or tiff"
             )
         if image.deep is not None and self.name not in DEEP_FORMATS:
             return f"16-bit input written at 8 bits per channel ({self.name}; png keeps 16)"
@@ -346,5 +356,10 @@ def write_image_atomic(
     output: OutputFormat = PNG,
 ) -> None:
     """Write `array` in `output`'s format (`OutputFormat.encode`), whole or not at all
-    (`write_bytes_atomic`)."""
-    write_bytes_atomic(path, output.encode(array, icc_profile))
+    (`write_bytes_atomic`); an encoder's refusal is one line naming the file."""
+    try:
+        encoded = output.encode(array, icc_profile)
+    except (OSError, ValueError) as exc:  # the encoders' limits (sizes, profiles) and errors
+        detail = str(exc).strip()[:100] or type(exc).__name__
+        raise LBNetError(f"cannot write {path} as {output.name} ({detail})") from None
+    write_bytes_atomic(path, encoded)

@@ -297,3 +297,41 @@ def test_interlaced_16_bit_png_is_read_whole(size, tmp_path) -> None:
             fh, deep.reshape(h, w * 3)
         )
     np.testing.assert_array_equal(read_image(src).deep, deep)
+
+
+@pytest.mark.parametrize(("fmt", "width"), [("webp", 8192), ("jpg", 32751)])
+def test_a_size_the_format_cannot_hold_is_one_line_before_the_model(
+    fmt, width, tmp_path, capsys
+) -> None:
+    """WebP ends at 16383 pixels a side and JPEG at 65500: x2 of these is over by a few; it
+    was a traceback (WebP) or stopped the batch (JPEG's OSError), with no file after it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (width, 2), (90, 90, 90)).save(src / "a_wide.png")
+    corpus.photo(src / "b.png")
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(src), "-o", str(out), "--format", fmt]) == 1
+    (line,) = _errors(capsys)
+    limit = {"webp": 16383, "jpg": 65500}[fmt]
+    assert f"a_wide.png gives {2 * width}x4 at x2, over the {limit} pixels per side" in line
+    assert [p.name for p in out.iterdir()] == [f"b{OutputFormat(fmt).extension}"]
+
+
+def test_an_encoder_error_is_one_line_for_that_file(tmp_path, capsys, monkeypatch) -> None:
+    encode = OutputFormat.encode
+
+    def failing(self, array, icc_profile=None):
+        if array.shape[1] == 24:  # a.png, 12 wide
+            raise OSError("broken data stream when writing image file")
+        return encode(self, array, icc_profile)
+
+    monkeypatch.setattr(OutputFormat, "encode", failing)
+    src = tmp_path / "in"
+    src.mkdir()
+    corpus.photo(src / "a.png", width=12)
+    corpus.photo(src / "b.png", width=10)
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(src), "-o", str(out), "--format", "jpg"]) == 1
+    (line,) = _errors(capsys)
+    assert "cannot write" in line and "a.jpg as jpg (broken data stream" in line
+    assert [p.name for p in out.iterdir()] == ["b.jpg"]
