@@ -18,7 +18,6 @@ from tqdm import tqdm
 from lbnet_deploy.errors import LBNetError
 
 from .images import (
-    DEEP_FORMATS,
     PNG,
     LoadedImage,
     OutputFormat,
@@ -26,7 +25,7 @@ from .images import (
     restore,
     write_image_atomic,
 )
-from .upscaler import Progress, Upscaler
+from .upscaler import Upscaler
 
 # what folders are searched for; any single file PIL reads is accepted as given
 IMAGE_SUFFIXES = {
@@ -156,21 +155,6 @@ def output_paths(
     return outputs
 
 
-def upscale_at_depth(
-    upscaler: Upscaler, image: LoadedImage, output: OutputFormat, progress: Progress
-) -> np.ndarray:
-    """The result as `output` holds it: uint16 from a 16-bit input where the format keeps 16
-    bits (rounded from the unrounded output x 257, in place: at 2048x2048 x4 every float copy
-    costs 800 MB), else uint8."""
-    if image.deep is None or output.name not in DEEP_FORMATS:
-        return upscaler.upscale(image.model_input, progress=progress)
-    sr = upscaler.upscale_float(image.model_input, progress)
-    sr *= 257
-    np.rint(sr, out=sr)
-    np.clip(sr, 0, 65535, out=sr)
-    return sr.transpose(1, 2, 0).astype(np.uint16)
-
-
 @dataclass
 class Summary:
     images: int = 0
@@ -270,7 +254,8 @@ def upscale_files(
                         bar.n = done
                         bar.refresh()
 
-                    sr = upscale_at_depth(upscaler, image, output, tick)
+                    bits, footprint = output.bits(image), output.footprint(image)
+                    sr = upscaler.upscale(image.model_input, tick, bits, footprint)
             except LBNetError as exc:
                 log.error("%s", exc)
                 summary.failed += 1

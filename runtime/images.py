@@ -36,7 +36,8 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from lbnet_deploy.errors import LBNetError
 
 from .atomic import write_bytes_atomic
-from .png16 import read_png16
+from .png16 import read_png16, write_png16
+from .upscaler import PLAIN, Footprint
 
 _GRAY = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 log = logging.getLogger("lbnet_deploy")
@@ -57,21 +58,20 @@ class LoadedImage:
 
     @property
     def model_input(self) -> np.ndarray:
-        """What the model is fed: `rgb`, or a 16-bit file's colour on 0..255 (v / 257, float)."""
-        return self.rgb if self.deep is None else self.deep.astype(np.float32) / np.float32(257)
+        """What the Upscaler is fed: `rgb`, or a 16-bit file's colour (uint16: the model gets
+        v / 257, converted per tile)."""
+        return self.rgb if self.deep is None else self.deep
 
 
 def _to_uint8_gray(img: Image.Image) -> np.ndarray:
+    """1, L and F (16-bit modes: `from_pil`) -> uint8."""
     if img.mode in ("1", "L"):
         return np.asarray(img.convert("L"))
     values = np.asarray(img, dtype=np.float64)
-    if img.mode == "F":
-        if not np.isfinite(values).all():
-            raise ValueError("float image with NaN or infinite pixels")
-        if values.max(initial=0) <= 1.0:
-            values = values * 255.0  # float images are 0..1 by convention (TIFF, EXR tools)
-    else:  # I;16* and I: PIL opens 16-bit PNG, PGM and TIFF as these; judged by the mode, not
-        values = values / 257.0  # by the values (a dark 16-bit image has values <= 255)
+    if not np.isfinite(values).all():
+        raise ValueError("float image with NaN or infinite pixels")
+    if values.max(initial=0) <= 1.0:
+        values = values * 255.0  # float images are 0..1 by convention (TIFF, EXR tools)
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
@@ -82,13 +82,16 @@ def from_pil(img: Image.Image) -> LoadedImage:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif mode == "PA":
         img = img.convert("RGBA")
+    if img.mode.startswith("I"):  # I;16* and I: PIL opens 16-bit PNG, PGM and TIFF as these
+        # (32-bit integer files were refused before); v / 257 whatever the values (a dark
+        # 16-bit image has values <= 255)
+        deep = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
+        gray = to_8bit(deep)
+        rgb = np.repeat(gray[..., None], 3, axis=2)
+        return LoadedImage(rgb, None, True, mode, deep=np.repeat(deep[..., None], 3, axis=2))
     if img.mode in _GRAY:
         gray = _to_uint8_gray(img)
-        loaded = LoadedImage(np.repeat(gray[..., None], 3, axis=2), None, True, mode)
-        if img.mode.startswith("I"):  # 16 bits (32-bit integer files were refused before)
-            deep = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
-            loaded = replace(loaded, deep=np.repeat(deep[..., None], 3, axis=2))
-        return loaded
+        return LoadedImage(np.repeat(gray[..., None], 3, axis=2), None, True, mode)
     if img.mode == "LA":
         la = np.asarray(img)
         return LoadedImage(np.repeat(la[..., :1], 3, axis=2), la[..., 1].copy(), True, mode)
@@ -201,21 +204,33 @@ def _with_png16(loaded: LoadedImage, path: Path, orientation: object) -> LoadedI
             for c in range(samples.shape[2])
         ]
         samples = np.dstack(planes_up)
-    colour = samples[..., :1].repeat(3, axis=2) if grayscale else samples[..., :3]
-    alpha = samples[..., -1] if has_alpha else None
+    # copies of their own: a view would keep the whole samples array (alpha included) alive
+    colour = (
+        samples[..., :1].repeat(3, axis=2) if grayscale else np.ascontiguousarray(samples[..., :3])
+    )
+    alpha = samples[..., -1].copy() if has_alpha else None
+    del samples
     return replace(
         loaded,
         grayscale=grayscale,
         rgb=to_8bit(colour),
         alpha=None if alpha is None else to_8bit(alpha),
-        deep=np.ascontiguousarray(colour),
+        deep=colour,
         deep_alpha=alpha,
     )
 
 
 def to_8bit(samples: np.ndarray) -> np.ndarray:
-    """16-bit samples -> uint8 by rint(v / 257) (65535 -> 255 exactly)."""
-    return np.rint(samples / 257.0).astype(np.uint8)
+    """16-bit samples -> uint8 by rint(v / 257) (65535 -> 255 exactly), as (v + 128) // 257
+    (v / 257 is never a half), 64 rows at a time: a whole-image temporary would cost 4 bytes
+    per sample (the float route took 16)."""
+    out = np.empty(samples.shape, np.uint8)
+    for top in range(0, len(samples), 64):
+        wide = samples[top : top + 64].astype(np.uint32)
+        wide += 128
+        wide //= 257
+        out[top : top + 64] = wide
+    return out
 
 
 def _profile_fits(icc: bytes, grayscale: bool) -> bool:
@@ -232,19 +247,34 @@ def _profile_fits(icc: bytes, grayscale: bool) -> bool:
 
 def restore(loaded: LoadedImage, sr_rgb: np.ndarray) -> np.ndarray:
     """The upscaled RGB (uint8, or uint16 from a 16-bit input) put back into the input's form:
-    grayscale and/or alpha re-attached, alpha at the result's depth."""
+    grayscale and/or alpha re-attached, alpha at the result's depth. Integer and in-place
+    arithmetic: every full-size float temporary costs 4 bytes per output pixel and channel."""
     out = sr_rgb
-    if loaded.grayscale:
-        out = np.rint(sr_rgb.astype(np.float32).mean(axis=2)).astype(sr_rgb.dtype)
+    if loaded.grayscale:  # the rounded mean: (sum + 1) // 3 is rint(sum / 3), never a half
+        total = sr_rgb.sum(axis=2, dtype=np.uint32)
+        total += 1
+        total //= 3
+        out = total.astype(sr_rgb.dtype)
+        del total
     if loaded.alpha is None:
         return out
     size = (sr_rgb.shape[1], sr_rgb.shape[0])
     bicubic = Image.Resampling.BICUBIC
     if sr_rgb.dtype == np.uint16:  # PIL's float mode resizes 16-bit values with every filter
-        alpha16 = loaded.deep_alpha if loaded.deep_alpha is not None else loaded.alpha * 257
-        resized = np.asarray(Image.fromarray(alpha16.astype(np.float32)).resize(size, bicubic))
-        return np.dstack([out, np.clip(np.rint(resized), 0, 65535).astype(np.uint16)])
-    return np.dstack([out, np.asarray(Image.fromarray(loaded.alpha).resize(size, bicubic))])
+        alpha16 = loaded.deep_alpha
+        if alpha16 is None:  # an 8-bit alpha beside a 16-bit result (uint8 * 257 overflows)
+            alpha16 = loaded.alpha.astype(np.uint16) * 257
+        resized = Image.fromarray(alpha16.astype(np.float32)).resize(size, bicubic)
+        alpha = np.rint(np.asarray(resized))
+        del resized
+        np.clip(alpha, 0, 65535, out=alpha)
+    else:
+        alpha = np.asarray(Image.fromarray(loaded.alpha).resize(size, bicubic))
+    planes = out.reshape(*out.shape[:2], -1)  # gray: one plane
+    with_alpha = np.empty((*planes.shape[:2], planes.shape[2] + 1), sr_rgb.dtype)
+    with_alpha[..., :-1] = planes
+    with_alpha[..., -1] = alpha
+    return with_alpha
 
 
 # --format: the file formats outputs are written in, and their name suffixes
@@ -276,6 +306,21 @@ class OutputFormat:
     @property
     def extension(self) -> str:
         return FORMATS[self.name]
+
+    def bits(self, image: LoadedImage) -> int:
+        """Bits per sample of `image`'s result in this format: 16 for a 16-bit input into a
+        format that keeps them, else 8."""
+        return 16 if image.deep is not None and self.name in DEEP_FORMATS else 8
+
+    def footprint(self, image: LoadedImage) -> Footprint:
+        """The host memory `image` takes besides the model, written in this format: the peaks
+        measured per LR and output pixel (README, Memory) with about 10% to spare."""
+        if self.name == "webp":  # libwebp's encoder: 28 per output pixel, 50-61 with alpha
+            sr = 64 if image.alpha is not None else 30
+        else:  # 16-bit PNG: the canvas and the 16-bit result 18, alpha re-attached 20
+            sr = 22 if self.bits(image) == 16 else PLAIN.sr
+        # a 16-bit input's decoding: 31 per LR pixel (Pillow's 8-bit view, pypng, the samples)
+        return Footprint(lr=PLAIN.lr if image.deep is None else 36, sr=sr)
 
     def holds(self, image: LoadedImage, source: str | Path, scale: int) -> str | None:
         """None where `source`'s x`scale` result can be written as it is; else what happens (a
@@ -314,7 +359,8 @@ class OutputFormat:
             )
         encoded = io.BytesIO()
         pil_format = {"jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "png": "PNG"}[self.name]
-        Image.fromarray(array).save(encoded, format=pil_format, **options)
+        # C order: Image.fromarray copies any other layout once more before its own copy
+        Image.fromarray(np.ascontiguousarray(array)).save(encoded, format=pil_format, **options)
         return encoded.getvalue()
 
 
@@ -323,30 +369,13 @@ PNG = OutputFormat()  # the default: what `upscale` writes unless told
 
 def _png16(array: np.ndarray, icc_profile: bytes | None) -> bytes:
     """A 16-bit PNG: grayscale through PIL (its I;16 mode), colour and gray+alpha through pypng
-    (PIL has no 16-bit colour mode), whose chunk writer adds the ICC profile (iCCP)."""
+    (`png16.write_png16`: PIL has no 16-bit colour mode)."""
     if array.ndim == 2:
         encoded = io.BytesIO()
         extra = {"icc_profile": icc_profile} if icc_profile else {}
-        Image.fromarray(array).save(encoded, format="PNG", **extra)
+        Image.fromarray(np.ascontiguousarray(array)).save(encoded, format="PNG", **extra)
         return encoded.getvalue()
-    import zlib
-
-    import png  # pypng
-
-    height, width, planes = array.shape
-    writer = png.Writer(
-        width, height, greyscale=planes < 3, alpha=planes in (2, 4), bitdepth=16, compression=6
-    )
-    encoded = io.BytesIO()
-    writer.write(encoded, array.reshape(height, width * planes))
-    if not icc_profile:
-        return encoded.getvalue()
-    chunks = list(png.Reader(bytes=encoded.getvalue()).chunks())
-    # iCCP: profile name, NUL, compression method 0 (zlib), the compressed profile; after IHDR
-    chunks.insert(1, (b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
-    out = io.BytesIO()
-    png.write_chunks(out, chunks)
-    return out.getvalue()
+    return write_png16(array, icc_profile)
 
 
 def write_image_atomic(

@@ -78,11 +78,27 @@ def largest_square_tile(budget_bytes: int, facts: ModelFacts, batch: int = 1) ->
     return lo
 
 
-def image_bytes(height: int, width: int, scale: int) -> int:
-    """Host memory one image needs besides the model: per LR pixel its uint8 and padded float32
-    copies (~18 bytes), per output pixel the float32 merge canvas (12), the uint8 result (3) and
-    room for writing it back (grayscale mean, alpha, PNG encoding: 3)."""
-    return height * width * (18 + 18 * scale * scale)
+@dataclass(frozen=True)
+class Footprint:
+    """Host memory one image needs besides the model, in bytes per LR pixel (the decoded image,
+    and its decoding) and per output pixel (the float32 merge canvas, 12, with the result
+    converted beside it; then, with the canvas gone, the result written back: grayscale, alpha,
+    encoding). Measured peaks per input depth and output format: README, Memory."""
+
+    lr: int = 18
+    sr: int = 18
+
+    def bytes(self, height: int, width: int, scale: int) -> int:
+        return height * width * (self.lr + self.sr * scale * scale)
+
+
+# 8 bits in and out (PNG, JPEG, TIFF; the API): measured peaks 14 per LR and 15 per output pixel
+PLAIN = Footprint()
+
+
+def image_bytes(height: int, width: int, scale: int, footprint: Footprint = PLAIN) -> int:
+    """Host memory one image needs besides the model (`Footprint`)."""
+    return footprint.bytes(height, width, scale)
 
 
 def available_memory_mb() -> int:
@@ -126,7 +142,8 @@ def check_output(out: np.ndarray, expected: tuple[int, ...]) -> None:
 
 
 class Upscaler:
-    """uint8 H x W x 3 RGB -> uint8 sH x sW x 3, for any H, W >= 1.
+    """uint8 H x W x 3 RGB -> uint8 sH x sW x 3, for any H, W >= 1 (16-bit samples, uint16,
+    are fed as v / 257 and may come back as uint16: `upscale(out_bits=16)`).
 
     tile None: a dynamic runner takes the whole image when it fits `memory_budget_mb`, else
     DEFAULT_TILE (shrunk to fit the budget); a fixed-size runner always uses its input size,
@@ -199,7 +216,9 @@ class Upscaler:
 
     def max_input_pixels(self) -> int:
         """The largest LR image (in pixels) the budget holds: checked from a file's header before
-        it is decoded, so a decompression bomb is refused without allocating anything."""
+        it is decoded, so a decompression bomb is refused without allocating anything. By the
+        smallest footprint (`PLAIN`): a 16-bit file within it is decoded within the budget too
+        (README, Memory), and `plan` refuses an image whose own footprint does not fit."""
         per_pixel = image_bytes(1, 1, self.runner.scale)
         return max((self.budget - self._model_floor()) // per_pixel, 1)
 
@@ -208,15 +227,16 @@ class Upscaler:
         budget, scale = self.budget // 2**20, self.runner.scale
         return f"input that the memory budget ({budget} MB, --memory-budget) holds at x{scale}"
 
-    def plan(self, height: int, width: int) -> Plan:
-        """Tile size and batch for an image (padded size for fixed-size runners)."""
+    def plan(self, height: int, width: int, footprint: Footprint = PLAIN) -> Plan:
+        """Tile size and batch for an image (padded size for fixed-size runners) whose own
+        buffers take `footprint`."""
         fixed = self.runner.input_size
         budget = self.budget
-        model_budget = budget - image_bytes(height, width, self.runner.scale)
+        own = image_bytes(height, width, self.runner.scale, footprint)
+        model_budget = budget - own
         if model_budget < self._model_floor():
             raise LBNetError(
-                f"a {width}x{height} image needs "
-                f"{image_bytes(height, width, self.runner.scale) / 2**20:.0f} MB for its own "
+                f"a {width}x{height} image needs {own / 2**20:.0f} MB for its own "
                 f"buffers at x{self.runner.scale}, leaving no room for the model in the "
                 f"{budget // 2**20} MB memory budget (--memory-budget)"
             )
@@ -240,8 +260,11 @@ class Upscaler:
             batch = max(1, min(batch, model_budget // per_tile))
         return Plan(grid, batch)
 
-    def upscale_float(self, image: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """The merged, unrounded 3 x sH x sW float32 output."""
+    def upscale_float(
+        self, image: np.ndarray, progress: Progress | None = None, footprint: Footprint = PLAIN
+    ) -> np.ndarray:
+        """The merged, unrounded 3 x sH x sW float32 output on 0..255, planned beside the
+        image's own buffers (`footprint`)."""
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
             raise LBNetError(f"expected an HxWx3 image of at least 1x1, got shape {image.shape}")
         if isinstance(self.runner, ImageServer):  # tiled where the model runs, as here
@@ -252,18 +275,20 @@ class Upscaler:
                 progress(1, 1)
             return sr.transpose(2, 0, 1).astype(np.float32)
         height, width = image.shape[:2]
-        plan = self.plan(height, width)
+        plan = self.plan(height, width, footprint)
         grid = plan.grid
-        lr = pad_to(image, grid.height, grid.width).transpose(2, 0, 1).astype(np.float32)
+        lr = pad_to(image, grid.height, grid.width)  # a copy only where a fixed size pads
         s = self.runner.scale
         merger = Merger(grid, s, self.merge)
         tiles = grid.tiles()
         done = 0
 
         def run(group: list[Tile]) -> np.ndarray:  # on a worker thread where pipelined
-            batch = np.stack(
-                [lr[:, t.y : t.y + grid.tile_h, t.x : t.x + grid.tile_w] for t in group]
-            )
+            # float32 per batch, not for the whole image (12 bytes per LR pixel)
+            batch = np.stack([lr[t.y : t.y + grid.tile_h, t.x : t.x + grid.tile_w] for t in group])
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+            if lr.dtype == np.uint16:
+                batch /= np.float32(257)
             out = self.runner.infer(batch)
             check_output(out, (len(group), 3, s * grid.tile_h, s * grid.tile_w))
             return out
@@ -280,17 +305,35 @@ class Upscaler:
         pipelined(run, groups, merge, self.in_flight)
         return merger.result()[:, : s * height, : s * width]
 
-    def upscale(self, image: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """uint8 (or float on 0..255) H x W x 3 -> uint8 sH x sW x 3."""
-        sr = self.upscale_float(image, progress)
+    def upscale(
+        self,
+        image: np.ndarray,
+        progress: Progress | None = None,
+        out_bits: int = 8,
+        footprint: Footprint = PLAIN,
+    ) -> np.ndarray:
+        """uint8 (or float on 0..255, or uint16) H x W x 3 -> sH x sW x 3, C-ordered: uint8, or
+        uint16 for `out_bits` 16 (the unrounded output x 257: 16-bit inputs keep their depth)."""
+        sr = self.upscale_float(image, progress, footprint)
         # rounded in place (at 2048x2048 x4 every float copy of the output costs 800 MB), a band
         # of rows at a time: both passes over a band while it is in the cache (measured: the
         # rounding took 23 ms at 2048x2048 in whole passes, 10 ms in bands)
         for y in range(0, sr.shape[1], ROUND_ROWS):
             band = sr[:, y : y + ROUND_ROWS]
+            if out_bits == 16:
+                band *= 257
             np.rint(band, out=band)
-            np.clip(band, 0, 255, out=band)
-        return sr.transpose(1, 2, 0).astype(np.uint8)
+            np.clip(band, 0, 2**out_bits - 1, out=band)
+        dtype = np.uint16 if out_bits == 16 else np.uint8
+        return sr.transpose(1, 2, 0).astype(dtype, order="C")
 
 
-__all__ = ["DEFAULT_BUDGET_MB", "DEFAULT_OVERLAP", "DEFAULT_TILE", "Tile", "Upscaler"]
+__all__ = [
+    "DEFAULT_BUDGET_MB",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
+    "PLAIN",
+    "Footprint",
+    "Tile",
+    "Upscaler",
+]

@@ -335,3 +335,30 @@ def test_an_encoder_error_is_one_line_for_that_file(tmp_path, capsys, monkeypatc
     (line,) = _errors(capsys)
     assert "cannot write" in line and "a.jpg as jpg (broken data stream" in line
     assert [p.name for p in out.iterdir()] == ["b.jpg"]
+
+
+def test_a_16_bit_image_is_planned_with_its_own_footprint(tmp_path, capsys) -> None:
+    """140x140 at x2 in a 2 MB budget (0.26 MB of it the bicubic model's floor): the 8-bit
+    image's buffers fit (1.7 MB), the 16-bit one's (16-bit samples in, a 16-bit PNG out: 2.3 MB)
+    do not, and that is one line, not an overrun."""
+    rng = np.random.default_rng(6)
+    eight = tmp_path / "eight.png"
+    Image.fromarray(rng.integers(0, 256, (140, 140, 3), np.uint8)).save(eight)
+    deep = corpus.png16(tmp_path / "deep.png", rng.integers(0, 65536, (140, 140, 3), np.uint16))
+    budget = ["--memory-budget", "2"]
+    assert main([*UPSCALE, str(eight), "-o", str(tmp_path / "a"), *budget]) == 0
+    assert main([*UPSCALE, str(deep), "-o", str(tmp_path / "b"), *budget]) == 1
+    (line,) = _errors(capsys)
+    assert "a 140x140 image needs 2 MB for its own buffers at x2" in line
+
+
+def test_restore_puts_an_8_bit_alpha_beside_a_16_bit_result() -> None:
+    """The public `restore` with an 8-bit alpha and a uint16 result: the alpha at 16 bits
+    (uint8 * 257 raised OverflowError under NumPy 2)."""
+    from lbnet_deploy.runtime.images import LoadedImage, restore
+
+    alpha = np.full((3, 4), 200, np.uint8)
+    loaded = LoadedImage(np.zeros((3, 4, 3), np.uint8), alpha, False, "RGBA")
+    out = restore(loaded, np.full((6, 8, 3), 1000, np.uint16))
+    assert out.dtype == np.uint16 and out.shape == (6, 8, 4)
+    assert (out[..., :3] == 1000).all() and (out[..., 3] == 200 * 257).all()
