@@ -337,9 +337,12 @@ class OutputFormat:
                 f"{source} gives {width}x{height} at x{scale}, over the {limit} pixels per side "
                 f"{self.name} can hold: use --format png or tiff"
             )
+        notes = []
         if image.deep is not None and self.name not in DEEP_FORMATS:
-            return f"16-bit input written at 8 bits per channel ({self.name}; png keeps 16)"
-        return None
+            notes.append(f"16-bit input written at 8 bits per channel ({self.name}; png keeps 16)")
+        if self.name == "webp" and image.grayscale and image.icc_profile:
+            notes.append("its grayscale ICC profile is left out: WebP has no grayscale (RGB)")
+        return "; ".join(notes) or None
 
     def encode(self, array: np.ndarray, icc_profile: bytes | None = None) -> bytes:
         """HxW, HxWx2, HxWx3 or HxWx4 uint8 (uint16: PNG only) -> the file's bytes, with the
@@ -350,6 +353,13 @@ class OutputFormat:
             return _png16(array, icc_profile)
         if array.dtype != np.uint8:
             raise ValueError(f"expected uint8 or uint16 pixels, got {array.dtype}")
+        if self.name == "webp" and (array.ndim == 2 or array.shape[2] == 2):
+            # WebP has no grayscale: made RGB(A) here, as Pillow would, but without the gray
+            # profile Pillow would keep (it no longer describes the pixels)
+            gray = array.reshape(*array.shape[:2], -1)
+            array = np.dstack([gray[..., :1]] * 3 + [gray[..., 1:]])
+            if icc_profile and not _profile_fits(icc_profile, grayscale=False):
+                icc_profile = None
         options: dict[str, object] = {"icc_profile": icc_profile} if icc_profile else {}
         if self.name in ("jpg", "webp"):
             options["quality"] = self.quality or DEFAULT_QUALITY

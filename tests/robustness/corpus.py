@@ -148,3 +148,31 @@ def png16_bomb(path: Path, width: int = 8, height: int = 8, extra: int = 20_000_
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     path.write_bytes(png_file([(b"IHDR", ihdr), (b"IDAT", zlib.compress(raw, 9)), (b"IEND", b"")]))
     return path
+
+
+def gray_icc() -> bytes:
+    """A minimal ICC v2 grayscale display profile (gamma 2.2): header, tag table and the desc,
+    wtpt, kTRC and cprt tags. ImageCms can only make RGB, Lab and XYZ profiles."""
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return struct.pack(">3i", *(round(v * 65536) for v in (x, y, z)))  # s15Fixed16
+
+    d50 = xyz(0.9642, 1.0, 0.8249)
+    text = b"gray gamma 2.2\0"
+    tags = {  # textDescriptionType: ASCII, then empty Unicode and ScriptCode parts
+        b"desc": b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + bytes(8 + 3 + 67),
+        b"wtpt": b"XYZ \0\0\0\0" + d50,
+        b"kTRC": b"curv\0\0\0\0" + struct.pack(">IH", 1, 563),  # one gamma, u8Fixed8: 2.2
+        b"cprt": b"text\0\0\0\0none\0",
+    }
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, data in tags.items():
+        data += bytes(-len(data) % 4)
+        table += signature + struct.pack(">II", 128 + 4 + 12 * len(tags) + len(body), len(data))
+        body += data
+    header = (
+        struct.pack(">I", 128 + len(table) + len(body)) + b"lcms" + struct.pack(">I", 0x02100000)
+        + b"mntrGRAYXYZ " + bytes(12) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8 + 4) + d50
+        + bytes(4 + 16 + 28)
+    )  # fmt: skip
+    return header + table + body

@@ -362,3 +362,21 @@ def test_restore_puts_an_8_bit_alpha_beside_a_16_bit_result() -> None:
     out = restore(loaded, np.full((6, 8, 3), 1000, np.uint16))
     assert out.dtype == np.uint16 and out.shape == (6, 8, 4)
     assert (out[..., :3] == 1000).all() and (out[..., 3] == 200 * 257).all()
+
+
+@pytest.mark.parametrize("mode", ["L", "LA"])
+def test_a_grayscale_profile_stays_out_of_an_rgb_webp(mode, tmp_path, caplog) -> None:
+    """WebP has no grayscale: the result is RGB(A), and the gray profile, which does not
+    describe RGB pixels, is left out with a warning (PNG keeps both gray and profile)."""
+    gray = corpus.gray_icc()
+    src = tmp_path / "g.png"
+    Image.new(mode, (6, 5), (90, 200)[: len(mode)]).save(src, icc_profile=gray)
+    assert main([*UPSCALE, str(src), "-o", str(tmp_path / "w"), "--format", "webp"]) == 0
+    assert "its grayscale ICC profile is left out: WebP has no grayscale" in caplog.text
+    with Image.open(tmp_path / "w" / "g.webp") as img:
+        assert img.mode == ("RGB" if mode == "L" else "RGBA")
+        assert img.info.get("icc_profile") is None
+        assert np.abs(np.asarray(img)[..., :3].astype(int) - 90).max() <= 2
+    assert main([*UPSCALE, str(src), "-o", str(tmp_path / "p")]) == 0
+    with Image.open(tmp_path / "p" / "g.png") as img:
+        assert img.mode == mode and img.info.get("icc_profile") == gray
