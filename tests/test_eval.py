@@ -177,7 +177,9 @@ def test_compare_refuses_what_would_go_wrong_before_any_work(
     base = ["eval", "--model", model, "--dataset", str(dataset), "-q"]
     cases = [
         (["--compare-model", "bicubic-x4"], "--compare-model adds panels to --compare DIR"),
-        (["--compare", str(dataset / "HR")], "would overwrite the input"),  # the dataset's HR
+        (["--compare", str(dataset / "HR")], "is inside the dataset"),  # the dataset's HR
+        (["--save-sr", str(dataset)], "--save-sr"),  # beside HR/: not read, but inside
+        (["--compare", str(dataset / "HR" / ".." / "HR")], "is inside the dataset"),
         (
             ["--compare", str(tmp_path / "o"), "--save-sr", str(tmp_path / "o")],
             "would overwrite the output",
@@ -206,3 +208,18 @@ def test_model_at_precision_is_split_only_on_a_precision() -> None:
     assert split_precision("lbnet-t-x4@fp16") == ("lbnet-t-x4", "fp16")
     assert split_precision("dir@home/m.onnx") == ("dir@home/m.onnx", None)
     assert split_precision("m.onnx@int8") == ("m.onnx@int8", None)  # INT8 is a file's own
+
+
+def test_outputs_beside_other_kinds_of_dataset_images_are_refused(tmp_path: Path, capsys) -> None:
+    """HR/one.bmp and --compare HR: one.png beside it would make the next eval refuse the
+    dataset (two images named one); --save-sr the same. Refused before any work."""
+    hr = tmp_path / "ds" / "HR"
+    hr.mkdir(parents=True)
+    Image.fromarray(texture(24, 24)).save(hr / "one.bmp")
+    base = ["eval", "--dataset", str(tmp_path / "ds"), "--model", "bicubic", "--scale", "4", "-q"]
+    for option in ("--compare", "--save-sr"):
+        assert main([*base, option, str(hr)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"{option} {hr} is inside the dataset" in line
+        assert [p.name for p in hr.iterdir()] == ["one.bmp"]
+    assert main(base) == 0  # the dataset is still one image

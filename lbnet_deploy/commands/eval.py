@@ -41,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     specs = [args.model, args.baseline, *(spec for spec, _ in shown)]
     models = [Path(m) for m in specs if m and Path(m).exists()]
     folders = {"save_sr": args.save_sr, "compare": args.compare}
+    for option, folder in folders.items():  # beside HR/a.bmp, a.png would make a second image
+        if folder and Path(folder).resolve().is_relative_to(dataset.resolve()):
+            raise LBNetError(
+                f"--{option.replace('_', '-')} {folder} is inside the dataset {dataset}: its "
+                "images would join the dataset's; choose a folder outside it"
+            )
     written = {
         k: [Path(v) / f"{p.stem}.png" for p in hr_paths] if v else [] for k, v in folders.items()
     }

@@ -111,7 +111,7 @@ def test_eval_save_sr_into_the_dataset_is_refused(tmp_path: Path, capsys) -> Non
     before = _digest(hr)
     args = ["eval", "--model", "bicubic", "--scale", "2", "--dataset", str(tmp_path / "set")]
     assert main([*args, "--save-sr", str(hr), "-q"]) == 2
-    assert "would overwrite the input" in _errors(capsys)[0]
+    assert f"--save-sr {hr} is inside the dataset" in _errors(capsys)[0]
     assert _digest(hr) == before
 
 
