@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from lbnet_deploy.errors import LBNetError
 
@@ -40,6 +40,9 @@ from .png16 import read_png16, write_png16
 from .upscaler import PLAIN, Footprint
 
 _GRAY = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# the largest ICC profile carried over: Pillow refuses a PNG whose iCCP inflates past this
+# (so our own output could not be read back), and JPEG's 8-bit marker count wraps past 16 MB
+MAX_PROFILE = PngImagePlugin.MAX_TEXT_CHUNK
 log = logging.getLogger("lbnet_deploy")
 
 
@@ -168,7 +171,13 @@ def _decode(path: Path, max_pixels: int | None, limit: str) -> LoadedImage:
         if deep_png:
             loaded = _with_png16(loaded, path, orientation)
         icc = img.info.get("icc_profile")
-        if isinstance(icc, bytes) and icc and _profile_fits(icc, loaded.grayscale):
+        if isinstance(icc, bytes) and len(icc) > MAX_PROFILE:
+            log.warning(
+                "%s: its ICC profile (%.1f MB) is not carried over: over the %d MB Pillow reads "
+                "back from a PNG (and JPEG's 255 markers end at 16 MB)",
+                path, len(icc) / 2**20, MAX_PROFILE >> 20,
+            )  # fmt: skip
+        elif isinstance(icc, bytes) and icc and _profile_fits(icc, loaded.grayscale):
             loaded = replace(loaded, icc_profile=icc)  # the pixels stay in it: so must the PNG
     return loaded
 

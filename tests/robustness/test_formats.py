@@ -380,3 +380,20 @@ def test_a_grayscale_profile_stays_out_of_an_rgb_webp(mode, tmp_path, caplog) ->
     assert main([*UPSCALE, str(src), "-o", str(tmp_path / "p")]) == 0
     with Image.open(tmp_path / "p" / "g.png") as img:
         assert img.mode == mode and img.info.get("icc_profile") == gray
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_a_profile_too_large_to_read_back_is_left_out(fmt, tmp_path, caplog) -> None:
+    """A valid 2 MB RGB profile (sRGB and padding): carried into a PNG, Pillow (and so we)
+    could not open the result again; it is left out with a warning, and the output reads."""
+    import struct
+
+    big = bytearray(SRGB) + bytes(2 * 2**20)
+    big[:4] = struct.pack(">I", len(big))  # the profile's own size field
+    src = tmp_path / "big.tiff"
+    Image.fromarray(texture(12, 10)).save(src, icc_profile=bytes(big))
+    assert read_image(src).icc_profile is None
+    assert "its ICC profile (2.0 MB) is not carried over" in caplog.text
+    assert main([*UPSCALE, str(src), "-o", str(tmp_path / "o"), "--format", fmt]) == 0
+    out = next((tmp_path / "o").iterdir())
+    assert read_image(out).rgb.shape == (24, 20, 3)
