@@ -195,3 +195,19 @@ def test_parity_photos_default_to_set5_where_the_data_is_else_matplotlibs(
     monkeypatch.setenv("LBNET_DATA_DIR", str(tmp_path / "elsewhere"))
     (photo,) = default_images()
     assert photo.name == "grace_hopper.jpg" and Image.open(photo).size[0] > 64
+
+
+def test_no_help_text_shows_an_unfilled_placeholder() -> None:
+    """No option's help shows a "{NAME}" left from a string meant to be an f-string (export's
+    --io said "(default {IO_FOR_TOOLS})")."""
+    import argparse
+    import re
+
+    from lbnet_deploy.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(commands.choices) > 5
+    for name, sub in commands.choices.items():
+        for action in sub._actions:  # argparse fills %(...)s itself; braces are ours
+            assert not re.search(r"\{[A-Za-z_][A-Za-z0-9_.]*\}", action.help or ""), (name, action)

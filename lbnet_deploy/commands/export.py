@@ -96,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=IO_FOR_TOOLS,
         help="pixel range of the graph's input and output: unit (0..1, default: what chaiNNer, "
         "vs-mlrt, ComfyUI and OpenModelDB files take) or 255 (0..255, the paper's); folded "
-        "into the first and last convolutions, recorded as lbnet.io (default {IO_FOR_TOOLS})",
+        f"into the first and last convolutions, recorded as lbnet.io (default {IO_FOR_TOOLS})",
     )
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="expected scale (checked)")
     p.add_argument("--variant", choices=("LBNet", "LBNet-T"), help="expected variant (checked)")
