@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lbnet_deploy.errors import LBNetError
 
-from .options import add_runtime_options, check_scale, split_precision
+from .options import add_runtime_options, split_precision
 from .upscale import upscaler_for
+
+if TYPE_CHECKING:
+    from lbnet_deploy.runtime.upscaler import Upscaler
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,14 +70,23 @@ def run(args: argparse.Namespace) -> int:
     # code), so every image runs whole that this machine can hold (75% of available memory,
     # re-read per image)
     upscaler, where = upscaler_for(args, model, args.precision)
-    baseline = upscaler_for(args, args.baseline)[0] if args.baseline else None  # as it is
+
+    def beside(option: str, text: str, spec: str, precision: str | None = None) -> Upscaler:
+        """A model scored beside --model: of its scale, refused before any work if not."""
+        other = upscaler_for(args, spec, precision)[0]
+        if other.runner.scale != upscaler.runner.scale:
+            raise LBNetError(
+                f"{option} {text} is a x{other.runner.scale} model, but --model {model} is "
+                f"x{upscaler.runner.scale}"
+            )
+        return other
+
+    baseline = beside("--baseline", args.baseline, args.baseline) if args.baseline else None
     compare = None
     if args.compare:
         others = []
         for text, (spec, precision) in zip(args.compare_model, shown, strict=True):
-            other = upscaler_for(args, spec, precision)[0]
-            check_scale(other.runner.scale, upscaler.runner.scale, text)
-            others.append((text, other))
+            others.append((text, beside("--compare-model", text, spec, precision)))
         label = f"{model}@{args.precision}" if args.precision else model
         compare = Compare(Path(args.compare), label, args.baseline, tuple(others))
     failed: list[LBNetError] = []
