@@ -193,6 +193,10 @@ def test_compare_refuses_what_would_go_wrong_before_any_work(
             f"--baseline bicubic-x2 is a x2 model, but --model {model} is x4",
         ),
         (["--baseline", "bicubic-x3"], "--baseline bicubic-x3 is a x3 model"),
+        (
+            ["--compare", str(tmp_path / "c"), *["--compare-model", "bicubic-x4"] * 2],
+            "--compare-model bicubic-x4 is given twice",
+        ),
         (["--compare", str(tmp_path / "c"), "--compare-model", "/no/such.onnx"], "not found"),
         (
             ["--compare", str(tmp_path / "c"), "--compare-model", f"{model}@fp16"],

@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     shown = [split_precision(m) for m in args.compare_model]
     if shown and not args.compare:
         raise LBNetError("--compare-model adds panels to --compare DIR: give that too")
+    for i, text in enumerate(args.compare_model):  # one score per label in compare_psnr_y
+        if text in args.compare_model[:i]:
+            raise LBNetError(f"--compare-model {text} is given twice")
     specs = [args.model, args.baseline, *(spec for spec, _ in shown)]
     models = [Path(m) for m in specs if m and Path(m).exists()]
     folders = {"save_sr": args.save_sr, "compare": args.compare}
