@@ -37,7 +37,7 @@ def write_files_atomic(files: dict[Path, bytes]) -> None:
             remove_stale_temporaries(path)
             # the name is registered before the file can exist (mkstemp creates it and only
             # then returns its name: an interrupt in between orphaned an empty file)
-            temps[path] = tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+            temps[path] = tmp = str(path.parent / _temporary_name(path.name))
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
                 with os.fdopen(fd, "wb") as fh:
@@ -54,6 +54,29 @@ def write_files_atomic(files: dict[Path, bytes]) -> None:
         for tmp in temps.values():
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _temporary_name(name: str, token: str | None = None) -> str:
+    return f".{name}.{token or secrets.token_hex(4)}.tmp"
+
+
+def check_name_fits(path: Path) -> None:
+    """One line, before any work, where `path`'s name with its temporary's additions is longer
+    than the file system of its folder (or the nearest one that exists) takes: found at write
+    time, it failed every file, after the model had run."""
+    folder = path.parent.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer
+        limit = 255
+    extra = len(_temporary_name("", "0" * 8))
+    if len(os.fsencode(path.name)) + extra > limit:
+        raise LBNetError(
+            f"output name {path.name[:40]}... is {len(os.fsencode(path.name))} bytes long; "
+            f"{folder} takes {limit - extra} at most (its temporary adds {extra})"
+        )
 
 
 STALE_SECONDS = 3600

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from lbnet_deploy.errors import LBNetError
 
+from .atomic import check_name_fits
 from .images import (
     PNG,
     LoadedImage,
@@ -143,6 +144,8 @@ def output_paths(
     original photos/a.png)."""
     suffix = check_suffix(suffix)
     outputs = [out_dir / f"{path.stem}{suffix}{output.extension}" for path in inputs]
+    for out in outputs:
+        check_name_fits(out)
     refuse_inputs_as_outputs(outputs, inputs)
     if out_dir.is_dir():
         folder = out_dir.resolve()

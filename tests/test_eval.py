@@ -232,3 +232,17 @@ def test_outputs_beside_other_kinds_of_dataset_images_are_refused(tmp_path: Path
         assert f"{option} {hr} is inside the dataset" in line
         assert [p.name for p in hr.iterdir()] == ["one.bmp"]
     assert main(base) == 0  # the dataset is still one image
+
+
+def test_an_output_name_too_long_with_its_temporary_is_refused_before_work(
+    tmp_path: Path, capsys
+) -> None:
+    """HR/<245 characters>.bmp: its --save-sr PNG fits a file name, its temporary (14 bytes
+    more) does not; found before any image is scored, not when the first is written."""
+    hr = tmp_path / "ds" / "HR"
+    hr.mkdir(parents=True)
+    Image.fromarray(texture(24, 24)).save(hr / f"{'n' * 245}.bmp")
+    args = ["eval", "--dataset", str(tmp_path / "ds"), "--model", "bicubic", "--scale", "4"]
+    assert main([*args, "--save-sr", str(tmp_path / "sr"), "-q"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "bytes long;" in line and not (tmp_path / "sr").exists()

@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
         table,
         write_json,
     )
+    from lbnet_deploy.runtime.atomic import check_name_fits
     from lbnet_deploy.runtime.files import (
         check_output_dir,
         prepare_output_dir,
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     json_path = [Path(args.json)] if args.json else []
     for out in json_path + [Path(v) / "x" for v in folders.values() if v]:
         check_output_dir(out.absolute().parent)
+    for out in json_path + written["save_sr"] + written["compare"]:
+        check_name_fits(out)
     # no output replaces a dataset file, a model or another output (--save-sr and --compare
     # into one folder would both write <name>.png)
     refuse_inputs_as_outputs(

@@ -397,3 +397,20 @@ def test_a_profile_too_large_to_read_back_is_left_out(fmt, tmp_path, caplog) -> 
     assert main([*UPSCALE, str(src), "-o", str(tmp_path / "o"), "--format", fmt]) == 0
     out = next((tmp_path / "o").iterdir())
     assert read_image(out).rgb.shape == (24, 20, 3)
+
+
+@pytest.mark.parametrize("out", ["sub", "."])
+def test_a_suffix_too_long_for_a_file_name_is_refused_before_any_work(
+    out, tmp_path, capsys, monkeypatch
+) -> None:
+    """A 300-character --suffix: the model ran, then every file failed ("File name too long";
+    with -o . the top-level handler caught it). A name that fits but whose temporary does not
+    (14 bytes more) is refused too."""
+    monkeypatch.chdir(tmp_path)
+    src = corpus.photo(tmp_path / "a.png")
+    for suffix in ("x" * 300, "x" * (255 - len("a.png") - 13)):
+        assert main([*UPSCALE, str(src), "-o", out, "--suffix", suffix]) == 2
+        (line,) = _errors(capsys)
+        assert "bytes long;" in line and "at most (its temporary adds 14)" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    assert main([*UPSCALE, str(src), "-o", out, "--suffix", "x" * (255 - 5 - 14)]) == 0
