@@ -59,12 +59,14 @@ def expand_inputs(items: Iterable[str]) -> list[Path]:
 
 
 def refuse_shared_stems(paths: Iterable[Path]) -> None:
-    """One line where two inputs share a base name (a.png, a.jpg): their results (and eval's
-    LR files and scores) would have one name."""
+    """One line where two inputs share a base name (a.png, a.jpg; A.png, a.jpg too: on the
+    case-insensitive file systems of macOS and Windows a.png replaces A.png): their results
+    (and eval's LR files and scores) would have one name."""
     stems: dict[str, Path] = {}
     for path in paths:
-        if stems.setdefault(path.stem, path) != path:
-            raise LBNetError(f"{path} and {stems[path.stem]} share the base name {path.stem!r}")
+        first = stems.setdefault(path.stem.casefold(), path)
+        if first != path:
+            raise LBNetError(f"{path} and {first} share the base name {path.stem!r}")
 
 
 def prepare_output_dir(folder: str | Path) -> Path:

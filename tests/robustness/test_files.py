@@ -490,3 +490,17 @@ def test_export_of_a_name_onto_the_checkpoint_it_resolves_to(
     assert main(["export", "lbnet-t-x2", "-o", str(ckpt), "--dynamic"]) == 2
     assert "would overwrite the input" in _errors(capsys)[0]
     assert ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize("names", [("a.png", "a.jpg"), ("A.png", "a.jpg"), ("IMG.png", "img.PNG")])
+def test_inputs_sharing_a_base_name_up_to_case_are_refused(names, tmp_path, capsys) -> None:
+    """Their outputs would share a name: A.png and a.png are one file on the case-insensitive
+    file systems of macOS and Windows, where the second replaced the first."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, name in enumerate(names):
+        corpus.photo(folder / name, seed=i)
+    out = tmp_path / "out"
+    assert main([*UPSCALE, str(folder), "-o", str(out)]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert "share the base name" in line and not out.exists()
