@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.metadata import io_kind
 from lbnet_deploy.runtime.atomic import default_dir_mode, write_text_atomic
 from lbnet_deploy.runtime.triton_backend import (
     IMAGE_INPUT,
@@ -140,7 +141,10 @@ def _dropped_batch(tensors: list[Tensor]) -> list[Tensor]:
 
 
 def _lbnet_params(io: ModelIO) -> dict[str, str]:
-    return {f"lbnet.{k}": v for k, v in io.lbnet.items()}
+    # lbnet.io always: a client must scale its pixels by it, and a file made before --io has
+    # no key (it is 0..255)
+    facts = {**io.lbnet, "io": io_kind(io.lbnet, "the model")}
+    return {f"lbnet.{k}": v for k, v in facts.items()}
 
 
 def config_text(io: ModelIO, name: str, max_batch: int, instances: int, kind: str) -> str:

@@ -175,10 +175,20 @@ def test_engine_of_a_unit_graph_is_fed_0_1(monkeypatch, tmp_path) -> None:
 
 
 def test_triton_config_carries_the_range(pair, tmp_path) -> None:
+    """Every config says lbnet.io, which a client scales its pixels by: a file made before the
+    key existed (here: the key removed) is 0..255 and says so."""
     from lbnet_deploy.export.triton import config_text, model_io
 
     text = config_text(model_io(pair[1]), "sr", 8, 1, "KIND_CPU")
     assert 'parameters { key: "lbnet.io" value: { string_value: "unit" } }' in text
+    old = onnx.load(pair[0])
+    kept = [p for p in old.metadata_props if p.key != "lbnet.io"]
+    assert len(kept) < len(old.metadata_props)
+    del old.metadata_props[:]
+    old.metadata_props.extend(kept)
+    onnx.save(old, tmp_path / "old.onnx")
+    text = config_text(model_io(tmp_path / "old.onnx"), "sr", 8, 1, "KIND_CPU")
+    assert 'parameters { key: "lbnet.io" value: { string_value: "255" } }' in text
 
 
 @pytest.mark.parametrize("name", ["LBNet-T_X4.pt", "LBNet-X2.pt"])
