@@ -116,6 +116,30 @@ def layers(graph: onnx.ModelProto) -> dict[str, list[str]]:
     return out
 
 
+def layer_macs(
+    graph: onnx.ModelProto, found: dict[str, list[str]], size: tuple[int, ...]
+) -> dict[str, int]:
+    """Multiply-adds per layer for one LR input of `size` (H, W). Shape inference sizes every
+    Conv, also in a dynamic graph, but not a dynamic graph's token MatMuls (their shapes are
+    computed at run time): a linear layer costs its weight's size once per token, and LBNet has
+    one token per LR pixel."""
+    h, w = size
+    per_node, _ = node_macs(graph, (1, 3, h, w))
+    nodes = {n.name: n for n in graph.graph.node}
+    weights = {i.name: i for i in graph.graph.initializer}
+    out = {}
+    for layer, names in found.items():
+        total = 0
+        for name in names:
+            if name in per_node:
+                total += per_node[name]
+            else:
+                weight = weights[_weight_prefix(graph, nodes[name])]
+                total += int(np.prod(weight.dims)) * h * w
+        out[layer] = total
+    return out
+
+
 class _Reader:
     """onnxruntime CalibrationDataReader over an (N, 3, h, w) array, one crop per batch."""
 
@@ -149,9 +173,7 @@ class Quantizer:
             raise LBNetError(f"calibration crops must be (N, 3, H, W), got {self.crops.shape}")
         self.blocks = blocks(self.graph)
         self.layers = layers(self.graph)
-        # multiply-adds per layer at the crops' size (a fixed graph's own)
-        per_node, _ = node_macs(self.graph, (1, *self.crops.shape[1:]))
-        self.macs = {k: sum(per_node.get(n, 0) for n in ns) for k, ns in self.layers.items()}
+        self.macs = layer_macs(self.graph, self.layers, self.crops.shape[2:])
         # quantize_static given a ModelProto round-trips it through external data in a temp
         # folder it has already removed when it reads it back: hand it a file instead
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,20 @@ def test_layers_and_their_multiply_adds(int8_random) -> None:
         quantizer.quantize(float_layers=["tail"])
 
 
+def test_a_dynamic_graph_counts_the_multiply_adds_of_a_fixed_one(export_cache) -> None:
+    """Shape inference leaves a dynamic graph's token MatMuls unsized: the layers' MACs at a
+    size must still equal the fixed graph's at that size (else they count as free to keep
+    float, and the INT8 share is overstated)."""
+    from lbnet_deploy.calibration.quantize import layer_macs
+
+    fixed = onnx.load(export_cache("random-LBNet-T-x4", (16, 16)))
+    dynamic = onnx.load(export_cache("random-LBNet-T-x4"))
+    a = layer_macs(fixed, layers(fixed), (16, 16))
+    b = layer_macs(dynamic, layers(dynamic), (16, 16))
+    assert a == b and all(v > 0 for v in a.values())
+    assert sum(v for k, v in a.items() if ".linear" in k) > 0.2 * sum(a.values())
+
+
 def test_every_layer_float_is_the_fp32_graph(int8_random) -> None:
     from lbnet_deploy.calibration.session import GraphRunner
 
