@@ -1,3 +1,3 @@
 """The tool version: recorded in every exported file and cache key."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
