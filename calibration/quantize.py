@@ -245,6 +245,19 @@ class Quantizer:
         self._all = _weights_by_output_channel(onnx.load(out), self.graph)
         return self._all
 
+    def activation_scales(self) -> dict[str, float]:
+        """Tensor -> INT8 scale (amax / 127) of every tensor the calibration measured: the
+        inputs and outputs of every Conv and MatMul, for a TensorRT implicit-INT8 cache, whose
+        layers run INT8 only where all their tensors have a range (the Q/DQ graph holds scales
+        for the INT8 layers' inputs alone)."""
+        from onnxruntime.quantization.calibrate import load_tensors_data
+
+        self._quantize_all()  # calibrated: the ranges are in the cache file
+        ranges = load_tensors_data(self.workdir / f"ranges-{self.method}.json")
+        amax = {name: float(np.max(np.abs(data.range_value))) for name, data in ranges.data.items()}
+        # a tensor never seen non-zero gets onnxruntime's scale for it (1), as in the Q/DQ graph
+        return {name: a / 127 if a > 0 else 1.0 for name, a in amax.items()}
+
     def _entropy_ranges(self, cache: Path) -> None:
         """KL-divergence thresholds from 2048-bin histograms (TensorRT's entropy calibrator).
 
@@ -312,14 +325,14 @@ def _weights_by_output_channel(qdq: onnx.ModelProto, fp32: onnx.ModelProto) -> o
         if weight not in floats or dq is None or dq.op_type != "DequantizeLinear":
             continue
         w = floats[weight]
-        scale = np.maximum(np.abs(w).max(axis=1), np.finfo(np.float32).tiny) / 127
+        scale = np.abs(w).max(axis=1) / 127
+        scale[scale == 0] = 1.0  # a zero row: any scale gives zeros (onnxruntime uses 1 too)
         q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
         values = (q, scale.astype(np.float32), np.zeros_like(q[:, 0]))
         for name, value in zip(dq.input, values, strict=True):
             inits[name].CopyFrom(onnx.numpy_helper.from_array(value, name))
-        for attr in dq.attribute:
-            if attr.name == "axis":
-                attr.i = 0
+        del dq.attribute[:]  # per row: axis 0, whatever quantize_static wrote
+        dq.attribute.append(onnx.helper.make_attribute("axis", 0))
     return qdq
 
 
@@ -392,9 +405,9 @@ def quantize_mixed(
 
     Each layer is scored alone (only it INT8: the output error it adds); layers are then kept
     float in order of error per multiply-add (cheap, sensitive layers first: the image-range
-    convolutions, head, tail, the one-hot token convolutions), and the fewest such float layers
-    that meet the limit are found by bisection on that order (the drop grows, not always
-    strictly, with the INT8 layers added).
+    convolutions, head, tail, the one-hot token convolutions), and how many of that order stay
+    float is found by bisection: the fewest that meet the limit where the measured drop grows
+    with the INT8 layers added (it does, up to the noise of the held-out crops).
     """
     from tqdm import tqdm
 

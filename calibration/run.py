@@ -22,7 +22,7 @@ from lbnet_deploy.runtime.backend import to_range
 
 from .data import calibration_crops, holdout_pairs
 from .quantize import MixedResult, Quantizer, quantize_mixed
-from .trt_cache import activation_scales, write_cache
+from .trt_cache import write_cache
 
 DEFAULT_CROP = (64, 64)
 
@@ -69,6 +69,7 @@ def calibrate_file(
     try:
         held_out = holdout_pairs(images, scale, size=crop, count=16, seed=seed + 1)
         result = quantize_mixed(quantizer, held_out, scale, max_psnr_drop)
+        scales = quantizer.activation_scales()
     finally:
         root.setLevel(level)
         shutil.rmtree(quantizer.workdir, ignore_errors=True)
@@ -77,9 +78,9 @@ def calibrate_file(
     cache = None
     if trt_cache is not None:
         cache = Path(trt_cache)
-        # TensorRT matches the cache to the FP32 graph's tensors: names the Q/DQ rewrite made up
-        # (e.g. `sr_QuantizeLinear_Input`) would be ignored there
+        # every range calibration measured (implicit INT8 runs a layer in INT8 only where all
+        # its tensors have one), by the FP32 graph's names, which TensorRT matches the cache to
+        # (names the Q/DQ rewrite made up, e.g. `sr_QuantizeLinear_Input`, would be ignored)
         fp32_names = tensor_names(graph)
-        scales = activation_scales(result.graph)
         write_cache({k: v for k, v in scales.items() if k in fp32_names}, cache, trt_version)
     return CalibrationReport(Path(output), result, cache)

@@ -16,23 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx
-
 # the cache format itself is the runtime's (the engine builder restamps caches with it)
 from lbnet_deploy.runtime.trt_common import cache_text, read_cache, trt_version_number
-
-
-def activation_scales(qdq_graph: onnx.ModelProto) -> dict[str, float]:
-    """FP32 tensor name -> INT8 scale, from every QuantizeLinear with a per-tensor scale."""
-    inits = {i.name: i for i in qdq_graph.graph.initializer}
-    scales: dict[str, float] = {}
-    for node in qdq_graph.graph.node:
-        if node.op_type != "QuantizeLinear" or node.input[1] not in inits:
-            continue
-        scale = onnx.numpy_helper.to_array(inits[node.input[1]])
-        if scale.size == 1:
-            scales[node.input[0]] = float(scale.reshape(()))
-    return scales
 
 
 def write_cache(scales: dict[str, float], path: str | Path, trt_version: str = "10.3.0") -> None:
@@ -40,4 +25,4 @@ def write_cache(scales: dict[str, float], path: str | Path, trt_version: str = "
     Path(path).write_text(cache_text(scales, trt_version), encoding="ascii")
 
 
-__all__ = ["activation_scales", "cache_text", "read_cache", "trt_version_number", "write_cache"]
+__all__ = ["cache_text", "read_cache", "trt_version_number", "write_cache"]

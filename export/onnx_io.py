@@ -91,13 +91,26 @@ def _shape(value: onnx.ValueInfoProto) -> str:
     return "x".join(d.dim_param or str(d.dim_value) for d in dims)
 
 
+def _shown(key: str, value: str) -> str:
+    """A metadata value as `info` prints it: the INT8 facts in words."""
+    if key == "int8_mac_share":
+        try:
+            return f"{float(value):.1%} of the conv and linear multiply-adds run INT8"
+        except ValueError:
+            return value
+    if key == "int8_float_layers":
+        return value.replace(",", ", ") or "none (every conv and linear layer INT8)"
+    return value
+
+
 def describe_file(path: str | Path) -> str:
     graph = load_onnx(path)
     facts = from_metadata({p.key: p.value for p in graph.metadata_props})
     lines = [f"{path}: {Path(path).stat().st_size / 1e6:.2f} MB"]
     if facts:
         lines.append(f"  model: {facts.get('variant')} x{facts.get('scale')}")
-        lines += [f"  {k}: {v}" for k, v in facts.items() if k not in ("variant", "scale")]
+        shown = [(k, v) for k, v in facts.items() if k not in ("variant", "scale")]
+        lines += [f"  {k}: {_shown(k, v)}" for k, v in shown]
     else:
         lines.append("  (no lbnet-deploy metadata: not exported by this tool)")
     params = sum(int(onnx.numpy_helper.to_array(t).size) for t in graph.graph.initializer)

@@ -172,6 +172,10 @@ def test_calibrate_through_the_cli(
     meta = {p.key: p.value for p in graph.metadata_props}
     assert meta["lbnet.precision"] == "int8" and meta["lbnet.int8_float_layers"] == ""
     assert meta["lbnet.int8_mac_share"] == "1.0000" and meta["lbnet.int8_placement"] == "tensorrt"
+    assert main(["info", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "100.0% of the conv and linear multiply-adds run INT8" in shown
+    assert "int8_float_layers: none" in shown
     assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
     version, scales = read_cache(cache)
     assert version >= 10_00_00 and scales and all(s > 0 for s in scales.values())

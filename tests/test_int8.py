@@ -14,12 +14,7 @@ from PIL import Image
 
 from lbnet_deploy.calibration.data import calibration_crops
 from lbnet_deploy.calibration.quantize import Quantizer, blocks, layers, quantize_mixed
-from lbnet_deploy.calibration.trt_cache import (
-    activation_scales,
-    read_cache,
-    trt_version_number,
-    write_cache,
-)
+from lbnet_deploy.calibration.trt_cache import read_cache, trt_version_number, write_cache
 from lbnet_deploy.errors import LBNetError
 
 from .conftest import DATA, needs_photos, needs_weights, set5_lr
@@ -90,7 +85,9 @@ def test_qdq_only_on_the_inputs_of_int8_convs_and_linear_layers(int8_random) -> 
     for node in q.graph.node:
         if node.name in source and node.name not in int8:  # float: the FP32 graph's inputs
             assert list(node.input) == list(source[node.name].input), node.name
-    assert not any(n.op_type == "QuantizeLinear" and "tail" in n.input[0] for n in q.graph.node)
+    made_by = {o: n for n in q.graph.node for o in n.output}
+    tail = next(n for n in q.graph.node if "tail.0.weight" in n.input)  # the float layer
+    assert all(i not in made_by or made_by[i].op_type != "DequantizeLinear" for i in tail.input)
     for node in q.graph.node:  # every INT8 node reads its activation and weight dequantized
         if node.name in int8:
             made = [next((p for p in q.graph.node if i in p.output), None) for i in node.input[:2]]
@@ -212,9 +209,20 @@ def test_int8_close_to_fp32_on_crop(int8) -> None:
 
 
 def test_calibration_cache_roundtrip(int8_random, tmp_path: Path) -> None:
-    _, q, _ = int8_random
-    scales = activation_scales(q)
+    """The implicit-INT8 cache holds a range for every tensor calibration measured: the input
+    and every Conv and linear layer's output (TensorRT runs a layer in INT8 only where all its
+    tensors have one; the Q/DQ graph keeps scales for INT8 inputs alone)."""
+    fp32, q, quantizer = int8_random
+    scales = quantizer.activation_scales()
     assert "lr" in scales and all(s > 0 for s in scales.values())
+    outputs = [n.output[0] for n in fp32.graph.node if n.name in quantizer.blocks["r1"]]
+    assert outputs and all(o in scales for o in outputs)
+    inits = _inits(q)
+    in_graph = {
+        n.input[0]: float(inits[n.input[1]]) for n in q.graph.node if n.op_type == "QuantizeLinear"
+    }
+    assert set(in_graph) < set(scales)  # the same scales as the Q/DQ graph, and more
+    assert all(scales[k] == pytest.approx(v, rel=1e-6) for k, v in in_graph.items())
     path = tmp_path / "calib.cache"
     write_cache(scales, path, trt_version="10.3.0")
     assert path.read_text().startswith("TRT-100300-EntropyCalibration2\n")
