@@ -191,6 +191,8 @@ def open_runner(
             able = [n for n, b in BACKENDS.items() if precision in b.precisions]
             raise LBNetError(f"{precision} runs on the {', '.join(able)} backend, not {backend}")
         compute, precision = precision, None
+        if entry.check_compute is not None:  # before a first-use export in its own form
+            entry.check_compute(compute)
     if precision is not None:
         if model.is_file:
             raise LBNetError(f"{spec} has its own precision: --precision is for names and .pt")

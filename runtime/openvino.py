@@ -145,9 +145,13 @@ class OpenVINORunner(GraphRunner):
 
         return describe_facts(
             self.facts, "openvino", path=str(self.path), device=self.device,
-            openvino=ov.get_version(), compiled_shapes=[list(s) for s in self._compiled],
-            compiled_dynamic=self._dynamic is not None,
+            openvino=ov.get_version(), compiled_dynamic=self._dynamic is not None,
+            compiled_shapes=self._shapes(),
         )  # fmt: skip
+
+    def _shapes(self) -> list[list[int]]:
+        with self._lock:  # a run of another thread may compile or drop one meanwhile
+            return [list(s) for s in self._compiled]
 
     def _request(self, shape: tuple[int, ...]) -> Any:
         if shape in self._compiled:
@@ -183,5 +187,6 @@ class OpenVINORunner(GraphRunner):
         return out
 
     def close(self) -> None:
-        self._compiled.clear()
-        self._dynamic = None
+        with self._lock:  # after a run under way
+            self._compiled.clear()
+            self._dynamic = None

@@ -44,6 +44,9 @@ class Backend:
     forms: tuple[tuple[str, Form], ...] = ()
     # a "server" backend's runner connects to a model on a server: (url, model name) -> runner
     connect: Callable[[str, str], Runner] | None = None
+    # one line where this machine's device cannot compute a compute precision (bf16): asked
+    # before any export, which is made in a form of its own for it
+    check_compute: Callable[[str], None] | None = None
 
     def form(self, compute: str = "fp32") -> Form:
         """The form of the graph a name or checkpoint is exported to for this backend."""
@@ -107,6 +110,15 @@ def _openvino(name: str) -> Opener:
     return open_openvino
 
 
+def _openvino_check(name: str) -> Callable[[str], None]:
+    def check(compute: str) -> None:
+        from .openvino import DEVICES, check_device, core
+
+        check_device(core(), DEVICES[name], compute)
+
+    return check
+
+
 def _openvino_where(runner: Runner) -> str:
     facts = runner.describe()
     return f"OpenVINO {facts.get('device', '?')} ({facts.get('precision', '?')})"
@@ -146,7 +158,7 @@ BACKENDS: dict[str, Backend] = {
         Backend(
             "openvino", "OpenVINO, CPU (bf16 where the CPU has it)", ("openvino",), False,
             PRECISIONS + COMPUTE, "onnx", _openvino("openvino"), _openvino_where,
-            forms=(("fp32", "flat"), ("bf16", "flat16")),
+            forms=(("fp32", "flat"), ("bf16", "flat16")), check_compute=_openvino_check("openvino"),
         ),
         Backend(
             "openvino-gpu", "OpenVINO's Intel GPU plugin", ("openvino",), True,

@@ -110,6 +110,35 @@ def test_fp32_is_asked_for_explicitly(export_cache) -> None:
         assert str(hint) in ("<Type: 'float32'>", "f32", "float32")
 
 
+def test_bf16_on_a_cpu_without_it_is_refused_before_any_export(
+    checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name or checkpoint is exported in a form of its own for BF16: a CPU that cannot
+    compute BF16 (faked here, on any CPU) is one line before that export, not after it."""
+    from lbnet_deploy.runtime import openvino
+
+    real = openvino.core
+
+    class NoBF16:
+        def __init__(self) -> None:
+            self.core = real()
+
+        def __getattr__(self, name: str):
+            return getattr(self.core, name)
+
+        def get_property(self, device: str, key: str):
+            value = self.core.get_property(device, key)
+            return (
+                [c for c in value if c != "BF16"] if key == "OPTIMIZATION_CAPABILITIES" else value
+            )
+
+    monkeypatch.setattr(openvino, "core", NoBF16)
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(LBNetError, match="cannot compute in BF16"):
+        open_runner(str(checkpoint(T4)), "openvino", precision="bf16")
+    assert not list(tmp_path.rglob("*.onnx"))  # nothing exported
+
+
 @pytest.mark.skipif(_cpu_has_bf16(), reason="this CPU computes BF16: the refusal is not tested")
 def test_bf16_refused_where_the_cpu_has_none(export_cache, tmp_path: Path, capsys) -> None:
     with pytest.raises(LBNetError, match="cannot compute in BF16"):
