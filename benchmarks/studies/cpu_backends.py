@@ -2,7 +2,8 @@
 
 Times, interleaved in one process (A, B, C, A, B, C, ...), LBNet on each CPU runtime the
 registry has (ONNX Runtime, OpenVINO) with the graphs a user gets: the dynamic graph `upscale`
-and `eval` run, and a fixed-size graph, each in every attention form of ours (`metadata.FORMS`:
+and `eval` run (each run at a shape it has not seen, as whole images of many sizes), and a
+fixed-size graph (repeated runs, as tiles), each in every attention form of ours (`metadata.FORMS`:
 batched, TensorRT's; flat and flat16, laid out for CPU runtimes), and the plain export of the
 straightforward port (the official code's form), at several square LR sizes. Prints a Markdown
 table with the CPU's flags and each contender's speed against the plain export on ONNX Runtime;
@@ -15,8 +16,11 @@ product's default CPU backend are chosen from what this prints (README, "CPU bac
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -29,6 +33,7 @@ from lbnet_deploy.benchmarks.timing import interleaved, sample_input
 from lbnet_deploy.metadata import COMPUTE, FORMS, Form
 from lbnet_deploy.resolve import model_file
 from lbnet_deploy.runtime import registry
+from lbnet_deploy.runtime.backend import Runner
 
 BASELINE = "ort plain"
 # (label, bench contender or registry backend, graph, attention form, precision): graph
@@ -62,6 +67,19 @@ CONTENDERS = [
 INT8_MAX_SIZE = 128
 
 
+def _new_shape_each_run(runner: Runner, size: int) -> Callable[[], object]:
+    """A run at (size + k) x (size - k), k = 1, 2, ... (the same work within k^2 pixels): what a
+    dynamic graph does for whole images of many sizes (OpenVINO: on its dynamic compile;
+    ONNX Runtime: the arena given back after each new shape)."""
+    count = itertools.count(1)
+
+    def run() -> object:
+        k = next(count)
+        return runner.infer(sample_input(1, (size + k, size - k)))
+
+    return run
+
+
 def time_size(
     model: str,
     size: int,
@@ -91,7 +109,10 @@ def time_size(
             runner, _ = open_bench_runner(
                 backend, model, (size, size), threads=threads, precision=precision, form=ours
             )
-        calls[label] = lambda r=runner: r.infer(x)
+        if graph == "dynamic":  # whole images: each run a shape the runner has not seen
+            calls[label] = _new_shape_each_run(runner, size)
+        else:
+            calls[label] = partial(runner.infer, x)
     print(f"{size}x{size}: {len(calls)} contenders, {runs} rounds", file=sys.stderr, flush=True)
     stats = {k: summarize(v) for k, v in interleaved(calls, warmup, runs).items()}
     if BASELINE not in stats:
