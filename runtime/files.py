@@ -261,8 +261,8 @@ def upscale_files(
 
                     bits, footprint = output.bits(image), output.footprint(image)
                     sr = upscaler.upscale(image.model_input, tick, bits, footprint)
-            except LBNetError as exc:
-                log.error("%s", exc)
+            except LBNetError as exc:  # named by its file (the Upscaler's lines do not)
+                log.error("%s", exc if str(path) in str(exc) else f"{path}: {exc}")
                 summary.failed += 1
                 continue
             finish()  # the previous image's write, overlapped with this one's upscale

@@ -84,9 +84,16 @@ class TritonRunner(GraphRunner):
 
     def upscale_image(self, image: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
         """uint8 H x W x 3 -> uint8 sH x sW x 3 on the image model, tiled there with `settings`
-        (tile, overlap, merge, batch; None values leave the server's)."""
+        (tile, overlap, merge, batch; None values leave the server's). The image model takes
+        and returns uint8 only: any other input (a 16-bit file's uint16) is one line."""
+        if image.dtype != np.uint8:  # a cast would wrap 16-bit samples modulo 256
+            what = "16-bit samples" if image.dtype == np.uint16 else f"{image.dtype} samples"
+            raise LBNetError(
+                f"Triton model {self.model} serves 8-bit images and this one has {what}: "
+                "upscale it with a local backend (which keeps 16 bits) or convert it to 8 bits"
+            )
         given = {k: v for k, v in settings.items() if v is not None}
-        image = np.ascontiguousarray(image, dtype=np.uint8)
+        image = np.ascontiguousarray(image)
         out = self._infer(self.model, IMAGE_INPUT, image, IMAGE_OUTPUT, parameters=given)
         expected = (self.scale * image.shape[0], self.scale * image.shape[1], 3)
         if out is None or out.shape != expected or out.dtype != np.uint8:

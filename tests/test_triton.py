@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 from PIL import Image
@@ -319,3 +320,17 @@ def test_the_results_section_judges_the_goal() -> None:
     assert "60 x 1, 3 x 2" in text
     result["triton"] |= {"met": False}
     assert "**missed**" in "\n".join(_serving(result))
+
+
+def test_the_triton_client_refuses_what_its_image_model_cannot_take() -> None:
+    """The image model is UINT8 in and out: a 16-bit file's uint16 samples were cast to uint8
+    (wrapped modulo 256, a wrong image and exit 0); refused before any request is sent."""
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.runtime.triton_client import TritonRunner
+
+    runner = TritonRunner.__new__(TritonRunner)  # no server: the check comes first
+    runner.model, runner.url = "t4", "127.0.0.1:9"
+    deep = np.random.default_rng(0).integers(9422, 50471, (20, 24, 3)).astype(np.uint16)
+    for image, what in ((deep, "16-bit samples"), (deep.astype(np.float32), "float32")):
+        with pytest.raises(LBNetError, match=f"serves 8-bit images and this one has {what}"):
+            runner.upscale_image(image, {})

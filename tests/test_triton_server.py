@@ -163,6 +163,30 @@ def test_load_8_clients_of_10_images_all_correct_and_batched(served) -> None:
     )
 
 
+def test_a_16_bit_file_is_refused_in_one_line_and_the_others_complete(
+    served, tmp_path, capsys
+) -> None:
+    """The image model is UINT8: a 16-bit PNG was sent as its samples modulo 256 (a wrong image,
+    exit 0). Now it is one line naming the file; the 8-bit file beside it is served."""
+    from lbnet_deploy.runtime.png16 import write_png16
+
+    server, graph = served
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    deep = np.random.default_rng(2).integers(9422, 50471, (20, 24, 3)).astype(np.uint16)
+    (folder / "deep.png").write_bytes(write_png16(deep))
+    Image.fromarray(texture(12, 10)).save(folder / "plain.png")
+    argv = ["upscale", str(folder), "-o", str(out), "--backend", "triton", "--url",
+            server.grpc_url, "--model", "t4", "-q"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(folder / "deep.png") in lines[0] and "16-bit samples" in lines[0]
+    assert sorted(pngs(out)) == ["plain.png"]
+    assert np.array_equal(pngs(out)["plain.png"], local(graph, [texture(12, 10)])[0])
+
+
 def raw_infer(url: str, array: np.ndarray, datatype: str, **parameters):
     import tritonclient.grpc as grpcclient
 
