@@ -122,16 +122,16 @@ def serving_study(
     local_latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         server = None
-        if url is None:
-            settings = ImageSettings(image_instances=clients, threads=timing.threads or 0)
-            write_image_repository(
-                graph, model_io(graph), tmp, "lbnet", settings, python_tile=True
-            )  # fmt: skip
-            server = TritonServer(Path(tmp), grpc_port=free_port(), http_port=free_port())
-            server.start()
-            url, served = server.grpc_url, "lbnet"
-        assert served is not None, "name the served model with url"
-        try:
+        try:  # the server stopped however the bench ends, also while it loads
+            if url is None:
+                settings = ImageSettings(image_instances=clients, threads=timing.threads or 0)
+                write_image_repository(
+                    graph, model_io(graph), tmp, "lbnet", settings, python_tile=True
+                )  # fmt: skip
+                server = TritonServer(Path(tmp), grpc_port=free_port(), http_port=free_port())
+                server.start()
+                url, served = server.grpc_url, "lbnet"
+            assert served is not None, "name the served model with url"
             timing.log(f"serving: {clients} clients x {len(images)} images through Triton {url}")
             load(url, served, images, clients, len(images), expected=expected)  # warm-up
             for r in range(timing.runs):

@@ -293,28 +293,35 @@ class TritonServer:
         return command, env
 
     def start(self, timeout_s: float = 300.0) -> TritonServer:
-        """Start and wait until /v2/health/ready (every model loaded); one line on failure."""
+        """Start and wait until /v2/health/ready (every model loaded); one line on failure. The
+        server runs in its own session (the terminal's Ctrl-C does not reach it), so whatever
+        ends the wait (a failure, Ctrl-C, SIGTERM) stops it here before it propagates."""
         _check_port(self.host, self.grpc_port, "--grpc-port")
         _check_port(self.host, self.http_port, "--http-port")
         command, env = self.command()
         log_path = self.log_path or triton_home() / "logs" / f"server-{self.grpc_port}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
-        with open(log_path, "wb") as out:
-            # its own session: stop() ends the server and the backend processes it started
-            self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout_s
-        while not self.ready():
-            if self.process.poll() is not None:
-                raise LBNetError(
-                    f"Triton stopped while loading: {self.failure()} (log: {log_path})"
+        try:
+            with open(log_path, "wb") as out:
+                # its own session: stop() ends the server and the backend processes it started
+                self.process = subprocess.Popen(
+                    command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
                 )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise LBNetError(f"Triton was not ready after {timeout_s:.0f} s (log: {log_path})")
-            time.sleep(0.25)
+            deadline = time.monotonic() + timeout_s
+            while not self.ready():
+                if self.process.poll() is not None:
+                    raise LBNetError(
+                        f"Triton stopped while loading: {self.failure()} (log: {log_path})"
+                    )
+                if time.monotonic() > deadline:
+                    raise LBNetError(
+                        f"Triton was not ready after {timeout_s:.0f} s (log: {log_path})"
+                    )
+                time.sleep(0.25)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def ready(self) -> bool:
@@ -333,18 +340,21 @@ class TritonServer:
         return (errors or lines or ["no output"])[0].strip()[:400]
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM (Triton unloads its models and exits), then SIGKILL to the whole group."""
+        """SIGTERM (Triton unloads its models and exits), then SIGKILL to the whole group (also
+        at once where the wait is interrupted: a second Ctrl-C)."""
         process = self.process
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # stubs left behind, by our group's id
-        process.wait()
-        self.process = None
+        try:
+            if process.poll() is None:
+                process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout_s)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # stubs left behind, by our group's id
+            process.wait()
+            self.process = None
 
     def __enter__(self) -> TritonServer:
         return self.start() if self.process is None else self

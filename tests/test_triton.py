@@ -3,10 +3,12 @@ message (tritonclient[grpc]), for an engine and for fixed- and dynamic-batch ONN
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -334,3 +336,78 @@ def test_the_triton_client_refuses_what_its_image_model_cannot_take() -> None:
     for image, what in ((deep, "16-bit samples"), (deep.astype(np.float32), "float32")):
         with pytest.raises(LBNetError, match=f"serves 8-bit images and this one has {what}"):
             runner.upscale_image(image, {})
+
+
+FAKE_SERVER = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a 'stub'
+print(child.pid, flush=True)
+time.sleep(120)  # never ready
+"""
+
+
+def test_a_stop_while_the_server_loads_stops_it_and_its_children(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """SIGTERM (or Ctrl-C) during the wait for readiness: the server runs in its own session, so
+    only our stop() ends it; the wait's interruption used to propagate without it, leaving the
+    server and its backend processes serving."""
+    import signal
+    import threading
+    import time
+
+    from lbnet_deploy.serve import TritonServer, free_port
+
+    grpc = free_port()
+    log = tmp_path / "logs" / f"server-{grpc}.log"  # where start() puts it in triton_home()
+    command = [sys.executable, "-c", FAKE_SERVER]
+    monkeypatch.setattr(TritonServer, "command", lambda self: (command, dict(os.environ)))
+    monkeypatch.setattr(TritonServer, "ready", lambda self: False)
+    started: list[int] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kw):
+        process = real_popen(*args, **kw)
+        started.append(process.pid)
+        return process
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+
+    def alive(group: int) -> bool:
+        """A process of `group` runs (zombies, killed and not yet reaped by init, do not)."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            running = []
+            for stat_file in Path("/proc").glob("[0-9]*/stat"):
+                with contextlib.suppress(OSError):
+                    fields = stat_file.read_text().rsplit(")", 1)[1].split()
+                    if int(fields[2]) == group and fields[0] != "Z":
+                        running.append(stat_file)
+            if not running:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def stop_after_the_child_started(group_log=log) -> None:
+        deadline = time.monotonic() + 30
+        while not (group_log.is_file() and group_log.read_text().strip()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        threading.Thread(target=stop_after_the_child_started, daemon=True).start()
+        monkeypatch.setattr("lbnet_deploy.serve.triton_home", lambda: tmp_path)
+        ports = ["--grpc-port", str(grpc), "--http-port", str(free_port())]
+        code = main(["serve", "--triton", str(tmp_path), *ports])
+        assert code == 143 and "interrupted" in capsys.readouterr().err
+        (group,) = started
+        assert log.read_text().strip()  # the 'stub' had started
+        assert not alive(group), "the server's process group outlived the command"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for group in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)

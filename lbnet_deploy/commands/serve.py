@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
     server = TritonServer(
         Path(args.triton), args.host, args.grpc_port, args.http_port, wheel=args.wheel
     )
-    with server.start(timeout_s=args.timeout):
+    try:  # stopped however this ends (start stops it itself when interrupted while loading)
+        server.start(timeout_s=args.timeout)
         print(
             f"Triton serves {args.triton}: gRPC {server.grpc_url} (upscale --backend triton "
             f"--url {server.grpc_url}), HTTP {server.http_url}, ready at "
@@ -29,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         assert server.process is not None
-        code = server.process.wait()  # until it dies, or Ctrl-C / SIGTERM stop it on the way out
+        code = server.process.wait()  # until it dies, or Ctrl-C / SIGTERM stop it
+    finally:
+        server.stop()
     print(f"Triton exited with {code}: {server.failure()}")
     return 1
 
