@@ -21,16 +21,24 @@ distributed inside tritonclient[grpc] (a test dependency here, used to parse wha
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import io_kind
-from lbnet_deploy.runtime.atomic import default_dir_mode, write_text_atomic
+from lbnet_deploy.runtime.atomic import (
+    STALE_SECONDS,
+    default_dir_mode,
+    name_max,
+    write_text_atomic,
+)
 from lbnet_deploy.runtime.triton_backend import (
     IMAGE_INPUT,
     IMAGE_OUTPUT,
@@ -236,11 +244,17 @@ def _image_config(io: ModelIO, name: str, tile_model: str, python_tile: bool,
     )  # fmt: skip
 
 
-def check_name(name: str) -> None:
+def check_name(name: str, repository: Path) -> None:
+    """A model name is a plain folder name (also a quotable config.pbtxt string: no quotes,
+    slashes, spaces) that the repository's file system takes."""
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name or ""):
-        # a folder name that is also a quotable config.pbtxt string: no quotes, slashes, spaces
         raise LBNetError(
             f"model name {name!r} must be a plain folder name: letters, digits, '_', '-', '.'"
+        )
+    if len(name) > (limit := name_max(repository)):
+        raise LBNetError(
+            f"model folder {name[:40]}... is {len(name)} characters long, over the {limit} "
+            f"that {repository} takes: choose a shorter --name"
         )
 
 
@@ -278,6 +292,24 @@ def _model_py(role: str) -> str:
     )
 
 
+STAGING_PREFIX = ".lbnet-triton-staging."
+
+
+def staging_parent(repository: Path) -> Path:
+    """Where model folders are assembled: beside the repository (its parent, on the same file
+    system, so the rename into place is atomic), never inside it, where Triton would try to
+    load the staging folder as a model and refuse to start (it skips no hidden folder). A
+    repository that is a mount point (or whose parent cannot be written) has no such place:
+    inside it, then (a server starting meanwhile, or a killed run's leftover, is named by
+    `serve`'s check_repository)."""
+    parent = repository.absolute().parent
+    try:
+        same = parent.stat().st_dev == repository.stat().st_dev
+    except OSError:
+        return repository
+    return parent if same and os.access(parent, os.W_OK | os.X_OK) else repository
+
+
 class _Staging:
     """Model folders assembled beside the repository and renamed into place together; an
     existing folder is refused before anything is written, nothing half-made is left."""
@@ -286,7 +318,7 @@ class _Staging:
         if not repository.is_dir():
             raise LBNetError(f"model repository folder does not exist: {repository}")
         for name in names:
-            check_name(name)
+            check_name(name, repository)
             if (repository / name).exists():
                 raise LBNetError(
                     f"{repository / name} already exists: remove it or choose another --name"
@@ -294,10 +326,32 @@ class _Staging:
         self.repository, self.names = repository, names
 
     def __enter__(self) -> Path:
-        self.root = Path(tempfile.mkdtemp(dir=self.repository, prefix=f".{self.names[0]}."))
+        where = staging_parent(self.repository)
+        for stale in where.glob(f"{STAGING_PREFIX}*"):  # left by a run killed an hour ago
+            with contextlib.suppress(OSError):
+                if time.time() - stale.lstat().st_mtime > STALE_SECONDS:
+                    shutil.rmtree(stale)
+        self.root = Path(tempfile.mkdtemp(dir=where, prefix=STAGING_PREFIX))
         return self.root
 
     def commit(self) -> None:
+        try:
+            self._rename()
+        except OSError as exc:
+            if exc.errno != errno.EXDEV or self.root.parent == self.repository:
+                raise
+            # the repository is a mount of its parent's file system (a bind mount: same device,
+            # and still no rename across): copied into a staging folder inside it, then renamed
+            outside = self.root
+            self.root = Path(tempfile.mkdtemp(dir=self.repository, prefix=STAGING_PREFIX))
+            try:
+                for name in self.names:
+                    shutil.copytree(outside / name, self.root / name)
+            finally:
+                shutil.rmtree(outside, ignore_errors=True)
+            self._rename()
+
+    def _rename(self) -> None:
         moved: list[Path] = []
         try:
             for name in self.names:

@@ -204,10 +204,20 @@ class RepositoryFacts:
 
 
 def check_repository(repository: Path) -> RepositoryFacts:
-    """Every model of `repository` is a Python-backend model (what the wheel's server runs);
-    one line naming the first that is not, or a folder that is no repository."""
+    """Every folder of `repository` is a Python-backend model (what the wheel's server runs);
+    one line naming the first that is not (a hidden or config-less folder too: Triton refuses
+    to start on it), or a folder that is no repository."""
     if not repository.is_dir():
         raise LBNetError(f"model repository folder does not exist: {repository}")
+    for folder in sorted(p for p in repository.iterdir() if p.is_dir()):
+        # Triton loads every folder as a model, hidden ones too (a staging folder left by a
+        # killed `triton` run), and refuses to start on one that is none
+        hidden = folder.name.startswith(".")
+        if hidden or not (folder / "config.pbtxt").is_file():
+            what = "a hidden folder, which Triton loads as a model too" if hidden else "no model"
+            raise LBNetError(
+                f"{folder} is {what} (Triton would refuse to start): remove it from the repository"
+            )
     configs = sorted(repository.glob("*/config.pbtxt"))
     if not configs:
         raise LBNetError(f"{repository} holds no model (no */config.pbtxt): write one with "

@@ -60,6 +60,14 @@ def _temporary_name(name: str, token: str | None = None) -> str:
     return f".{name}.{token or secrets.token_hex(4)}.tmp"
 
 
+def name_max(folder: Path) -> int:
+    """The longest file name (bytes) `folder`'s file system takes (255 where it does not say)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer
+        return 255
+
+
 def check_name_fits(path: Path) -> None:
     """One line, before any work, where `path`'s name with its temporary's additions is longer
     than the file system of its folder (or the nearest one that exists) takes: found at write
@@ -67,10 +75,7 @@ def check_name_fits(path: Path) -> None:
     folder = path.parent.absolute()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer
-        limit = 255
+    limit = name_max(folder)
     extra = len(_temporary_name("", "0" * 8))
     if len(os.fsencode(path.name)) + extra > limit:
         raise LBNetError(

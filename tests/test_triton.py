@@ -184,6 +184,7 @@ def test_engine_image_repository_keeps_the_plan_and_its_fixed_shape(monkeypatch,
         (["--images", "--precision", "fp16"], "has its own precision"),
         (["--images", "--cpu", "--name", "x/y"], "plain folder"),
         (["--images", "--cpu", "--name", "taken"], "already exists"),
+        (["--images", "--cpu", "--name", "a" * 250], "characters long"),  # with _tiles: 256
     ],
 )
 def test_bad_image_repository_options_are_one_line_and_write_nothing(
@@ -240,7 +241,14 @@ def test_serve_refuses_what_the_wheels_server_cannot_run(tmp_path, capsys, monke
     (tmp_path / "empty").mkdir()
     (tmp_path / "fake.whl").write_text("not a zip")
     monkeypatch.setenv("LBNET_TRITON_DIR", str(tmp_path / "home"))
+    stray = tmp_path / "stray"
+    (stray / "m").mkdir(parents=True)
+    (stray / "m" / "config.pbtxt").write_text('name: "m"\nbackend: "python"\n')
+    (stray / ".m.k3j2h1" / "m").mkdir(parents=True)  # a killed run's staging folder
+    (tmp_path / "bare" / "m").mkdir(parents=True)
     cases = [
+        (["--triton", str(stray)], "a hidden folder"),
+        (["--triton", str(tmp_path / "bare")], "is no model"),
         (["--triton", str(tmp_path / "nope")], "does not exist"),
         (["--triton", str(tmp_path / "empty")], "holds no model"),
         (["--triton", str(plan_repo)], "runs tensorrt_plan"),
@@ -411,3 +419,48 @@ def test_a_stop_while_the_server_loads_stops_it_and_its_children(
         for group in started:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
+
+
+def test_model_folders_are_staged_beside_the_repository(tmp_path, monkeypatch) -> None:
+    """Triton loads every folder of a repository, hidden ones too: a staging folder inside it
+    (left by a killed run, or seen by a server starting meanwhile) stopped the server. While
+    a repository is written it holds nothing but finished models; nothing is left beside it."""
+    import lbnet_deploy.export.triton as triton
+
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
+    seen: list[list[str]] = []
+    vendor = triton.vendor_runtime
+
+    def vendor_and_look(folder) -> None:
+        vendor(folder)
+        seen.append(sorted(p.name for p in (tmp_path / "repo").iterdir()))
+
+    monkeypatch.setattr(triton, "vendor_runtime", vendor_and_look)
+    image_repo(tmp_path, src, "--cpu")
+    assert seen == [[], []]  # the image model's and the tile model's copy, both staged outside
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["sr", "sr_tiles"]
+    assert not list(tmp_path.glob(".lbnet-triton-staging.*"))
+
+
+def test_a_repository_mounted_from_its_parents_file_system_is_staged_inside(
+    tmp_path, monkeypatch
+) -> None:
+    """Where the rename from beside the repository fails across a (bind) mount, the folders
+    are copied into a staging folder inside it and renamed from there; nothing is left."""
+    import errno
+
+    import lbnet_deploy.export.triton as triton
+
+    repo = tmp_path / "repo"
+    replace = os.replace
+
+    def across_mounts(src, dst) -> None:
+        if Path(dst).parent == repo and Path(src).parent.parent != repo:  # a model folder
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(src, dst)
+
+    monkeypatch.setattr(triton.os, "replace", across_mounts)
+    image_repo(tmp_path, graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"]), "--cpu")
+    assert sorted(p.name for p in repo.iterdir()) == ["sr", "sr_tiles"]
+    assert (repo / "sr_tiles" / "1" / "model.onnx").is_file()
+    assert not list(tmp_path.glob(".lbnet-triton-staging.*"))
