@@ -238,6 +238,10 @@ def check_repository(repository: Path) -> RepositoryFacts:
     return RepositoryFacts(runners)
 
 
+# the prefix of Triton's (glog's) log lines: "E1203 10:28:05.730181 26488 server.cc:241] "
+GLOG = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [^\]]+\] ")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on now (for tests and `--*-port 0`)."""
     with socket.socket() as s:
@@ -306,6 +310,10 @@ class TritonServer:
         """Start and wait until /v2/health/ready (every model loaded); one line on failure. The
         server runs in its own session (the terminal's Ctrl-C does not reach it), so whatever
         ends the wait (a failure, Ctrl-C, SIGTERM) stops it here before it propagates."""
+        if self.grpc_port == self.http_port:
+            raise LBNetError(
+                f"--grpc-port and --http-port are both {self.grpc_port}: give two ports"
+            )
         _check_port(self.host, self.grpc_port, "--grpc-port")
         _check_port(self.host, self.http_port, "--http-port")
         command, env = self.command()
@@ -342,12 +350,23 @@ class TritonServer:
             return False
 
     def failure(self) -> str:
-        """The server log's first error line (why it did not start or a model not load)."""
+        """Why the server stopped, from its log: the first model that failed to load, else the
+        server's own "error: ..." line, else its last error line (not the "CudaDriverHelper has
+        not been initialized." every start logs without a GPU), else a usage message's last
+        line (Triton prints its usage for a bad command line)."""
         if self.log_path is None or not self.log_path.is_file():
             return "no log"
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        errors = [ln for ln in lines if re.match(r"^E\d{4}", ln) or "error" in ln.lower()]
-        return (errors or lines or ["no output"])[0].strip()[:400]
+        lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines()]
+        logged = [GLOG.sub("", ln).strip('"') for ln in lines if GLOG.match(ln)]
+        errors = [GLOG.sub("", ln).strip('"') for ln in lines if ln.startswith("E")
+                  and GLOG.match(ln) and "CudaDriverHelper" not in ln]  # fmt: skip
+        found = (
+            [ln for ln in logged if "failed to load" in ln]
+            or [ln for ln in lines if ln.startswith("error:")]
+            or errors[-1:]
+            or ([] if logged else [ln for ln in lines if ln][-1:])
+        )
+        return found[0][:400] if found else "no error in its log"
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (Triton unloads its models and exits), then SIGKILL to the whole group (also

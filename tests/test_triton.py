@@ -464,3 +464,66 @@ def test_a_repository_mounted_from_its_parents_file_system_is_staged_inside(
     assert sorted(p.name for p in repo.iterdir()) == ["sr", "sr_tiles"]
     assert (repo / "sr_tiles" / "1" / "model.onnx").is_file()
     assert not list(tmp_path.glob(".lbnet-triton-staging.*"))
+
+
+CPU_START = [  # what every start of the wheel's server logs on a machine without a GPU
+    'W1203 10:03:46.376104 14977 pinned_memory_manager.cc:273] "Unable to allocate pinned system '
+    'memory, pinned memory pool will not be available: CUDA driver version is insufficient"',
+    'E1203 10:03:46.376220 14977 server.cc:241] "CudaDriverHelper has not been initialized."',
+    'I1203 10:03:46.378597 14977 model_lifecycle.cc:472] "loading: m:1"',
+]
+
+
+@pytest.mark.parametrize(
+    ("tail", "reason"),
+    [
+        (
+            [
+                'E1203 10:28:05.730181 26488 model_repository_manager.cc:724] "failed to load '
+                "model '.empty': at least one version must be available under the version policy "
+                "of model '.empty'\"",
+                'W1203 10:28:08.408811 26488 pinned_memory_manager.cc:170] "failed to allocate"',
+                "error: creating server: Internal - failed to load all models",
+            ],
+            "failed to load model '.empty': at least one version must be available",
+        ),
+        (
+            ["error: creating server: Internal - failed to load all models"],
+            "error: creating server: Internal - failed to load all models",
+        ),
+        (
+            [
+                'E1203 10:40:00.000001 1 grpc_server.cc:2466] "Failed to listen on port 8001"',
+                'I1203 10:40:00.000002 1 server.cc:305] "Waiting for in-flight requests."',
+            ],
+            "Failed to listen on port 8001",
+        ),
+        (
+            ["I1203 10:03:49.482129 14977 model_lifecycle.cc:839] \"successfully loaded 'm'\""],
+            "no error in its log",
+        ),
+    ],
+)
+def test_the_servers_failure_is_the_line_that_says_why(tmp_path, tail, reason) -> None:
+    """Not the first E line (every start without a GPU logs "CudaDriverHelper has not been
+    initialized." first, which every failure used to be reported as)."""
+    from lbnet_deploy.serve import TritonServer
+
+    log = tmp_path / "server.log"
+    log.write_text("\n".join([*CPU_START, *tail]) + "\n")
+    assert TritonServer(tmp_path, log_path=log).failure().startswith(reason)
+
+
+def test_a_usage_message_gives_its_last_line_and_equal_ports_are_refused(tmp_path) -> None:
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.serve import TritonServer
+
+    log = tmp_path / "server.log"
+    usage = ["Usage: tritonserver [options]", "  --log-error <boolean>",
+             "\tEnable/disable error-level logging.", "",
+             "The server cannot listen to HTTP requests and GRPC requests at the same address "
+             "and port 127.0.0.1:8001"]  # fmt: skip
+    log.write_text("\n".join(usage) + "\n\n")
+    assert TritonServer(tmp_path, log_path=log).failure() == usage[-1]
+    with pytest.raises(LBNetError, match="--grpc-port and --http-port are both 8001"):
+        TritonServer(tmp_path, grpc_port=8001, http_port=8001).start()  # before anything

@@ -4,6 +4,7 @@ repository, from the nvidia-pytriton wheel (lbnet_deploy/serve.py), until Ctrl-C
 from __future__ import annotations
 
 import argparse
+import signal
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +34,12 @@ def run(args: argparse.Namespace) -> int:
         code = server.process.wait()  # until it dies, or Ctrl-C / SIGTERM stop it
     finally:
         server.stop()
-    print(f"Triton exited with {code}: {server.failure()}")
+    how = (
+        f"was killed by signal {-code} ({signal.strsignal(-code)})"
+        if code < 0
+        else f"exited with {code}"
+    )
+    print(f"Triton {how}: {server.failure()} (log: {server.log_path})")
     return 1
 
 
