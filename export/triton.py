@@ -212,11 +212,16 @@ def _python_tile_config(io: ModelIO, name: str, max_batch: int, instances: int,
 
 
 def _image_config(io: ModelIO, name: str, tile_model: str, python_tile: bool,
-                  settings: ImageSettings) -> str:  # fmt: skip
+                  settings: ImageSettings, max_batch: int) -> str:  # fmt: skip
     """The image model: uint8 H x W x 3 in and out, the Upscaler's settings and the tile model's
-    facts (fixed size and batch where it has them) as parameters."""
+    facts (fixed size and batch where it has them, else its max_batch_size) as parameters."""
     b, _, h, w = io.inputs[0].dims
     fixed_batch = not python_tile and not _batched(io)
+    if not fixed_batch and settings.batch > max_batch:  # Triton would refuse every request
+        raise LBNetError(
+            f"--batch {settings.batch} is over --max-batch {max_batch}, the most tiles the tile "
+            "model takes in one request"
+        )
     params = {
         "role": "image",
         "tile_model": tile_model,
@@ -233,6 +238,8 @@ def _image_config(io: ModelIO, name: str, tile_model: str, python_tile: bool,
         "lbnet.input_size": "dynamic" if -1 in (h, w) else f"{h}x{w}",
         "lbnet.batch": str(b) if fixed_batch else "dynamic",
     }
+    if not fixed_batch:
+        params["tile_max_batch"] = str(max_batch)
     if python_tile:  # the range of the tile model's tiles: 0..255 into our runner there
         params["lbnet.io"] = "255"
     ImageModel().configure(params, name)  # the server's own checks, before anything is written
@@ -439,7 +446,7 @@ def write_image_repository(
     staging = _Staging(repository, [tiles, name])
     v = str(version)
     files: dict[str, str | Path] = {
-        f"{name}/config.pbtxt": _image_config(io, name, tiles, python_tile, settings),
+        f"{name}/config.pbtxt": _image_config(io, name, tiles, python_tile, settings, max_batch),
         f"{name}/{v}/model.py": _model_py("image"),
         f"{tiles}/{v}/{io.filename}": model,
     }

@@ -30,7 +30,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts, model_facts
 
-from .backend import GraphRunner, describe_facts
+from .backend import GraphRunner, describe_facts, infer_file
 from .tiling import MERGES
 from .upscaler import Upscaler
 
@@ -99,12 +99,36 @@ class TileModel:
         return answer(requests, outputs)
 
 
-class BlsTileRunner(GraphRunner):
+class TileModelRunner(GraphRunner):
+    """Shared part of the runners whose tiles go to a repository's tile model (by BLS inside
+    the server, by gRPC from a client): the model's facts from an image model's parameters
+    and, for a tile model that batches dynamically, the most tiles it takes in one request
+    (`tile_max_batch`, its max_batch_size; Triton refuses more): larger batches go in slices
+    of that many, unpadded (a fixed-batch engine's are padded to its batch, as before)."""
+
+    def read_tile_model(self, params: dict[str, str], source: str) -> None:
+        self.facts = lbnet_facts(params, source)
+        limit = params.get("tile_max_batch")  # absent in repositories written before it
+        self.batch_limit = int(limit) if limit else None
+
+    @property
+    def max_batch(self) -> int | None:
+        return self.facts.batch or self.batch_limit
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        step, fixed = self.max_batch or len(batch) or 1, self.facts.batch
+        parts = [batch[i : i + step] for i in range(0, max(len(batch), 1), step)]
+        outs = [infer_file(self._run, p, self.facts, self.input_size, fixed) for p in parts]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+
+class BlsTileRunner(TileModelRunner):
     """A `Runner` whose tiles run on the tile model through BLS requests; sizes and batch are
-    the tile model's (a fixed-size engine's shape and batch, else any), from the parameters."""
+    the tile model's (a fixed-size engine's shape and batch, else any size, up to its
+    max_batch_size), from the parameters."""
 
     def __init__(self, params: dict[str, str], source: str) -> None:
-        self.facts = lbnet_facts(params, source)
+        self.read_tile_model(params, source)
         self.model = params["tile_model"]
         self.names = params.get("tile_input", TILE_INPUT), params.get("tile_output", TILE_OUTPUT)
         self.dtype = NUMPY_TYPES[params.get("tile_type", "TYPE_FP32")]

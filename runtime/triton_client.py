@@ -16,8 +16,8 @@ import numpy as np
 
 from lbnet_deploy.errors import LBNetError
 
-from .backend import GraphRunner, describe_facts
-from .triton_backend import IMAGE_INPUT, IMAGE_OUTPUT, lbnet_facts, parameters
+from .backend import describe_facts
+from .triton_backend import IMAGE_INPUT, IMAGE_OUTPUT, TileModelRunner, parameters
 
 DEFAULT_URL = "127.0.0.1:8001"  # Triton's gRPC port
 TIMEOUT_S = 3600.0  # one request: a large image tiled on a busy CPU server takes minutes
@@ -35,7 +35,7 @@ def _message(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-class TritonRunner(GraphRunner):
+class TritonRunner(TileModelRunner):
     """A model of a Triton image repository on a server (see the module docstring)."""
 
     def __init__(self, url: str, model: str, timeout_s: float = TIMEOUT_S) -> None:
@@ -54,7 +54,7 @@ class TritonRunner(GraphRunner):
                 f"Triton model {model} at {url} is not an lbnet-deploy image model "
                 "(write one with `lbnet-deploy triton --images`)"
             )
-        self.facts = lbnet_facts(params, f"Triton model {model} at {url}")
+        self.read_tile_model(params, f"Triton model {model} at {url}")
         self.tile_model = params["tile_model"]
         self.tile_type = params.get("tile_type", "TYPE_FP32").removeprefix("TYPE_")
         self.tile_names = params.get("tile_input", "lr"), params.get("tile_output", "sr")
@@ -75,7 +75,7 @@ class TritonRunner(GraphRunner):
         return result.as_numpy(output)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        """Tiles on the server's tile model (`infer`: GraphRunner's, in its fixed batch)."""
+        """Tiles on the server's tile model (`infer`: in slices of the batch it takes)."""
         if self.tile_type == "FP16":
             batch = batch.astype(np.float16)
         name_in, name_out = self.tile_names

@@ -185,6 +185,8 @@ def test_engine_image_repository_keeps_the_plan_and_its_fixed_shape(monkeypatch,
         (["--images", "--cpu", "--name", "x/y"], "plain folder"),
         (["--images", "--cpu", "--name", "taken"], "already exists"),
         (["--images", "--cpu", "--name", "a" * 250], "characters long"),  # with _tiles: 256
+        (["--images", "--cpu", "--batch", "16"], "--batch 16 is over --max-batch 8"),
+        (["--images", "--batch", "5", "--max-batch", "4"], "--batch 5 is over --max-batch 4"),
     ],
 )
 def test_bad_image_repository_options_are_one_line_and_write_nothing(
@@ -527,3 +529,32 @@ def test_a_usage_message_gives_its_last_line_and_equal_ports_are_refused(tmp_pat
     assert TritonServer(tmp_path, log_path=log).failure() == usage[-1]
     with pytest.raises(LBNetError, match="--grpc-port and --http-port are both 8001"):
         TritonServer(tmp_path, grpc_port=8001, http_port=8001).start()  # before anything
+
+
+def test_tiles_go_to_a_dynamic_tile_model_in_slices_of_its_max_batch(tmp_path) -> None:
+    """The image model's planner and a client cap the batch at the tile model's max_batch_size
+    and send larger batches in unpadded slices (a batch of 16 against max_batch_size 8 failed
+    every tiled request); a fixed-batch engine's slices are still padded to its batch."""
+    from lbnet_deploy.runtime.triton_backend import BlsTileRunner
+    from lbnet_deploy.runtime.upscaler import Upscaler
+
+    src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
+    image_config, _ = image_repo(tmp_path, src, "--cpu", "--max-batch", "8", "--batch", "8")
+    params = {k: v.string_value for k, v in image_config.parameters.items()}
+    assert params["tile_max_batch"] == "8"
+    sizes: list[int] = []
+
+    class Recorded(BlsTileRunner):
+        def _run(self, batch):
+            sizes.append(len(batch))
+            return np.repeat(np.repeat(batch, 4, axis=2), 4, axis=3)
+
+    runner = Recorded(params, "test")
+    assert runner.max_batch == 8 and Upscaler(runner, batch=16).batch == 8
+    tiles = np.random.default_rng(0).uniform(0, 255, (19, 3, 6, 5)).astype(np.float32)
+    out = runner.infer(tiles)
+    assert sizes == [8, 8, 3] and out.shape == (19, 3, 24, 20)
+    assert np.array_equal(out, np.repeat(np.repeat(tiles, 4, axis=2), 4, axis=3))
+    sizes.clear()
+    fixed = Recorded({**params, "lbnet.batch": "2", "lbnet.input_size": "6x5"}, "test")
+    assert fixed.infer(tiles[:3]).shape == (3, 3, 24, 20) and sizes == [2, 2]

@@ -113,6 +113,9 @@ def test_the_clients_tiling_options_reach_the_server(served) -> None:
     for tiling in ({"tile": 24, "overlap": 6, "merge": "crop", "batch": 3}, {"tile": 40}):
         remote = local_upscaler(runner, **tiling).upscale(image)
         assert np.array_equal(remote, local(graph, [image], **tiling)[0]), tiling
+    # a batch over the tile model's max_batch_size (8) is capped there: it failed every request
+    remote = local_upscaler(runner, tile=16, overlap=4, batch=12).upscale(image)
+    assert np.array_equal(remote, local(graph, [image], tile=16, overlap=4, batch=8)[0])
     tiles = np.random.default_rng(0).uniform(0, 255, (2, 3, 20, 28)).astype(np.float32)
     here = open_runner(str(graph), "ort")
     assert np.array_equal(runner.infer(tiles), here.infer(tiles))

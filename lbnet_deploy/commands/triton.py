@@ -120,7 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--memory-budget", type=positive_int, metavar="MB",
         help="per image, as upscale's (2048)",
     )  # fmt: skip
-    g.add_argument("--batch", type=positive_int, help="tiles per tile-model request (1)")
+    g.add_argument(
+        "--batch", type=positive_int, help="tiles per tile-model request (1; at most --max-batch)"
+    )
     g.add_argument(
         "--image-instances", type=positive_int,
         help="images served at once (4; each a process)",
