@@ -593,7 +593,8 @@ def pipeline_study(
         plan = serial.plan(*image_size)
         return {
             "batch": batch, "batches": -(-len(plan.grid.tiles()) // plan.batch),
-            "in_flight": overlapped.in_flight, "device_ms": round(device_ms, 3), "stats": stats,
+            "in_flight": overlapped.plan(*image_size).in_flight, "device_ms": round(device_ms, 3),
+            "stats": stats,
             "mpix_s": {k: round(out_mpix / st["median_s"], 1) for k, st in stats.items()},
         }  # fmt: skip
 

@@ -67,11 +67,17 @@ class Overlapped(Protocol):
     """What a runner on a device adds when the host's work can overlap the device's: it runs
     `streams` batches at once and `infer` may be called from several threads (the rest wait),
     so the Upscaler prepares and merges on the host while the device runs (TensorRT). Its
-    working memory was allocated on the device when it loaded: the Upscaler sends it whole
-    batches, not batches the host's memory budget would hold."""
+    working memory was allocated on the device when it loaded, so the Upscaler sends it whole
+    batches; on the host it holds page-locked buffers (`host_bytes`), and each batch in flight
+    its input and output there, which the Upscaler counts against the memory budget."""
 
     @property
     def streams(self) -> int: ...
+
+    @property
+    def host_bytes(self) -> int:
+        """Page-locked host memory it holds (each slot's input and output buffer)."""
+        ...
 
 
 @runtime_checkable

@@ -260,6 +260,10 @@ class TensorRTRunner:
         return len(self._state.slots)
 
     @property
+    def host_bytes(self) -> int:
+        return sum(s.host_in.nbytes + s.host_out.nbytes for s in self._state.slots)
+
+    @property
     def cuda_graph(self) -> bool:
         """Whether batches replay a captured CUDA graph."""
         return any(slot.graph is not None for slot in self._state.slots)

@@ -47,10 +47,15 @@ class NullRunner(GraphRunner):
         for _ in range(streams):  # each slot's input and output buffer, as the runner's
             self._free.put((np.empty((b, 3, h, w), np.float32), output.astype(np.float32)))
         self._streams = streams
+        self._host_bytes = streams * 4 * b * 3 * h * w * (1 + s * s)
 
     @property
     def streams(self) -> int:
         return self._streams
+
+    @property
+    def host_bytes(self) -> int:
+        return self._host_bytes
 
     def describe(self) -> dict[str, object]:
         return describe_facts(self.facts, "null", device_ms=self.device_ms, streams=self.streams)

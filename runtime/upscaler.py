@@ -119,10 +119,11 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Plan:
-    """How one image is run: padded size, tile size, overlap, batch."""
+    """How one image is run: padded size, tile size, overlap, batch, batches in flight."""
 
     grid: TileGrid
     batch: int
+    in_flight: int = 1  # batches prepared and run ahead of the merge
 
     @property
     def whole(self) -> bool:
@@ -151,12 +152,17 @@ class Upscaler:
 
     The budget covers the model's working memory and the image's own buffers (`image_bytes`:
     the float merge canvas is 12 bytes per output pixel); an image whose buffers leave no room
-    for the smallest tile is refused with one line. `memory_budget_mb` None: 75% of the memory
-    available, read again for every image (other processes come and go during a long run).
+    for the smallest tile is refused with one line. For a runner on a device (`Overlapped`),
+    whose working memory is there, it covers the runner's page-locked host buffers and each
+    batch in flight on the host (its float input and output) instead: fewer batches are held in
+    flight where they do not fit, and an image that leaves no room for one is refused.
+    `memory_budget_mb` None: 75% of the memory available, read again for every image (other
+    processes come and go during a long run).
 
     `in_flight`: batches prepared and run ahead of the merge (None: one more than the runner
-    runs at once where it overlaps host and device work, `backend.Overlapped`, else 1). Tiles
-    are still merged in order, so the output is the same bit for bit.
+    runs at once where it overlaps host and device work, `backend.Overlapped`, else 1; at most
+    what the budget holds, `plan`). Tiles are still merged in order, so the output is the same
+    bit for bit.
     """
 
     def __init__(
@@ -209,10 +215,21 @@ class Upscaler:
         return self.memory_budget_mb * 2**20
 
     def _model_floor(self) -> int:
-        """The least model memory an image must leave: one smallest tile (dynamic runners)."""
-        if self.runner.input_size is not None:
-            return 0  # a fixed-size engine's working memory is on the device, fixed at load
+        """The least memory an image must leave the model: one smallest tile (dynamic runners);
+        a runner on a device, its page-locked buffers and one batch in flight on the host."""
+        runner = self.runner
+        if isinstance(runner, Overlapped) and runner.input_size is not None:
+            return runner.host_bytes + self._batch_bytes(*runner.input_size)
+        if runner.input_size is not None:
+            return 0  # a fixed-size graph's working memory: fixed when it loaded
         return self.facts.inference_bytes(MIN_TILE * MIN_TILE)
+
+    def _batch_bytes(self, tile_h: int, tile_w: int) -> int:
+        """Host memory of one batch in flight to a runner on a device: its float32 input and
+        output at the runner's batch (a shorter one is padded to it, and its output comes out
+        of the slot whole)."""
+        batch = self.runner.max_batch or self.batch
+        return 4 * 3 * batch * tile_h * tile_w * (1 + self.runner.scale**2)
 
     def max_input_pixels(self) -> int:
         """The largest LR image (in pixels) the budget holds: checked from a file's header before
@@ -235,9 +252,14 @@ class Upscaler:
         own = image_bytes(height, width, self.runner.scale, footprint)
         model_budget = budget - own
         if model_budget < self._model_floor():
+            what = "the model"
+            if isinstance(self.runner, Overlapped) and fixed is not None:
+                pinned, batch = self.runner.host_bytes / 2**20, self._batch_bytes(*fixed) / 2**20
+                what = (f"the runner's page-locked buffers ({pinned:.0f} MB) and a batch in "
+                        f"flight ({batch:.0f} MB)")  # fmt: skip
             raise LBNetError(
                 f"a {width}x{height} image needs {own / 2**20:.0f} MB for its own "
-                f"buffers at x{self.runner.scale}, leaving no room for the model in the "
+                f"buffers at x{self.runner.scale}, leaving no room for {what} in the "
                 f"{budget // 2**20} MB memory budget (--memory-budget)"
             )
         if fixed is not None:
@@ -255,10 +277,15 @@ class Upscaler:
         overlap = min(self.overlap, max(min(th, tw) // 2 - 1, 0))  # keep a positive stride
         grid = TileGrid(grid_h, grid_w, th, tw, overlap)
         batch = min(self.batch, len(grid.tiles()))
-        if not isinstance(self.runner, Overlapped):  # on a device, allocated when loaded
+        in_flight = self.in_flight
+        if isinstance(self.runner, Overlapped):  # whole batches: its working memory is on the
+            # device; on the host its buffers and as many batches in flight as fit (>= 1: floor)
+            room = model_budget - self.runner.host_bytes
+            in_flight = max(1, min(in_flight, room // self._batch_bytes(th, tw)))
+        else:
             per_tile = max(self.facts.inference_bytes(th * tw), 1)
             batch = max(1, min(batch, model_budget // per_tile))
-        return Plan(grid, batch)
+        return Plan(grid, batch, in_flight)
 
     def upscale_float(
         self, image: np.ndarray, progress: Progress | None = None, footprint: Footprint = PLAIN
@@ -302,7 +329,7 @@ class Upscaler:
                     progress(done, len(tiles))
 
         groups = [tiles[i : i + plan.batch] for i in range(0, len(tiles), plan.batch)]
-        pipelined(run, groups, merge, self.in_flight)
+        pipelined(run, groups, merge, plan.in_flight)
         return merger.result()[:, : s * height, : s * width]
 
     def upscale(

@@ -192,9 +192,9 @@ def test_a_large_image_is_written_before_the_next_starts(
 
 
 def test_a_runner_on_a_device_gets_whole_batches_whatever_the_host_budget() -> None:
-    """A batch-8 engine's memory is on the device, allocated when it loaded: the host's budget
-    (which would hold 5 tiles of 96x96 LBNet-T on the CPU) does not shrink its batches, which
-    run_fixed_batch would pad back to 8 on the device."""
+    """A batch-8 engine's working memory is on the device, allocated when it loaded: the
+    CPU memory model (which would hold 5 tiles of 96x96 LBNet-T in this budget) does not shrink
+    its batches, which run_fixed_batch would pad back to 8 on the device."""
     from lbnet_deploy.runtime.upscaler import image_bytes
 
     assert Upscaler(null(96, 8), batch=8).plan(512, 512).batch == 8
@@ -202,6 +202,33 @@ def test_a_runner_on_a_device_gets_whole_batches_whatever_the_host_budget() -> N
     five = 5 * on_cpu.model_facts.inference_bytes(96 * 96) + image_bytes(512, 512, 2)
     upscaler = Upscaler(on_cpu, tile=96, batch=8, memory_budget_mb=five // 2**20 + 1)
     assert upscaler.plan(512, 512).batch == 5
+
+
+def test_a_device_runners_host_buffers_and_batches_in_flight_are_in_the_budget() -> None:
+    """Its page-locked buffers (two slots) and each batch in flight (float input and output)
+    are host memory: as many batches are held in flight as the budget holds beside the image,
+    and an image that leaves no room for the buffers and one batch is refused in one line (they
+    were outside the budget: 256 MB held a 930x930 image at tile 256 x4 batch 8 and the run
+    rose 475 MB)."""
+    from lbnet_deploy.runtime.upscaler import image_bytes
+
+    runner = null(128, 8)
+    pinned = 2 * 4 * 8 * 3 * 128 * 128 * (1 + 16)  # two slots' input and output buffers
+    per_batch = 4 * 8 * 3 * 128 * 128 * (1 + 16)
+    assert runner.host_bytes == pinned
+    own = image_bytes(600, 600, 4)
+
+    def planned(batches: float) -> Upscaler:
+        mb = -(-(own + pinned + int(batches * per_batch)) // 2**20)
+        return Upscaler(runner, batch=8, memory_budget_mb=mb)
+
+    assert [planned(n).plan(600, 600).in_flight for n in (1, 2, 2.5, 3, 9)] == [1, 2, 2, 3, 3]
+    assert planned(1).plan(600, 600).batch == 8  # whole batches still
+    # the header check counts them too (the budget was rounded up to a whole MB)
+    assert 0 <= planned(1).max_input_pixels() - 600 * 600 < 2**20 // image_bytes(1, 1, 4)
+    assert planned(0.9).max_input_pixels() < 600 * 600
+    with pytest.raises(LBNetError, match="page-locked buffers \\(51 MB\\) and a batch in flight"):
+        planned(0.9).plan(600, 600)
 
 
 def test_merge_and_rounding_are_the_straightforward_ones_to_the_bit() -> None:
