@@ -9,6 +9,7 @@ with a CPU-only torch), and skip with the probe's one-line reason elsewhere.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -117,18 +118,29 @@ def engine_of(graph: Path, engine: Path) -> Path:
 
 @needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", pytest.param("int8", marks=needs_photos)])
-def test_tensorrt_engine_passes_parity(export_cache, tmp_path, precision) -> None:
+def test_tensorrt_engine_passes_parity(export_cache, tmp_path, precision, caplog) -> None:
     """The user's path: build an engine from our export (FP16: converted; INT8: the calibrated
     Q/DQ graph), then `parity` against PyTorch with the precision's tolerances (the CPU-measured
-    ones; not yet run on a GPU by us), with and without CUDA graphs."""
+    ones; not yet run on a GPU by us), with and without CUDA graphs: with them, the runner must
+    replay captured graphs (a capture that fell back, with its warning, would pass parity
+    enqueuing each batch and prove nothing about graphs)."""
     from lbnet_deploy.cli import main
+    from lbnet_deploy.runtime.engine import TensorRTRunner
 
     engine = engine_of(graph_of(export_cache, tmp_path, precision), tmp_path / "e.plan")
     ref = str(real_checkpoint("LBNet-T_X4.pt"))
-    for graphs in ([], ["--no-cuda-graph"]):
-        assert (
-            main(["parity", str(engine), "--reference", ref, "--backend", "tensorrt", *graphs]) == 0
-        )
+    for graphs in (True, False):
+        runner = TensorRTRunner(engine, cuda_graph=graphs)
+        try:
+            assert runner.cuda_graph == graphs, caplog.text  # the fallback's warning, if any
+        finally:
+            runner.close()
+        caplog.clear()
+        options = [] if graphs else ["--no-cuda-graph"]
+        with caplog.at_level(logging.WARNING, logger="lbnet_deploy"):
+            argv = ["parity", str(engine), "--reference", ref, "--backend", "tensorrt", *options]
+            assert main(argv) == 0
+        assert "no CUDA graph" not in caplog.text
 
 
 def layernorm_problems(layers: Iterable[EngineLayer], graph: onnx.ModelProto) -> list[str]:
