@@ -108,23 +108,31 @@ def python_tag(python: str = sys.executable) -> str:
 
 
 def _made_once(target: Path, make) -> Path:  # make(tmp folder) fills it
-    """`target` made whole by `make` in a temporary folder beside it, renamed into place; a
-    folder another process finished first is kept."""
+    """`target` made whole by `make` in a temporary folder beside it and renamed into place,
+    by one process at a time (a lock file beside it: another process waits, then finds it
+    complete; without the lock, a second maker replaced a folder the first had just completed
+    and a server was already running from)."""
+    import fcntl  # POSIX: the wheel's server runs on Linux only
+
     if (target / ".complete").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        make(tmp)
-        (tmp / ".complete").write_text("")
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete one (killed while made)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:  # released when closed
         try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process making %s ...", target)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / ".complete").is_file():
+            return target
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        try:
+            make(tmp)
+            (tmp / ".complete").write_text("")
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete one (killed while made)
             os.replace(tmp, target)
-        except OSError:  # made by another process meanwhile
-            if not (target / ".complete").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

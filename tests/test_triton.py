@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -364,7 +365,6 @@ def test_a_stop_while_the_server_loads_stops_it_and_its_children(
     server and its backend processes serving."""
     import signal
     import threading
-    import time
 
     from lbnet_deploy.serve import TritonServer, free_port
 
@@ -558,3 +558,31 @@ def test_tiles_go_to_a_dynamic_tile_model_in_slices_of_its_max_batch(tmp_path) -
     sizes.clear()
     fixed = Recorded({**params, "lbnet.batch": "2", "lbnet.input_size": "6x5"}, "test")
     assert fixed.infer(tiles[:3]).shape == (3, 3, 24, 20) and sizes == [2, 2]
+
+
+def test_the_servers_environment_is_made_by_one_process_at_a_time(tmp_path) -> None:
+    """A second maker waits for the first and keeps what it made (it made its own and replaced
+    the first's complete folder, which a server may already have been running from)."""
+    import threading
+
+    from lbnet_deploy.serve import _made_once
+
+    target, made, started = tmp_path / "env", [], threading.Event()
+
+    def make(who: str):
+        def fill(tmp: Path) -> None:
+            made.append(who)
+            started.set()
+            time.sleep(0.5)  # pip takes minutes
+            (tmp / "who").write_text(who)
+
+        return fill
+
+    first = threading.Thread(target=_made_once, args=(target, make("first")))
+    first.start()
+    assert started.wait(10)
+    assert _made_once(target, make("second")) == target  # waits for the first
+    first.join()
+    assert made == ["first"] and (target / "who").read_text() == "first"
+    assert (target / ".complete").is_file() and _made_once(target, make("third")) == target
+    assert made == ["first"]
