@@ -22,6 +22,7 @@ import importlib.metadata
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -47,6 +48,7 @@ NVIDIA_PYTRITON = "nvidia-pytriton==0.7.0"  # Triton 2.51 (NVIDIA's 24.10 contai
 WHEEL_GLOB = "nvidia_pytriton-0.7.0-*.whl"
 STUB_VERSIONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")  # stubs in the wheel
 PIP_TIMEOUT_S = 900
+SHM = "/dev/shm"  # where the Python backend's shared-memory regions live (POSIX shm on Linux)
 
 
 def triton_home() -> Path:
@@ -280,6 +282,11 @@ class TritonServer:
     wheel: str | Path | None = None
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    # the Python backend's shared-memory regions (/dev/shm/<prefix>*): named per server, so
+    # stop() removes what a killed server's stubs leave (1-3 MB each, every SIGKILL)
+    shm_prefix: str = field(
+        default_factory=lambda: f"lbnet_triton_{os.getpid()}_{secrets.token_hex(4)}_", init=False
+    )
 
     @property
     def grpc_url(self) -> str:
@@ -310,6 +317,7 @@ class TritonServer:
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             "--allow-metrics=false",  # the statistics endpoint has the batch counts
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--exit-timeout-secs=10",
         ]  # fmt: skip
         return command, env
@@ -392,6 +400,9 @@ class TritonServer:
                 os.killpg(process.pid, signal.SIGKILL)  # stubs left behind, by our group's id
             process.wait()
             self.process = None
+            for region in Path(SHM).glob(f"{self.shm_prefix}*"):  # left where stubs were killed
+                with contextlib.suppress(OSError):
+                    region.unlink()
 
     def __enter__(self) -> TritonServer:
         return self.start() if self.process is None else self

@@ -248,12 +248,15 @@ def test_server_killed_mid_load_then_restarted(triton_ready, export_cache, tmp_p
         while not list(out.glob("*.png")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.process is not None
+        regions = list(Path("/dev/shm").glob(f"{server.shm_prefix}*"))
+        assert regions  # the stubs' shared memory is named by this server's prefix
         os.killpg(server.process.pid, signal.SIGKILL)  # the server and its backend processes
         stdout, stderr = client.communicate(timeout=300)
     finally:
         server.stop()
         if client.poll() is None:
             client.kill()
+    assert not [r for r in regions if r.exists()]  # what the killed stubs left is removed
     written = pngs(out)
     failed = [ln for ln in stderr.splitlines() if ln.strip()]
     assert client.returncode == 1, (stdout, stderr)
