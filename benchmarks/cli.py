@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lbnet_deploy.metadata import RUNS
+from lbnet_deploy.runtime.null import MAX_DEVICE_MS
 
 from .models import BACKENDS, SCALING_TILED, SCALING_WHOLE
 
@@ -52,8 +53,8 @@ def _milliseconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
-    if not 0 <= value < float("inf"):  # also NaN
-        raise argparse.ArgumentTypeError(f"must be a number of ms >= 0, got {text!r}")
+    if not 0 <= value <= MAX_DEVICE_MS:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be 0..{MAX_DEVICE_MS:.0f} ms, got {text!r}")
     return value
 
 

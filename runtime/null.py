@@ -24,6 +24,8 @@ from lbnet_deploy.metadata import ModelFacts
 from .backend import GraphRunner, describe_facts
 from .engine import DEFAULT_STREAMS
 
+MAX_DEVICE_MS = 1e6  # a batch of over 16 minutes stands in for no device worth planning for
+
 
 class NullRunner(GraphRunner):
     """Fixed `facts.input_size` x `facts.batch` batches in, the right shape out after
@@ -34,8 +36,10 @@ class NullRunner(GraphRunner):
     ) -> None:
         if facts.input_size is None or facts.batch is None:
             raise LBNetError("the null backend stands in for a fixed-size engine: give its size")
-        if not (0 <= device_ms < float("inf")) or streams < 1:
-            raise LBNetError(f"device time must be a number of ms >= 0, got {device_ms}")
+        if not 0 <= device_ms <= MAX_DEVICE_MS:  # also NaN; time.sleep overflows past ~1e9 s
+            raise LBNetError(f"device time must be 0..{MAX_DEVICE_MS:.0f} ms, got {device_ms}")
+        if streams < 1:
+            raise LBNetError(f"streams must be at least 1, got {streams}")
         self.facts, self.device_ms = facts, device_ms
         b, (h, w), s = facts.batch, facts.input_size, facts.scale
         rng = np.random.default_rng(0)  # photo-like: smooth, with noise (PNG encodes it slowly)

@@ -724,7 +724,7 @@ def test_null_backend_and_host_pipeline_reach_the_report(monkeypatch, capsys) ->
     assert f"({study['writes']['ratio']}x)" in section
 
 
-@pytest.mark.parametrize("value", ["-1", "nan", "inf", "ten"])
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "ten", "1e300", "1000001"])
 def test_device_ms_must_be_a_time(value: str, capsys) -> None:
     from lbnet_deploy.benchmarks.cli import main
 
