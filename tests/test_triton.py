@@ -148,14 +148,39 @@ def test_cpu_image_repository_is_two_python_models(tmp_path) -> None:
 
 
 def test_a_vendored_model_imports_its_own_copy(tmp_path) -> None:
+    """As Triton's stub loads it (pb_stub.cc, ModelContext::StubSetup: the version folder and
+    its parent appended to sys.path, `import 1.model`, from another folder) with another
+    lbnet_deploy installed ahead on sys.path: the model imports the copy beside it. The same
+    model.py without its sys.path line gets the installed one, so the check can fail."""
     src = graph(tmp_path / "d.onnx", ["batch", 3, "height", "width"])
     image_repo(tmp_path, src, "--cpu")
     folder = tmp_path / "repo" / "sr" / "1"
-    code = "import model, lbnet_deploy; print(lbnet_deploy.__file__)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=folder)
+    installed = tmp_path / "site" / "lbnet_deploy"
+    (installed / "runtime").mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    (installed / "runtime" / "__init__.py").write_text("")
+    code = (
+        "import importlib, sys\n"
+        f"sys.path += [{str(folder)!r}, {str(folder.parent)!r}]\n"
+        "model = importlib.import_module('1.model')\n"
+        "import lbnet_deploy\n"
+        "print(lbnet_deploy.__file__, model.TritonPythonModel.__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(installed.parent)}
+
+    def load() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+        )
+
+    done = load()
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(folder / "lbnet_deploy" / "__init__.py")
+    assert done.stdout.split() == [str(folder / "lbnet_deploy" / "__init__.py"), "ImageModel"]
     assert (folder / "lbnet_deploy" / "runtime" / "upscaler.py").is_file()
+    model_py = folder / "model.py"
+    model_py.write_text("".join(ln for ln in model_py.read_text().splitlines(True)
+                                if not ln.startswith("sys.path.insert")))  # fmt: skip
+    assert load().stdout.split()[0] == str(installed / "__init__.py")
 
 
 def test_engine_image_repository_keeps_the_plan_and_its_fixed_shape(monkeypatch, tmp_path) -> None:
