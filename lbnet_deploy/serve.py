@@ -58,18 +58,30 @@ def triton_home() -> Path:
     return Path(folder) if folder else cache_root() / "triton"
 
 
-def _pip(args: Sequence[str], python: str = sys.executable) -> None:
-    """pip, the ordinary client, with its last line of output as the one-line error."""
+# what pip says where it reaches no package index (offline, a firewall, no DNS)
+UNREACHABLE = (
+    "from versions: none", "NewConnectionError", "Failed to establish a new connection",
+    "Temporary failure in name resolution", "Network is unreachable", "ProxyError",
+)  # fmt: skip
+
+
+def _pip(args: Sequence[str], python: str = sys.executable, offline: str = "") -> None:
+    """pip, the ordinary client, with its last line of output as the one-line error, and
+    `offline` (what to do instead) added where pip found no package index."""
     command = [python, "-m", "pip", "--disable-pip-version-check", "--quiet", *args]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise LBNetError(f"pip {args[0]} took over {PIP_TIMEOUT_S} s") from None
     if done.returncode:
-        lines = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+        text = done.stderr + done.stdout
+        lines = [ln for ln in text.splitlines() if ln.strip()]
         errors = [ln for ln in lines if "ERROR" in ln] or lines or ["no output"]
+        cause = errors[-1].strip()
+        if offline and any(marker in text for marker in UNREACHABLE):
+            cause = f"{cause}: no package index reachable from here? {offline}"
         raise LBNetError(f"pip {args[0]} {' '.join(a for a in args[1:] if not a.startswith('-'))} "
-                         f"failed: {errors[-1].strip()}")  # fmt: skip
+                         f"failed: {cause}")  # fmt: skip
 
 
 def obtain_wheel(wheel: str | Path | None = None) -> Path:
@@ -195,7 +207,9 @@ def backend_env(runners: AbstractSet[str], python: str = sys.executable) -> Path
         done = subprocess.run([python, "-m", "venv", str(tmp)], capture_output=True, text=True)
         if done.returncode:
             raise LBNetError(f"cannot make a venv with {python}: {done.stderr.strip()[-200:]}")
-        _pip(["install", *reqs], python=str(tmp / "bin" / "python"))
+        _pip(["install", *reqs], python=str(tmp / "bin" / "python"), offline=(
+            "Run `lbnet-deploy serve --prepare` once where PyPI is reachable (it keeps the "
+            "environment in $LBNET_TRITON_DIR, else the cache)"))  # fmt: skip
 
     return _made_once(triton_home() / f"env-py{version}-{key}", make)
 

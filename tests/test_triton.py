@@ -303,6 +303,25 @@ def test_offline_without_the_wheel_is_one_line_naming_wheel(tmp_path, monkeypatc
     assert list((tmp_path / "wheels").iterdir()) == []  # nothing half-downloaded
 
 
+def test_offline_the_environment_is_one_line_saying_to_prepare_online(
+    tmp_path, monkeypatch
+) -> None:
+    """`serve --prepare --wheel W` offline said only "No matching distribution found for
+    onnxruntime==..." (as if the version did not exist)."""
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.serve import backend_env
+
+    monkeypatch.setenv("LBNET_TRITON_DIR", str(tmp_path))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip finds nothing, as offline
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(LBNetError) as err:
+        backend_env({"ort"})
+    text = str(err.value)
+    assert "No matching distribution" in text and "no package index reachable" in text
+    assert "lbnet-deploy serve --prepare" in text and len(text.splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path) -> None:
     import socket
 
