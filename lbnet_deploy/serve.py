@@ -187,7 +187,10 @@ def _version_of(*distributions: str) -> str | None:
 
 def env_requirements(runners: AbstractSet[str]) -> list[str]:
     """What the Python backend's environment installs: numpy<2 (the wheel's stub), pillow (our
-    runtime's image module) and the runners' libraries at this installation's versions."""
+    runtime's image module) and the runners' libraries at this installation's versions. Where
+    only onnxruntime-gpu is installed here, the server gets the CPU package onnxruntime of the
+    same version (the server runs on the CPU; its CPU kernels gave the same bits as
+    onnxruntime-gpu's CPU provider, 1.31.1 here: README)."""
     ort = _version_of("onnxruntime", "onnxruntime-gpu")
     reqs = ["numpy<2", "pillow>=10", f"onnxruntime=={ort}" if ort else "onnxruntime"]
     if "openvino" in runners:
@@ -207,9 +210,19 @@ def backend_env(runners: AbstractSet[str], python: str = sys.executable) -> Path
         done = subprocess.run([python, "-m", "venv", str(tmp)], capture_output=True, text=True)
         if done.returncode:
             raise LBNetError(f"cannot make a venv with {python}: {done.stderr.strip()[-200:]}")
-        _pip(["install", *reqs], python=str(tmp / "bin" / "python"), offline=(
-            "Run `lbnet-deploy serve --prepare` once where PyPI is reachable (it keeps the "
-            "environment in $LBNET_TRITON_DIR, else the cache)"))  # fmt: skip
+        try:
+            _pip(["install", *reqs], python=str(tmp / "bin" / "python"), offline=(
+                "Run `lbnet-deploy serve --prepare` once where PyPI is reachable (it keeps the "
+                "environment in $LBNET_TRITON_DIR, else the cache)"))  # fmt: skip
+        except LBNetError as exc:
+            gpu = _version_of("onnxruntime-gpu") if _version_of("onnxruntime") is None else None
+            if gpu and f"onnxruntime=={gpu}" in str(exc):
+                raise LBNetError(
+                    f"{exc} (this installation has onnxruntime-gpu {gpu}; the server, on the "
+                    "CPU, takes the CPU package onnxruntime at the same version, so that it "
+                    "computes what upscale computes here)"
+                ) from None
+            raise
 
     return _made_once(triton_home() / f"env-py{version}-{key}", make)
 

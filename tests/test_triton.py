@@ -322,6 +322,32 @@ def test_offline_the_environment_is_one_line_saying_to_prepare_online(
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
+def test_with_onnxruntime_gpu_only_the_server_takes_the_cpu_package_and_says_so(
+    tmp_path, monkeypatch
+) -> None:
+    import importlib.metadata
+
+    import lbnet_deploy.serve as serve
+    from lbnet_deploy.errors import LBNetError
+
+    def version(name: str) -> str:
+        if name == "onnxruntime-gpu":
+            return "1.31.1"
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    def pip(args, python, offline) -> None:  # what pip says where the index lacks the version
+        raise LBNetError(f"pip install {' '.join(args[1:])} failed: ERROR: No matching "
+                         "distribution found for onnxruntime==1.31.1")  # fmt: skip
+
+    monkeypatch.setattr(serve.importlib.metadata, "version", version)
+    monkeypatch.setattr(serve, "_pip", pip)
+    monkeypatch.setenv("LBNET_TRITON_DIR", str(tmp_path))
+    assert serve.env_requirements({"ort"}) == ["numpy<2", "pillow>=10", "onnxruntime==1.31.1"]
+    with pytest.raises(LBNetError, match=r"this installation has onnxruntime-gpu 1\.31\.1; the "
+                       "server, on the CPU, takes the CPU package onnxruntime"):  # fmt: skip
+        serve.backend_env({"ort"})
+
+
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path) -> None:
     import socket
 
