@@ -405,6 +405,15 @@ def test_the_results_section_judges_the_goal() -> None:
     assert "**missed**" in "\n".join(_serving(result))
 
 
+def test_the_serving_goal_is_missed_by_wrong_or_failed_images_however_fast() -> None:
+    from lbnet_deploy.benchmarks.serving import GOAL_RATIO, goal_met
+
+    fast = [GOAL_RATIO + 0.1] * 3
+    assert goal_met(fast, 0, 0)
+    assert not goal_met(fast, 1, 0) and not goal_met(fast, 0, 1)  # counted as met before
+    assert not goal_met([GOAL_RATIO - 0.1] * 3, 0, 0)
+
+
 def test_the_triton_client_refuses_what_its_image_model_cannot_take() -> None:
     """The image model is UINT8 in and out: a 16-bit file's uint16 samples were cast to uint8
     (wrapped modulo 256, a wrong image and exit 0); refused before any request is sent."""
