@@ -300,6 +300,8 @@ class TensorRTRunner:
         must have been built with detailed profiling verbosity, as `build` does)."""
         import tensorrt as trt
 
+        if self._state.closed:  # its slots are gone: say so, not IndexError
+            raise LBNetError(f"the runner of {self.path} was closed")
         slot = self._state.slots[0]
         with slot.lock, self.active():
             inspector = self._state.engine.create_engine_inspector()

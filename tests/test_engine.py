@@ -681,8 +681,9 @@ def test_close_frees_the_page_locked_host_buffers_too(fake, tmp_path) -> None:
     runner.close()
     assert len(fake.called("host_free")) == 2 * streams  # input and output buffers per slot
     assert runner._state.slots == [] and streams == 2
-    with pytest.raises(LBNetError, match="was closed"):
-        runner.infer(np.zeros((1, 3, 16, 16), np.float32))
+    for use in (lambda: runner.infer(np.zeros((1, 3, 16, 16), np.float32)), runner.layers):
+        with pytest.raises(LBNetError, match="was closed"):  # layers() was a bare IndexError
+            use()
 
 
 def test_runner_is_safe_across_threads(fake, tmp_path) -> None:
