@@ -189,7 +189,7 @@ class _Write:
     future: Future[None]
     megapixels_in: float
     megapixels_out: float
-    held_bytes: int  # the result it holds until written, and as much again to encode it
+    held_bytes: int  # the result it holds until written and its encoding (Footprint.sr)
 
 
 def _write(out: Path, image: LoadedImage, sr: np.ndarray, output: OutputFormat) -> None:
@@ -268,7 +268,9 @@ def upscale_files(
             finish()  # the previous image's write, overlapped with this one's upscale
             future = writer.submit(_write, out, image, sr, output)
             mp_out = sr.shape[0] * sr.shape[1] / 1e6
-            pending = _Write(future, h * w / 1e6, mp_out, 2 * sr.nbytes)
+            # what the write holds per output pixel: its format's measured footprint (an RGBA
+            # WebP's encoder 50-61 bytes; twice the 8-bit result, 6, undercounted it)
+            pending = _Write(future, h * w / 1e6, mp_out, footprint.sr * sr.shape[0] * sr.shape[1])
             if not write_behind:
                 finish()
         finish()
