@@ -143,7 +143,7 @@ def _comparison(result: dict[str, Any]) -> list[str]:
         [name, _ms(st["median_s"]), _ms(st["p90_s"]), _ms(st["min_s"]), st["runs"]]
         for name, st in c["stats"].items()
     ]
-    verdict = "met" if c["goals_met"] else "**missed**"
+    verdict = _verdict(c["goals_met"])
     out = [
         f"## Ours vs plain export vs eager, {size} LR, interleaved",
         "",
@@ -466,6 +466,11 @@ def _end_to_end(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _verdict(met: bool) -> str:
+    """How RESULTS.md judges a goal."""
+    return "met" if met else "**missed**"
+
+
 def _pipeline(result: dict[str, Any]) -> list[str]:
     pl = result.get("pipeline")
     if not pl:
@@ -481,9 +486,6 @@ def _pipeline(result: dict[str, Any]) -> list[str]:
     header = ["batch", "batches", "in flight", "MP/s in flight", "MP/s one at a time"]
     header += ["ms in flight", "ms one at a time"]
 
-    def verdict(met: bool) -> str:
-        return "met" if met else "**missed**"
-
     st = o["stats"]
     return [
         "## Host pipeline (a stand-in device: `bench --backend null`)",
@@ -497,14 +499,14 @@ def _pipeline(result: dict[str, Any]) -> list[str]:
         *_table(header, rows),
         "",
         f"Goal >= {pl['goal_mpix_s']:.0f} output MP/s at batch {last['batch']}: "
-        f"{last['mpix_s']['overlapped']} MP/s, {verdict(pl['goal_mpix_s_met'])}.",
+        f"{last['mpix_s']['overlapped']} MP/s, {_verdict(pl['goal_mpix_s_met'])}.",
         "",
         f"With a device as slow as the host: {o['device_ms']} ms per batch (the measured host "
         f"time per batch at batch {o['batch']}; {o['batches']} batches: {o['device_s']:.3f} s "
         f"beside {o['host_s']:.3f} s of host work), in flight "
         f"{st['overlapped']['median_s']:.3f} s = {o['ratio']} x (host + device), one at a time "
         f"{st['serial']['median_s']:.3f} s = {o['serial_ratio']} x; goal <= {o['goal']}: "
-        f"{verdict(o['met'])}.",
+        f"{_verdict(o['met'])}.",
         "",
         f"PNG writes: `upscale` of {wr['images']} such images at that device time took "
         f"{wr['stats']['behind']['median_s']:.2f} s with each PNG written while the next image "
@@ -518,7 +520,7 @@ def _serving(result: dict[str, Any]) -> list[str]:
     if not t:
         return []
     lat, here = t["triton_latency"] or {}, t["inprocess_latency"]
-    verdict = "met" if t["met"] else "**missed**"
+    verdict = _verdict(t["met"])
     batches = ", ".join(f"{n} x {b}" for b, n in t["tile_batches"].items()) or "none"
     rounds = ", ".join(f"{r['ratio']:.2f}" for r in t["rounds"])
     return [
