@@ -1,19 +1,20 @@
 """`--backend auto`: the fastest installed CPU backend for a model on this machine, measured.
 
-No CPU backend wins everywhere. The interleaved CPU study (`benchmarks/studies/cpu_backends.py`)
-found ONNX Runtime fastest at 128x128 and 192x192 and OpenVINO at 64x64 on an AVX2-only EPYC; on
-an AVX-512 EPYC, OpenVINO at 64x64 and 192x192 and ONNX Runtime at 128x128. So the choice is
+No CPU backend wins everywhere: the interleaved CPU study (`benchmarks/studies/cpu_backends.py`)
+found different winners per size and per CPU (AVX2-only and AVX-512 EPYCs; on an AMX Xeon,
+OpenVINO on its flat attention form at every size: README, "CPU backends"). So the choice is
 measured where it is made: the first time a model runs with `auto` on a machine, each installed
 CPU backend of `CANDIDATES` runs the graph the command runs (a name or checkpoint in the
 attention form exported for that backend), at the tile size it will use (`--tile`, else the
 Upscaler's; a fixed graph at its own size), interleaved, and the fastest median wins (ONNX
 Runtime unless another is `MARGIN` faster). A dynamic graph is timed on first runs at new sizes
 near the tile size, since every image that fits, or is smaller than a tile, runs whole at its
-own size and OpenVINO compiles once per new shape (about a second); a fixed graph on repeated
-runs at its size. The result is kept in the cache, keyed by the CPU, the threads, the graph
-file's hash, the shape, the precision and the versions, so later runs on the same machine cost
-nothing. A backend that cannot open or run the graph is left out with a warning. BF16 is never
-chosen by itself: it is a precision the user asks for (`--precision bf16`).
+own size (OpenVINO's runner compiles a dynamic graph once with dynamic dims for those, and
+statically only for a shape run twice in a row); a fixed graph on repeated runs at its size. The
+result is kept in the cache, keyed by the CPU, the threads, the graph file's hash, the shape,
+the precision and the versions, so later runs on the same machine cost nothing. A backend that
+cannot open or run the graph is left out with a warning. BF16 is never chosen by itself: it is a
+precision the user asks for (`--precision bf16`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ log = logging.getLogger("lbnet_deploy")
 CANDIDATES = ("ort", "openvino")  # the CPU backends auto chooses among, ONNX Runtime first
 # Another backend must beat ONNX Runtime by this much: closer than that, repeated interleaved
 # runs of one backend differ as much here, and ONNX Runtime compiles nothing per input shape
-# (OpenVINO: about a second per new whole-image size, which the timing at one size leaves out).
+# (OpenVINO: a compile per graph and per shape run twice in a row, which the timing leaves out).
 MARGIN = 1.05
 WARMUP, ROUNDS = 1, 3
 RULE = 3  # bump when how the choice is measured changes: kept choices are then measured again
