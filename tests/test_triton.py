@@ -441,17 +441,25 @@ def test_a_stop_while_the_server_loads_stops_it_and_its_children(
 ) -> None:
     """SIGTERM (or Ctrl-C) during the wait for readiness: the server runs in its own session, so
     only our stop() ends it; the wait's interruption used to propagate without it, leaving the
-    server and its backend processes serving."""
+    server and its backend processes serving. The interruption is what the CLI's SIGTERM
+    handler raises (`Terminated`), raised from the readiness poll once the server's child runs:
+    a real SIGTERM sent to the test process from a thread ended pytest-xdist workers."""
     import signal
-    import threading
 
+    from lbnet_deploy.cli import Terminated
     from lbnet_deploy.serve import TritonServer, free_port
 
     grpc = free_port()
     log = tmp_path / "logs" / f"server-{grpc}.log"  # where start() puts it in triton_home()
     command = [sys.executable, "-c", FAKE_SERVER]
     monkeypatch.setattr(TritonServer, "command", lambda self: (command, dict(os.environ)))
-    monkeypatch.setattr(TritonServer, "ready", lambda self: False)
+
+    def ready(self) -> bool:  # never ready; interrupted once the 'stub' has started
+        if log.is_file() and log.read_text().strip():
+            raise Terminated
+        return False
+
+    monkeypatch.setattr(TritonServer, "ready", ready)
     started: list[int] = []
     real_popen = subprocess.Popen
 
@@ -477,17 +485,8 @@ def test_a_stop_while_the_server_loads_stops_it_and_its_children(
             time.sleep(0.1)
         return True
 
-    def stop_after_the_child_started(group_log=log) -> None:
-        deadline = time.monotonic() + 30
-        while not (group_log.is_file() and group_log.read_text().strip()):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM)  # main() installs the CLI's handler
     try:
-        threading.Thread(target=stop_after_the_child_started, daemon=True).start()
         monkeypatch.setattr("lbnet_deploy.serve.triton_home", lambda: tmp_path)
         ports = ["--grpc-port", str(grpc), "--http-port", str(free_port())]
         code = main(["serve", "--triton", str(tmp_path), *ports])
