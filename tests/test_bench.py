@@ -554,6 +554,7 @@ def test_eager_contenders_open_the_runtime_torch_runner(checkpoint) -> None:
     assert np.abs(ours.infer(x) - ref.infer(x)).max() < RANDOM_TOL  # two forms, one network
 
 
+@pytest.mark.slow  # exports every attention form and times each: ~20 s on 2 cores
 def test_cpu_backend_study_times_each_runtime_on_the_graphs_users_get(
     export_cache, shared_cache, checkpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:

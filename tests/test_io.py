@@ -191,6 +191,7 @@ def test_triton_config_carries_the_range(pair, tmp_path) -> None:
     assert 'parameters { key: "lbnet.io" value: { string_value: "255" } }' in text
 
 
+@pytest.mark.slow  # two official checkpoints exported twice each: ~40 s on 2 cores
 @pytest.mark.parametrize("name", ["LBNet-T_X4.pt", "LBNet-X2.pt"])
 def test_official_checkpoints_unit_within_bound(name: str, checkpoint, tmp_path) -> None:
     from .conftest import set5_lr
