@@ -69,7 +69,8 @@ def calibrate_file(
     try:
         held_out = holdout_pairs(images, scale, size=crop, count=16, seed=seed + 1)
         result = quantize_mixed(quantizer, held_out, scale, max_psnr_drop)
-        scales = quantizer.activation_scales()
+        # read from the calibration's range file, before the work folder holding it goes
+        scales = quantizer.activation_scales() if trt_cache is not None else {}
     finally:
         root.setLevel(level)
         shutil.rmtree(quantizer.workdir, ignore_errors=True)
