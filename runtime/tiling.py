@@ -133,21 +133,36 @@ class Merger:
         row_w, col_w = self._row_w[tile.y], self._col_w[tile.x]
         # only where the weight is not 0: sr * 0 is +-0, and adding +-0 changes no sum (each
         # starts at +0, and a sum is -0 only where both terms are), so the result is the same
-        # to the bit
-        (r0, r1), (c0, c1) = _nonzero(row_w), _nonzero(col_w)
+        # to the bit; where both weights are 1, sr * 1 is sr: added without the product (two
+        # thirds of a 96-pixel tile at overlap 16; the merge took 72 of 125 ms per 512x512
+        # image at batch 8 with the products everywhere)
         y, x = s * tile.y, s * tile.x
-        w = np.outer(row_w[r0:r1], col_w[c0:c1])
-        self.out[:, y + r0 : y + r1, x + c0 : x + c1] += sr[:, r0:r1, c0:c1] * w
+        rows, cols = _spans(row_w), _spans(col_w)
+        for (r0, r1), row_ones in rows:
+            for (c0, c1), col_ones in cols:
+                canvas = self.out[:, y + r0 : y + r1, x + c0 : x + c1]
+                part = sr[:, r0:r1, c0:c1]
+                if row_ones and col_ones:
+                    canvas += part
+                else:
+                    canvas += part * np.outer(row_w[r0:r1], col_w[c0:c1])
 
     def result(self) -> np.ndarray:
         """The merged 3 x sH x sW float image (the accumulator itself, not a copy)."""
         return self.out
 
 
-def _nonzero(weights: np.ndarray) -> tuple[int, int]:
-    """The span [first, last + 1) of the nonzero weights of one axis."""
-    nonzero = np.flatnonzero(weights)
-    return int(nonzero[0]), int(nonzero[-1]) + 1
+def _spans(weights: np.ndarray) -> list[tuple[tuple[int, int], bool]]:
+    """The nonzero weights of one axis as up to three spans [start, stop), each with whether
+    its weights are all 1: the fade-in, the ones, the fade-out (the ones span may be empty:
+    a tile shorter than its two fades)."""
+    nonzero, ones = np.flatnonzero(weights), np.flatnonzero(weights == 1)
+    first, last = int(nonzero[0]), int(nonzero[-1]) + 1
+    if not ones.size:
+        return [((first, last), False)]
+    lo, hi = int(ones[0]), int(ones[-1]) + 1  # contiguous: a rise to 1, then a fall from it
+    spans = [((first, lo), False), ((lo, hi), True), ((hi, last), False)]
+    return [(span, all_ones) for span, all_ones in spans if span[0] < span[1]]
 
 
 def _pairs(cuts: list[int]) -> list[tuple[int, int]]:
