@@ -340,14 +340,29 @@ def _sr(runner, lr: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(runner.raw(lr).transpose(1, 2, 0)), 0, 255).astype(np.uint8)
 
 
+def _pooled_psnr(
+    outputs: list[np.ndarray], pairs: list[tuple[np.ndarray, np.ndarray]], scale: int
+) -> float:
+    """PSNR-Y of several crops taken together (their squared errors pooled, each shaved as the
+    paper's protocol shaves an image): a flat crop of a slide is near-lossless, so one crop's
+    PSNR (60+ dB) swings by dB over errors no one sees, and a mean of such drops would too."""
+    from lbnet_deploy.quality.metrics import psnr_y
+
+    cut = (slice(scale, -scale), slice(scale, -scale))
+    sr = np.concatenate([out[cut] for out in outputs], axis=1)
+    return psnr_y(sr, np.concatenate([hr[cut] for hr, _ in pairs], axis=1), 0)
+
+
 @dataclass
 class _Scorer:
     """The FP32 graph's outputs on held-out (HR, LR) pairs, computed once; a candidate graph is
-    scored by its output error against them and by its PSNR drop against HR."""
+    scored by its output error against them and by its PSNR drop against HR. `graphics`
+    (crops of synthetic slides, `data.graphics_pairs`) are scored besides the photo `pairs`."""
 
     graph: onnx.ModelProto
     pairs: list[tuple[np.ndarray, np.ndarray]]
     scale: int
+    graphics: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from lbnet_deploy.quality.metrics import psnr_y
@@ -356,21 +371,25 @@ class _Scorer:
 
         ref = GraphRunner(self.graph)
         self.raw = [ref.raw(lr) for _, lr in self.pairs]
+        self.graphics_raw = [ref.raw(lr) for _, lr in self.graphics]
         self.psnr = [psnr_y(_sr(ref, lr), hr, self.scale) for hr, lr in self.pairs]
+        if self.graphics:
+            outputs = [_sr(ref, lr) for _, lr in self.graphics]
+            self.graphics_psnr = _pooled_psnr(outputs, self.graphics, self.scale)
 
     def error(self, candidate: onnx.ModelProto, count: int) -> float:
-        """Mean squared output difference to FP32 on the first `count` pairs (0..255 scale)."""
+        """Mean squared output difference to FP32 on the first `count` photo pairs and every
+        graphics pair (0..255 scale)."""
         from .session import GraphRunner
 
         runner = GraphRunner(candidate)
-        diffs = [
-            float(np.mean((runner.raw(lr) - ref) ** 2))
-            for (_, lr), ref in zip(self.pairs[:count], self.raw, strict=False)
-        ]
-        return float(np.mean(diffs))
+        scored = [*zip(self.pairs[:count], self.raw, strict=False)]
+        scored += zip(self.graphics, self.graphics_raw, strict=True)
+        return float(np.mean([np.mean((runner.raw(lr) - ref) ** 2) for (_, lr), ref in scored]))
 
     def drop(self, candidate: onnx.ModelProto) -> float:
-        """Mean PSNR(FP32 vs HR) - PSNR(candidate vs HR) over every pair, in dB."""
+        """PSNR(FP32 vs HR) - PSNR(candidate vs HR) in dB: the mean over the photo pairs, or the
+        pooled drop over the graphics pairs where that is larger."""
         from lbnet_deploy.quality.metrics import psnr_y
 
         from .session import GraphRunner
@@ -380,7 +399,11 @@ class _Scorer:
             ref - psnr_y(_sr(runner, lr), hr, self.scale)
             for (hr, lr), ref in zip(self.pairs, self.psnr, strict=True)
         ]
-        return float(np.mean(drops))
+        photos = float(np.mean(drops))
+        if not self.graphics:
+            return photos
+        outputs = [_sr(runner, lr) for _, lr in self.graphics]
+        return max(photos, self.graphics_psnr - _pooled_psnr(outputs, self.graphics, self.scale))
 
 
 @dataclass
@@ -392,16 +415,23 @@ class MixedResult:
     int8_mac_share: float  # of the conv and linear multiply-adds
 
 
-# how many held-out pairs score each layer alone (all of them score the chosen graphs): the
-# ranking needs an order, not the final number, and ~120 layers are scored
+# how many held-out photo pairs score each layer alone, beside every graphics pair (all of them
+# score the chosen graphs): the ranking needs an order, not the final number, and ~120 layers are
+# scored
 SENSITIVITY_PAIRS = 8
 
 
 def quantize_mixed(
-    quantizer: Quantizer, pairs, scale: int, max_psnr_drop: float = 0.05, progress: bool = True
+    quantizer: Quantizer,
+    pairs,
+    scale: int,
+    max_psnr_drop: float = 0.05,
+    progress: bool = True,
+    graphics=(),
 ) -> MixedResult:
     """The most multiply-adds INT8 within `max_psnr_drop` on held-out (HR, LR) `pairs` (NOT
-    used for calibration: `data.holdout_pairs`).
+    used for calibration: `data.holdout_pairs`) and, pooled, on `graphics` pairs
+    (`data.graphics_pairs`).
 
     Each layer is scored alone (only it INT8: the output error it adds); layers are then kept
     float in order of error per multiply-add (cheap, sensitive layers first: the image-range
@@ -411,7 +441,7 @@ def quantize_mixed(
     """
     from tqdm import tqdm
 
-    scorer = _Scorer(quantizer.graph, pairs, scale)
+    scorer = _Scorer(quantizer.graph, pairs, scale, list(graphics))
     every = quantizer.quantize()
     drop = scorer.drop(every)
     if drop <= max_psnr_drop:  # all INT8 already holds: nothing to rank

@@ -20,7 +20,7 @@ from lbnet_deploy.export.onnx_io import load_onnx, save_atomic, tensor_names
 from lbnet_deploy.metadata import from_metadata, model_facts
 from lbnet_deploy.runtime.backend import to_range
 
-from .data import calibration_crops, holdout_pairs
+from .data import calibration_crops, graphics_pairs, holdout_pairs
 from .quantize import MixedResult, Quantizer, quantize_mixed
 from .trt_cache import write_cache
 
@@ -68,7 +68,8 @@ def calibrate_file(
     level, root.level = root.level, logging.ERROR
     try:
         held_out = holdout_pairs(images, scale, size=crop, count=16, seed=seed + 1)
-        result = quantize_mixed(quantizer, held_out, scale, max_psnr_drop)
+        graphics = graphics_pairs(scale, crop, count=8, seed=seed + 2)
+        result = quantize_mixed(quantizer, held_out, scale, max_psnr_drop, graphics=graphics)
         # read from the calibration's range file, before the work folder holding it goes
         scales = quantizer.activation_scales() if trt_cache is not None else {}
     finally:

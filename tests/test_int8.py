@@ -12,7 +12,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from lbnet_deploy.calibration.data import calibration_crops
+from lbnet_deploy.calibration.data import calibration_crops, graphic, graphics_pairs
 from lbnet_deploy.calibration.quantize import Quantizer, blocks, layers, quantize_mixed
 from lbnet_deploy.calibration.trt_cache import read_cache, trt_version_number, write_cache
 from lbnet_deploy.errors import LBNetError
@@ -313,6 +313,78 @@ def test_each_matmul_and_token_convolution_lands_in_its_stage(
             module = next(i for i in node.input if i in inits).split(".")[0]
             assert where[node.name] == CONV_BLOCK.get(module, module), (node.name, module)
     assert len(found["tail"]) == 2 and len(found["head"]) == 2
+
+
+def test_graphics_are_seeded_slides_of_flat_saturated_colours() -> None:
+    """The held-out graphics: the same pixels for a seed (numpy only), flat regions with hard
+    edges and saturated colours, the LR half of a pair made as the benchmarks' LR images."""
+    from lbnet_deploy.quality.imresize import imresize
+
+    a, b, c = graphic(3), graphic(3), graphic(4)
+    assert a.shape == (512, 512, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    same_as_left = np.all(a[:, 1:] == a[:, :-1], axis=2).mean()
+    assert same_as_left > 0.8  # flat areas ...
+    assert np.abs(np.diff(a.astype(int), axis=1)).max() >= 200  # ... with hard edges
+    assert ((a == 0) | (a == 255)).all(axis=2).mean() > 0.2  # primaries, black, white
+    pairs = graphics_pairs(3, (20, 24), count=3, seed=5)
+    assert [(hr.shape, lr.shape) for hr, lr in pairs] == [((60, 72, 3), (20, 24, 3))] * 3
+    assert np.array_equal(pairs[0][1], imresize(pairs[0][0], 1 / 3))
+    assert np.array_equal(pairs[0][0], graphics_pairs(3, (20, 24), count=1, seed=5)[0][0])
+
+
+def test_graphics_crops_are_scored_pooled_beside_the_photos(int8_random) -> None:
+    """The search's drop is the photos' mean drop, or the graphics' pooled drop where that is
+    larger; each layer's error counts the graphics too. Pooled, a near-lossless flat crop
+    cannot swing the drop as its own PSNR would."""
+    from lbnet_deploy.calibration.quantize import _pooled_psnr, _Scorer, _sr
+    from lbnet_deploy.calibration.session import GraphRunner
+    from lbnet_deploy.quality.metrics import psnr_y
+
+    fp32, _, quantizer = int8_random
+    photos = graphics_pairs(4, (16, 16), count=2, seed=7)  # any pairs stand in for photos here
+    graphics = graphics_pairs(4, (16, 16), count=3, seed=8)
+    candidate = quantizer.quantize()  # every layer INT8
+    ref, cand = GraphRunner(fp32), GraphRunner(candidate)
+    pooled = _pooled_psnr([_sr(ref, lr) for _, lr in graphics], graphics, 4)
+    pooled -= _pooled_psnr([_sr(cand, lr) for _, lr in graphics], graphics, 4)
+    alone, both = _Scorer(fp32, photos, 4), _Scorer(fp32, photos, 4, graphics)
+    photo_drop = alone.drop(candidate)
+    for shift in (-1.0, 1.0):  # the photos' references moved: their mean drop below, above
+        both.psnr = [p + pooled - photo_drop + shift for p in alone.psnr]
+        assert both.drop(candidate) == pytest.approx(max(pooled, pooled + shift), abs=1e-9)
+    assert both.error(candidate, 1) != alone.error(candidate, 1)
+
+    rng = np.random.default_rng(0)
+    busy = rng.integers(0, 256, (40, 40, 3)).astype(np.uint8)
+    flat = np.full((40, 40, 3), 128, np.uint8)
+    noisy = np.clip(busy.astype(int) + rng.integers(-3, 4, busy.shape), 0, 255).astype(np.uint8)
+    speck = flat.copy()
+    speck[20, 20] = 129  # one level at one pixel
+    pairs = [(busy, busy), (flat, flat)]  # HR; FP32 gave noisy and flat, INT8 adds the speck
+    drop = _pooled_psnr([noisy, flat], pairs, 4) - _pooled_psnr([noisy, speck], pairs, 4)
+    assert psnr_y(flat, flat, 4) - psnr_y(speck, flat, 4) == float("inf")  # that crop alone
+    assert 0 < drop < 0.01
+
+
+def test_calibrate_scores_graphics_beside_the_photos(
+    export_cache, photo_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lbnet_deploy.calibration import run
+
+    seen: dict[str, object] = {}
+    real = run.quantize_mixed
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "quantize_mixed", spy)
+    fp32 = export_cache("random-LBNet-T-x4", (16, 16))
+    run.calibrate_file(fp32, photo_folder, tmp_path / "i8.onnx", samples=4, max_psnr_drop=1.0)
+    graphics = seen["graphics"]
+    assert isinstance(graphics, list) and len(graphics) == 8
+    assert graphics[0][0].shape == (64, 64, 3) and graphics[0][1].shape == (16, 16, 3)
 
 
 def test_calibration_crops_are_deterministic(photo_folder: Path) -> None:
