@@ -82,8 +82,10 @@ class TileModel:
     """TritonPythonModel of the tile model (see the module docstring)."""
 
     def initialize(self, args: dict[str, str]) -> None:
+        from .onnxrt import share_cores
         from .registry import get_backend
 
+        share_cores()  # a server's processes share the cores (onnxrt._spin)
         config = json.loads(args["model_config"])
         params = parameters(config)
         folder = Path(args["model_repository"]) / args["model_version"]

@@ -664,3 +664,31 @@ def test_the_servers_environment_is_made_by_one_process_at_a_time(tmp_path) -> N
     assert made == ["first"] and (target / "who").read_text() == "first"
     assert (target / ".complete").is_file() and _made_once(target, make("third")) == target
     assert made == ["first"]
+
+
+def test_a_tile_model_opens_sessions_that_do_not_spin(tmp_path, monkeypatch) -> None:
+    """A server's processes share the cores: the sessions a tile model opens do not spin-wait
+    between operators, which sessions elsewhere do (ORT's default)."""
+    import json
+    from types import SimpleNamespace
+
+    from lbnet_deploy.runtime import onnxrt, registry
+    from lbnet_deploy.runtime.triton_backend import TileModel
+
+    monkeypatch.setattr(onnxrt, "_spin", True)
+    key = "session.intra_op.allow_spinning"
+    with pytest.raises(RuntimeError):  # not set: ORT's default, spinning
+        onnxrt.options().get_session_config_entry(key)
+    opened = []
+
+    def open_ort(path: Path, threads: int | None, compute: str = "fp32") -> object:
+        opened.append(onnxrt.options(threads).get_session_config_entry(key))
+        return object()
+
+    monkeypatch.setattr(registry, "get_backend", lambda name: SimpleNamespace(open=open_ort))
+    config = {"parameters": {"backend": {"string_value": "ort"}}}
+    TileModel().initialize(
+        {"model_config": json.dumps(config), "model_version": "1",
+         "model_repository": str(tmp_path)}
+    )  # fmt: skip
+    assert opened == ["0"]
