@@ -121,8 +121,20 @@ class Merger:
             self._col_w = dict(
                 zip(cols, _axis_weights(cols, grid.tile_w, grid.width, s), strict=True)
             )
+        # the first output row each tile row writes: once the rows before it are merged, the
+        # output above it is final (`final_rows`)
+        if merge == "crop":
+            self._first_rows = [s * self._row_cut[y][0] for y in rows]
+        else:
+            self._first_rows = [s * y + _spans(self._row_w[y])[0][0][0] for y in rows]
+        self._order = grid.tiles()
+        self._added = 0
 
     def add(self, tile: Tile, sr: np.ndarray) -> None:
+        """Add one tile's 3 x s*th x s*tw output; tiles come in `grid.tiles()` order."""
+        if self._added >= len(self._order) or tile != self._order[self._added]:
+            raise ValueError(f"tile {tile} added out of the grid's order")
+        self._added += 1
         s = self.scale
         if self.merge == "crop":
             (y0, y1), (x0, x1) = self._row_cut[tile.y], self._col_cut[tile.x]
@@ -146,6 +158,13 @@ class Merger:
                     canvas += part
                 else:
                     canvas += part * np.outer(row_w[r0:r1], col_w[c0:c1])
+
+    @property
+    def final_rows(self) -> int:
+        """Output rows [0, final_rows) that no tile still to come writes: final, to be rounded
+        while the rest is merged."""
+        done = self._added // len(self.grid.cols)  # whole tile rows merged
+        return self._first_rows[done] if done < len(self._first_rows) else self.out.shape[1]
 
     def result(self) -> np.ndarray:
         """The merged 3 x sH x sW float image (the accumulator itself, not a copy)."""
