@@ -131,23 +131,22 @@ class Plan:
 
 
 def check_output(out: np.ndarray, expected: tuple[int, ...]) -> None:
-    """A model's output is what a x`scale` LBNet gives: a graph that lies about its scale is
-    one line, not a wrong image (its values: `check_finite`, on the merged image)."""
+    """A model's output is what a x`scale` LBNet gives and holds numbers: a graph that lies
+    about its scale, or a checkpoint with NaN weights, is one line, not a wrong image, as soon
+    as its first batch is back.
+
+    Numbers are checked by the batch's sum (one pass, no mask: `isfinite(out).all()` took 7-10
+    of the 68 ms of a 512x512 x4 image at batch 8, the sum about half). A sum of finite values
+    this small cannot overflow, so it is finite exactly when they all are; where it is not,
+    the exact check decides (huge but finite values pass, as they did)."""
     if tuple(out.shape) != expected:
         raise LBNetError(
             f"the model returned shape {tuple(out.shape)} for a batch that should give "
             f"{expected}: its output is not scale x its input"
         )
-
-
-def check_finite(image: np.ndarray) -> None:
-    """The merged output (or a band of it) holds numbers: a checkpoint with NaN weights is one
-    line, not a black image. Checked on the merged image, not on each batch (which read every
-    tile output once more: 7-10 of the 68 ms of a 512x512 x4 image at batch 8), by its sum:
-    one pass, no mask. A sum of finite values this small cannot overflow, so it is finite
-    exactly when they all are; where it is not, the exact check decides (huge but finite
-    values pass, as before)."""
-    if not np.isfinite(image.sum()) and not np.isfinite(image).all():
+    with np.errstate(over="ignore"):
+        total = out.sum()
+    if not np.isfinite(total) and not np.isfinite(out).all():
         raise LBNetError("the model returned NaN or infinite values (broken weights or graph)")
 
 
@@ -301,9 +300,7 @@ class Upscaler:
     ) -> np.ndarray:
         """The merged, unrounded 3 x sH x sW float32 output on 0..255, planned beside the
         image's own buffers (`footprint`)."""
-        result = self._merged(image, progress, footprint)
-        check_finite(result)
-        return result
+        return self._merged(image, progress, footprint)
 
     def _merged(
         self,
@@ -312,7 +309,7 @@ class Upscaler:
         footprint: Footprint,
         finished: Callable[[np.ndarray, int], None] | None = None,
     ) -> np.ndarray:
-        """`upscale_float` unchecked, telling `finished(output, rows)` after each batch merged
+        """`upscale_float`, telling `finished(output, rows)` after each batch merged
         that the output's rows [0, rows) are final (`Merger.final_rows`)."""
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
             raise LBNetError(f"expected an HxWx3 image of at least 1x1, got shape {image.shape}")
@@ -371,9 +368,9 @@ class Upscaler:
         out: np.ndarray | None = None
         rounded = 0  # output rows handed to the rounding thread so far
         pending: list[Future[None]] = []
-        # rows are checked and rounded on a thread of their own as soon as the merge has
-        # finished them, not all after it: the image's last batch is followed by one band's
-        # rounding instead of the whole image's (14 ms at 2048x2048), which overlaps nothing
+        # rows are rounded on a thread of their own as soon as the merge has finished them, not
+        # all after it: the image's last batch is followed by one band's rounding instead of
+        # the whole image's (14 ms at 2048x2048), which overlapped nothing
         with ThreadPoolExecutor(1, thread_name_prefix="lbnet-round") as rounder:
 
             def finished(sr: np.ndarray, rows: int) -> None:
@@ -393,14 +390,13 @@ class Upscaler:
 
 
 def _round_rows(sr: np.ndarray, out: np.ndarray, start: int, stop: int, out_bits: int) -> None:
-    """Rows [start, stop) of the 3 x sH x sW float output checked (`check_finite`) and rounded
-    into the sH x sW x 3 `out`, a band of rows at a time while the band is in the cache: in
-    place (at 2048x2048 x4 every float copy of the output costs 800 MB), each channel written
-    into the interleaved result (2048x2048: 23 ms for rounding and one transposing astype
-    over the whole image, 14 ms this way; numpy's strided cast is the slow part)."""
+    """Rows [start, stop) of the 3 x sH x sW float output rounded into the sH x sW x 3 `out`,
+    a band of rows at a time while the band is in the cache: in place (at 2048x2048 x4 every
+    float copy of the output costs 800 MB), each channel written into the interleaved result
+    (2048x2048: 23 ms for rounding and one transposing astype over the whole image, 14 ms
+    this way; numpy's strided cast is the slow part)."""
     for y in range(start, stop, ROUND_ROWS):
         band = sr[:, y : min(y + ROUND_ROWS, stop)]
-        check_finite(band)
         if out_bits == 16:
             band *= 257
         np.rint(band, out=band)
