@@ -113,7 +113,8 @@ def graphic(seed: int, size: int = 512) -> np.ndarray:
     the activations of Set14's `ppt3` (a slide; up to 3.6x the photos' ranges) and lost 0.29 dB
     on it at x2 while losing 0.04 on photos. Held-out crops of these images let the sensitivity
     search see that. Drawn with numpy (not Pillow's fonts and shapes, which differ between
-    releases), so a seed gives the same pixels everywhere."""
+    releases), so a seed gives the same pixels wherever numpy's generator gives the same
+    numbers (numpy keeps `Generator` streams within a release, not across them: NEP 19)."""
     rng = np.random.default_rng(seed)
 
     def colour() -> np.ndarray:  # primaries, black and white more often than not

@@ -11,9 +11,10 @@ per channel and writes the Q/DQ pairs (QDQ format, symmetric S8S8). What is ours
   is not an INT8 layer its float inputs back. Attention products, Softmax and LayerNorm stay
   float.
 - **which layers**: each layer (one weight and all its applications: r1..r3 run twice, each
-  TransBlock three times) is scored by the output error it alone adds on held-out crops; the
-  layers with the most error per multiply-add stay float until the whole graph meets
-  `max_psnr_drop` on those crops (`quantize_mixed`), which keeps most of the MACs INT8.
+  TransBlock three times) is scored by the output error it alone adds on held-out crops of the
+  photos and of synthetic slides (`data.graphic`); the layers with the most error per
+  multiply-add stay float until the whole graph meets `max_psnr_drop` on both (`quantize_mixed`),
+  which keeps most of the MACs INT8.
 """
 
 from __future__ import annotations
@@ -340,17 +341,28 @@ def _sr(runner, lr: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(runner.raw(lr).transpose(1, 2, 0)), 0, 255).astype(np.uint8)
 
 
-def _pooled_psnr(
+def _pooled_mse(
     outputs: list[np.ndarray], pairs: list[tuple[np.ndarray, np.ndarray]], scale: int
 ) -> float:
-    """PSNR-Y of several crops taken together (their squared errors pooled, each shaved as the
-    paper's protocol shaves an image): a flat crop of a slide is near-lossless, so one crop's
-    PSNR (60+ dB) swings by dB over errors no one sees, and a mean of such drops would too."""
-    from lbnet_deploy.quality.metrics import psnr_y
+    """Mean squared Y error of several crops taken together (each shaved as the paper's
+    protocol shaves an image). Pooled because a flat crop of a slide is near-lossless: its own
+    PSNR (60 dB or more) swings by whole dB over errors no one sees, and a mean of such drops
+    would too."""
+    from lbnet_deploy.quality.metrics import rgb_to_y
 
     cut = (slice(scale, -scale), slice(scale, -scale))
-    sr = np.concatenate([out[cut] for out in outputs], axis=1)
-    return psnr_y(sr, np.concatenate([hr[cut] for hr, _ in pairs], axis=1), 0)
+    errors = [
+        (rgb_to_y(out[cut]) - rgb_to_y(hr[cut])) ** 2
+        for out, (hr, _) in zip(outputs, pairs, strict=True)
+    ]
+    return float(np.mean(np.concatenate([e.ravel() for e in errors])))
+
+
+def _pooled_drop(reference: float, candidate: float) -> float:
+    """PSNR(reference) - PSNR(candidate) in dB from their pooled MSEs; finite also where one is
+    0 (a lossless crop set: its PSNR is infinite), so the search's comparisons hold."""
+    floor = 1e-12  # far below one 8-bit step squared over any crop set
+    return float(10 * np.log10(max(candidate, floor) / max(reference, floor)))
 
 
 @dataclass
@@ -375,7 +387,7 @@ class _Scorer:
         self.psnr = [psnr_y(_sr(ref, lr), hr, self.scale) for hr, lr in self.pairs]
         if self.graphics:
             outputs = [_sr(ref, lr) for _, lr in self.graphics]
-            self.graphics_psnr = _pooled_psnr(outputs, self.graphics, self.scale)
+            self.graphics_mse = _pooled_mse(outputs, self.graphics, self.scale)
 
     def error(self, candidate: onnx.ModelProto, count: int) -> float:
         """Mean squared output difference to FP32 on the first `count` photo pairs and every
@@ -403,7 +415,8 @@ class _Scorer:
         if not self.graphics:
             return photos
         outputs = [_sr(runner, lr) for _, lr in self.graphics]
-        return max(photos, self.graphics_psnr - _pooled_psnr(outputs, self.graphics, self.scale))
+        pooled = _pooled_mse(outputs, self.graphics, self.scale)
+        return max(photos, _pooled_drop(self.graphics_mse, pooled))
 
 
 @dataclass

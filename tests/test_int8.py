@@ -337,7 +337,7 @@ def test_graphics_crops_are_scored_pooled_beside_the_photos(int8_random) -> None
     """The search's drop is the photos' mean drop, or the graphics' pooled drop where that is
     larger; each layer's error counts the graphics too. Pooled, a near-lossless flat crop
     cannot swing the drop as its own PSNR would."""
-    from lbnet_deploy.calibration.quantize import _pooled_psnr, _Scorer, _sr
+    from lbnet_deploy.calibration.quantize import _pooled_drop, _pooled_mse, _Scorer, _sr
     from lbnet_deploy.calibration.session import GraphRunner
     from lbnet_deploy.quality.metrics import psnr_y
 
@@ -346,8 +346,10 @@ def test_graphics_crops_are_scored_pooled_beside_the_photos(int8_random) -> None
     graphics = graphics_pairs(4, (16, 16), count=3, seed=8)
     candidate = quantizer.quantize()  # every layer INT8
     ref, cand = GraphRunner(fp32), GraphRunner(candidate)
-    pooled = _pooled_psnr([_sr(ref, lr) for _, lr in graphics], graphics, 4)
-    pooled -= _pooled_psnr([_sr(cand, lr) for _, lr in graphics], graphics, 4)
+    pooled = _pooled_drop(
+        _pooled_mse([_sr(ref, lr) for _, lr in graphics], graphics, 4),
+        _pooled_mse([_sr(cand, lr) for _, lr in graphics], graphics, 4),
+    )
     alone, both = _Scorer(fp32, photos, 4), _Scorer(fp32, photos, 4, graphics)
     photo_drop = alone.drop(candidate)
     for shift in (-1.0, 1.0):  # the photos' references moved: their mean drop below, above
@@ -362,9 +364,12 @@ def test_graphics_crops_are_scored_pooled_beside_the_photos(int8_random) -> None
     speck = flat.copy()
     speck[20, 20] = 129  # one level at one pixel
     pairs = [(busy, busy), (flat, flat)]  # HR; FP32 gave noisy and flat, INT8 adds the speck
-    drop = _pooled_psnr([noisy, flat], pairs, 4) - _pooled_psnr([noisy, speck], pairs, 4)
+    drop = _pooled_drop(_pooled_mse([noisy, flat], pairs, 4), _pooled_mse([noisy, speck], pairs, 4))
     assert psnr_y(flat, flat, 4) - psnr_y(speck, flat, 4) == float("inf")  # that crop alone
     assert 0 < drop < 0.01
+    lossless = _pooled_mse([flat], pairs[1:], 4)  # 0: infinite PSNR, yet finite drops
+    assert lossless == 0 and _pooled_drop(lossless, lossless) == 0
+    assert 0 < _pooled_drop(lossless, _pooled_mse([speck], pairs[1:], 4)) < float("inf")
 
 
 def test_calibrate_scores_graphics_beside_the_photos(

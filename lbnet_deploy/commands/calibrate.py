@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {layer:<20} {error:9.4f}{kept}")
     floats = ", ".join(result.float_layers) or "none"
     print(
-        f"wrote {report.path}: held-out PSNR drop {result.drop:.3f} dB "
+        f"wrote {report.path}: held-out PSNR drop {result.drop:.3f} dB (photos, or slides "
+        "pooled where larger) "
         f"(limit {args.max_psnr_drop}); {result.int8_mac_share:.1%} of the conv and linear "
         f"multiply-adds INT8; float layers: {floats}"
     )
