@@ -201,7 +201,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "",
         f"Machine: {'; '.join(machines)}. PSNR/SSIM on Y, paper protocol; INT8 calibrated on "
         "SunHays80 only (`calibrate` defaults: Q/DQ placed as TensorRT places them, the layers "
-        "with the most error per multiply-add kept float within 0.05 dB on held-out crops); "
+        "with the most error per multiply-add kept float within 0.05 dB on held-out crops of "
+        "the photos and, pooled, on crops of synthetic slides); "
         "drop = FP32 - other, mean over the set; worst = the largest per-image drop; INT8 MACs = "
         "the share of the conv and linear multiply-adds in INT8. Before: the previous "
         "`calibrate` (onnxruntime's default Q/DQ placement, whole blocks kept float)."
