@@ -63,14 +63,22 @@ def _crop_pairs(
             f"(crop {w}x{h} at x{scale}); INT8 calibration needs {min_images}"
         )
     rng = np.random.default_rng(seed)
-    pairs = []
-    for i in tqdm(range(count), desc="calibration crops", unit="crop", disable=not progress):
-        img = images[i % len(images)]
-        top = int(rng.integers(0, img.shape[0] - hr_h + 1))
-        left = int(rng.integers(0, img.shape[1] - hr_w + 1))
-        hr = img[top : top + hr_h, left : left + hr_w]
-        pairs.append((hr, imresize(hr, 1.0 / scale)))
-    return pairs
+    return [
+        _random_pair(images[i % len(images)], (hr_h, hr_w), scale, rng)
+        for i in tqdm(range(count), desc="calibration crops", unit="crop", disable=not progress)
+    ]
+
+
+def _random_pair(
+    img: np.ndarray, hr_size: tuple[int, int], scale: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """An (HR window, LR crop) pair at a position drawn from `rng` (top, then left), the LR made
+    as the benchmarks' LR images are (MATLAB-bicubic `imresize`)."""
+    h, w = hr_size
+    top = int(rng.integers(0, img.shape[0] - h + 1))
+    left = int(rng.integers(0, img.shape[1] - w + 1))
+    hr = img[top : top + h, left : left + w]
+    return hr, imresize(hr, 1.0 / scale)
 
 
 def calibration_crops(
@@ -155,11 +163,7 @@ def graphics_pairs(
     images are (MATLAB-bicubic `imresize`): what the sensitivity search scores besides photos."""
     h, w = size[0] * scale, size[1] * scale
     rng = np.random.default_rng(seed)
-    pairs = []
-    for i in range(count):
-        img = graphic(seed * 1000 + i, max(512, h, w))
-        top = int(rng.integers(0, img.shape[0] - h + 1))
-        left = int(rng.integers(0, img.shape[1] - w + 1))
-        hr = np.ascontiguousarray(img[top : top + h, left : left + w])
-        pairs.append((hr, imresize(hr, 1.0 / scale)))
-    return pairs
+    return [
+        _random_pair(graphic(seed * 1000 + i, max(512, h, w)), (h, w), scale, rng)
+        for i in range(count)
+    ]

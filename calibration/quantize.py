@@ -337,8 +337,13 @@ def _weights_by_output_channel(qdq: onnx.ModelProto, fp32: onnx.ModelProto) -> o
     return qdq
 
 
+def _rounded(raw: np.ndarray) -> np.ndarray:
+    """A raw 3 x H x W output as the 8-bit H x W x 3 image it is scored as."""
+    return np.clip(np.rint(raw.transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+
+
 def _sr(runner, lr: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(runner.raw(lr).transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+    return _rounded(runner.raw(lr))
 
 
 def _pooled_mse(
@@ -348,14 +353,10 @@ def _pooled_mse(
     protocol shaves an image). Pooled because a flat crop of a slide is near-lossless: its own
     PSNR (60 dB or more) swings by whole dB over errors no one sees, and a mean of such drops
     would too."""
-    from lbnet_deploy.quality.metrics import rgb_to_y
+    from lbnet_deploy.quality.metrics import shaved_y
 
-    cut = (slice(scale, -scale), slice(scale, -scale))
-    errors = [
-        (rgb_to_y(out[cut]) - rgb_to_y(hr[cut])) ** 2
-        for out, (hr, _) in zip(outputs, pairs, strict=True)
-    ]
-    return float(np.mean(np.concatenate([e.ravel() for e in errors])))
+    shaved = [shaved_y(out, hr, scale) for out, (hr, _) in zip(outputs, pairs, strict=True)]
+    return float(np.mean(np.concatenate([((a - b) ** 2).ravel() for a, b in shaved])))
 
 
 def _pooled_drop(reference: float, candidate: float) -> float:
@@ -381,12 +382,15 @@ class _Scorer:
 
         from .session import GraphRunner
 
-        ref = GraphRunner(self.graph)
+        ref = GraphRunner(self.graph)  # each crop through the FP32 graph once
         self.raw = [ref.raw(lr) for _, lr in self.pairs]
         self.graphics_raw = [ref.raw(lr) for _, lr in self.graphics]
-        self.psnr = [psnr_y(_sr(ref, lr), hr, self.scale) for hr, lr in self.pairs]
+        self.psnr = [
+            psnr_y(_rounded(raw), hr, self.scale)
+            for (hr, _), raw in zip(self.pairs, self.raw, strict=True)
+        ]
         if self.graphics:
-            outputs = [_sr(ref, lr) for _, lr in self.graphics]
+            outputs = [_rounded(raw) for raw in self.graphics_raw]
             self.graphics_mse = _pooled_mse(outputs, self.graphics, self.scale)
 
     def error(self, candidate: onnx.ModelProto, count: int) -> float:

@@ -41,7 +41,7 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
     return 16.0 + (65.738 * r + 129.057 * g + 25.064 * b) / 256.0
 
 
-def _shaved_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> tuple[np.ndarray, np.ndarray]:
+def shaved_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> tuple[np.ndarray, np.ndarray]:
     """Y channels of both images with ``shave`` pixels cut from every border.
 
     The border is cut because upscalers cannot reconstruct it from neighbours they do not have.
@@ -62,7 +62,7 @@ def psnr_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:
 
     ``shave`` pixels are ignored at every border; identical crops give ``inf``.
     """
-    y_sr, y_hr = _shaved_y(sr, hr, shave)
+    y_sr, y_hr = shaved_y(sr, hr, shave)
     mse = float(np.mean((y_sr - y_hr) ** 2))
     if mse == 0.0:
         return float("inf")
@@ -91,7 +91,7 @@ def ssim_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:
     Follows Wang et al.'s ``ssim_index.m``: Gaussian-weighted local statistics over 'valid'
     11x11 windows only, on unrounded Y, with ``shave`` border pixels ignored first.
     """
-    y_sr, y_hr = _shaved_y(sr, hr, shave)
+    y_sr, y_hr = shaved_y(sr, hr, shave)
     if min(y_hr.shape) < _SSIM_WINDOW:
         raise LBNetError(
             f"SSIM needs at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels after shaving, "
