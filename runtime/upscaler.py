@@ -136,7 +136,8 @@ def check_output(out: np.ndarray, expected: tuple[int, ...]) -> None:
     as its first batch is back.
 
     Numbers are checked by the batch's sum (one pass, no mask: `isfinite(out).all()` took 7-10
-    of the 68 ms of a 512x512 x4 image at batch 8, the sum about half). A sum of finite values
+    of the 68 ms of a 512x512 x4 image at batch 8; on one 14 MB batch the sum took 0.66 ms, the
+    mask 0.77). A sum of finite values
     this small cannot overflow, so it is finite exactly when they all are; where it is not,
     the exact check decides (huge but finite values pass, as they did)."""
     if tuple(out.shape) != expected:
