@@ -74,6 +74,7 @@ def test_dynamic_batch_onnx_uses_tritons_batching(tmp_path) -> None:
     assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 4
     assert list(config.input[0].dims) == [3, -1, -1]  # batch is Triton's
     assert config.HasField("dynamic_batching")
+    assert not config.input[0].allow_ragged_batch  # ORT's backend stacks a batch into one array
     group = config.instance_group[0]
     assert group.count == 2 and group.kind == config_proto().ModelInstanceGroup.KIND_CPU
     assert (repo / "sr" / "1" / "model.onnx").read_bytes() == src.read_bytes()
@@ -130,6 +131,7 @@ def test_cpu_image_repository_is_two_python_models(tmp_path) -> None:
     )  # fmt: skip
     assert p["memory_budget_mb"] == "512" and p["lbnet.scale"] == "4"
     assert tiles.max_batch_size == 6 and list(tiles.input[0].dims) == [3, -1, -1]
+    assert tiles.input[0].allow_ragged_batch  # each request runs on its own: any shapes batch
     assert tiles.dynamic_batching.max_queue_delay_microseconds == 500
     warm = tiles.model_warmup[0]
     assert warm.batch_size == 1 and list(warm.inputs["lr"].dims) == [3, 48, 48]

@@ -166,6 +166,24 @@ def test_load_8_clients_of_10_images_all_correct_and_batched(served) -> None:
     )
 
 
+def test_whole_images_of_different_sizes_share_tile_model_batches(served) -> None:
+    """Whole images (the default policy) reach the tile model each as one request of its own
+    shape: they share its batches only as ragged batches (allow_ragged_batch), and each is
+    still answered with its own output."""
+    from lbnet_deploy.benchmarks.serving import load, tile_batches
+
+    server, graph = served
+    images = [texture(24 + 2 * i, 40 - 2 * i, seed=i) for i in range(8)]  # 8 distinct shapes
+    expected = local(graph, images)
+    before = tile_batches(server.grpc_url, "t4")
+    for _ in range(2):  # 8 clients, one image each, all at once
+        result = load(server.grpc_url, "t4", images, 8, 1, None, expected)
+        assert result["errors"] == [] and result["mismatches"] == 0 and result["answered"] == 8
+    after = tile_batches(server.grpc_url, "t4")
+    grown = {b: n - before.get(b, 0) for b, n in after.items() if n > before.get(b, 0)}
+    assert max(grown) >= 2, grown
+
+
 def test_a_16_bit_file_is_refused_in_one_line_and_the_others_complete(
     served, tmp_path, capsys
 ) -> None:
