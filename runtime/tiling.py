@@ -97,14 +97,25 @@ def _axis_weights(starts: list[int], tile: int, length: int, scale: int) -> list
 
 
 class Merger:
-    """Accumulates tile outputs (3 x s*th x s*tw) into the s*H x s*W result."""
+    """Accumulates tile outputs (3 x s*th x s*tw) into the s*H x s*W result.
 
-    def __init__(self, grid: TileGrid, scale: int, merge: str = "crop") -> None:
+    `canvas`: a float32 3 x s*H x s*W array to merge into (its old values are never read:
+    every pixel's first contribution is written, not added), else a new one.
+    """
+
+    def __init__(
+        self, grid: TileGrid, scale: int, merge: str = "crop", canvas: np.ndarray | None = None
+    ) -> None:
         if merge not in MERGES:
             raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
         self.grid, self.scale, self.merge = grid, scale, merge
         s = scale
-        self.out = np.zeros((3, s * grid.height, s * grid.width), np.float32)
+        shape = (3, s * grid.height, s * grid.width)
+        if canvas is not None and (canvas.shape != shape or canvas.dtype != np.float32):
+            raise ValueError(f"canvas must be float32 {shape}, got {canvas.dtype} {canvas.shape}")
+        # np.empty: its pages are touched once, by the merge itself (zeros would be faulted in
+        # and then overwritten: ~10 ms of a 2048x2048 x4 merge)
+        self.out = np.empty(shape, np.float32) if canvas is None else canvas
         rows, cols = grid.rows, grid.cols
         self._row_cut = dict(
             zip(rows, _pairs(axis_cuts(rows, grid.tile_h, grid.height)), strict=True)
@@ -121,14 +132,14 @@ class Merger:
             self._col_w = dict(
                 zip(cols, _axis_weights(cols, grid.tile_w, grid.width, s), strict=True)
             )
-            self._row_spans = {y: _spans(w) for y, w in self._row_w.items()}
-            self._col_spans = {x: _spans(w) for x, w in self._col_w.items()}
+            self._row_spans = _axis_spans(rows, self._row_w, s)
+            self._col_spans = _axis_spans(cols, self._col_w, s)
         # the first output row each tile row writes: once the rows before it are merged, the
         # output above it is final (`final_rows`)
         if merge == "crop":
             self._first_rows = [s * self._row_cut[y][0] for y in rows]
         else:
-            self._first_rows = [s * y + self._row_spans[y][0][0][0] for y in rows]
+            self._first_rows = [s * y + self._row_spans[y][0].start for y in rows]
         self._order = grid.tiles()
         self._added = 0
 
@@ -145,20 +156,30 @@ class Merger:
             ]
             return
         row_w, col_w = self._row_w[tile.y], self._col_w[tile.x]
-        # only where the weight is not 0: sr * 0 is +-0, and adding +-0 changes no sum (each
-        # starts at +0, and a sum is -0 only where both terms are), so the result is the same
-        # to the bit; where both weights are 1, sr * 1 is sr: added without the product (two
-        # thirds of a 96-pixel tile at overlap 16; the merge took 72 of 125 ms per 512x512
-        # image at batch 8 with the products everywhere)
+        # Only where the weight is not 0. The first tile to reach a pixel writes its term, the
+        # others add theirs, in grid order: the sums a zero-filled canvas would hold, to the bit
+        # (0 + x is x; only a -0 term would have become +0, and rounds alike). Where both
+        # weights are 1 the tile is the pixel's only one: copied, no product (two thirds of a
+        # 96-pixel tile at overlap 16; the merge took 72 of 125 ms per 512x512 image at
+        # batch 8 with products everywhere). A weight 1 on one axis multiplies nothing.
         y, x = s * tile.y, s * tile.x
-        for (r0, r1), row_ones in self._row_spans[tile.y]:
-            for (c0, c1), col_ones in self._col_spans[tile.x]:
-                canvas = self.out[:, y + r0 : y + r1, x + c0 : x + c1]
-                part = sr[:, r0:r1, c0:c1]
-                if row_ones and col_ones:
-                    canvas += part
+        for r in self._row_spans[tile.y]:
+            for c in self._col_spans[tile.x]:
+                canvas = self.out[:, y + r.start : y + r.stop, x + c.start : x + c.stop]
+                part = sr[:, r.start : r.stop, c.start : c.stop]
+                if r.ones and c.ones and r.first and c.first:
+                    canvas[...] = part
+                    continue
+                if r.ones:
+                    w = col_w[c.start : c.stop]
+                elif c.ones:
+                    w = row_w[r.start : r.stop, None]
                 else:
-                    canvas += part * np.outer(row_w[r0:r1], col_w[c0:c1])
+                    w = np.outer(row_w[r.start : r.stop], col_w[c.start : c.stop])
+                if r.first and c.first:
+                    np.multiply(part, w, out=canvas)
+                else:
+                    canvas += part * w
 
     @property
     def final_rows(self) -> int:
@@ -170,6 +191,45 @@ class Merger:
     def result(self) -> np.ndarray:
         """The merged 3 x sH x sW float image (the accumulator itself, not a copy)."""
         return self.out
+
+
+@dataclass(frozen=True)
+class Span:
+    """Part of one tile's output along one axis (tile coordinates, [start, stop)) where its
+    weight is not 0: all 1 (`ones`) or not, and whether an earlier tile on this axis reaches
+    it (`first`: none does)."""
+
+    start: int
+    stop: int
+    ones: bool
+    first: bool
+
+
+def _axis_spans(
+    starts: list[int], weights: dict[int, np.ndarray], scale: int
+) -> dict[int, list[Span]]:
+    """Per tile start, the spans of its nonzero weights: the fade-in, the ones, the fade-out,
+    cut wherever another tile's span begins or ends, so each span is reached by the same
+    tiles throughout (then the first tile reaching a canvas pixel is the one where the span
+    is `first` on both axes: grid order is row-major)."""
+    nonzero = {}  # start -> [(begin, end, all ones)], output coordinates
+    for start in starts:
+        w = weights[start]
+        nonzero[start] = [
+            (scale * start + a, scale * start + b, ones) for (a, b), ones in _spans(w)
+        ]
+    bounds = sorted({edge for spans in nonzero.values() for a, b, _ in spans for edge in (a, b)})
+    result: dict[int, list[Span]] = {}
+    for i, start in enumerate(starts):
+        earlier = [(a, b) for prev in starts[:i] for a, b, _ in nonzero[prev]]
+        pieces = []
+        for a, b, ones in nonzero[start]:
+            cuts = [a, *(e for e in bounds if a < e < b), b]
+            for lo, hi in pairwise(cuts):
+                first = not any(ea < hi and lo < eb for ea, eb in earlier)
+                pieces.append(Span(lo - scale * start, hi - scale * start, ones, first))
+        result[start] = pieces
+    return result
 
 
 def _spans(weights: np.ndarray) -> list[tuple[tuple[int, int], bool]]:

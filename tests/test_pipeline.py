@@ -239,7 +239,9 @@ def test_a_device_runners_host_buffers_and_batches_in_flight_are_in_the_budget()
 def test_merge_and_rounding_are_the_straightforward_ones_to_the_bit() -> None:
     """The faster merge (only where a tile's feather weight is not 0) and the rounding in row
     bands give exactly what the plain formulas give: canvas += sr * outer(weights) for every
-    tile in order, then rint, clip and uint8 over the whole image."""
+    tile in order, then rint, clip and uint8 over the whole image. The merge writes each
+    pixel's first term instead of adding it to a zero: a -0 first term stays -0 (+0 in the
+    plain sum), so signed zeros are compared as zeros; every other bit is the same."""
     from lbnet_deploy.runtime.tiling import Merger, TileGrid
     from lbnet_deploy.runtime.upscaler import to_uint8
 
@@ -252,7 +254,8 @@ def test_merge_and_rounding_are_the_straightforward_ones_to_the_bit() -> None:
         w = np.outer(merger._row_w[tile.y], merger._col_w[tile.x])
         plain[:, 4 * tile.y : 4 * tile.y + 64, 4 * tile.x : 4 * tile.x + 64] += sr * w
         merger.add(tile, sr)
-    assert merger.result().tobytes() == plain.tobytes()
+    assert (merger.result() + np.float32(0)).tobytes() == (plain + np.float32(0)).tobytes()
+    assert np.signbit(merger.result()).sum() > np.signbit(plain).sum()  # -0 first terms kept
 
     class Noisy(NullRunner):  # outputs that differ per batch, beyond 0..255
         def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -264,6 +267,31 @@ def test_merge_and_rounding_are_the_straightforward_ones_to_the_bit() -> None:
     image = texture(70, 53)
     expected = to_uint8(upscaler.upscale_float(image)).transpose(1, 2, 0)
     np.testing.assert_array_equal(upscaler.upscale(image), expected)
+
+
+@pytest.mark.parametrize("merge", ["feather", "crop"])
+def test_the_merge_writes_every_pixel_of_a_canvas_it_is_given(merge: str) -> None:
+    """A canvas's old values are never read (a reused one needs no zeroing): merged into a
+    NaN-filled canvas, grids with shifted last tiles and wide overlaps give the new canvas's
+    result."""
+    from lbnet_deploy.runtime.tiling import Merger, TileGrid
+
+    rng = np.random.default_rng(11)
+    for h, w, t, overlap, s in [(70, 53, 16, 5, 4), (100, 96, 96, 16, 2), (37, 180, 24, 11, 3),
+                                (9, 9, 8, 3, 1), (200, 31, 40, 0, 2)]:  # fmt: skip
+        grid = TileGrid(h, w, min(t, h), min(t, w), overlap)
+        shape = (3, s * grid.height, s * grid.width)
+        fresh, reused = (
+            Merger(grid, s, merge),
+            Merger(grid, s, merge, np.full(shape, np.nan, np.float32)),
+        )
+        for tile in grid.tiles():
+            sr = rng.normal(100, 50, (3, s * grid.tile_h, s * grid.tile_w)).astype(np.float32)
+            fresh.add(tile, sr)
+            reused.add(tile, sr)
+        assert reused.result().tobytes() == fresh.result().tobytes(), (h, w, t, overlap)
+    with pytest.raises(ValueError, match="canvas must be float32"):
+        Merger(grid, s, merge, np.zeros((3, 1, 1), np.float32))
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
