@@ -80,6 +80,37 @@ class Overlapped(Protocol):
         ...
 
 
+class Leased:
+    """A batch's output where a runner on a device left it (`Leasing.lease`): its page-locked
+    slot, read without a copy, which runs no other batch until `release()`; or an array the
+    caller owns (`owned`), whose release does nothing. Release is idempotent."""
+
+    def __init__(self, out: np.ndarray, release: Callable[[], None] | None = None) -> None:
+        self.out, self.owned, self._release = out, release is None, release
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def __enter__(self) -> Leased:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@runtime_checkable
+class Leasing(Protocol):
+    """What a runner on a device adds when its output can be read in its slot (TensorRT's
+    page-locked buffer): the Upscaler merges from there, sparing the copy `infer` makes (14 of
+    60 ms of host time per 512x512 x4 image at batch 8, measured with the null runner)."""
+
+    def lease(self, batch: np.ndarray) -> Leased:
+        """`infer` of at most `max_batch` images, its output leased where it lies."""
+        ...
+
+
 @runtime_checkable
 class ImageServer(Protocol):
     """What a runner adds where whole images are upscaled where it runs (a Triton image model,
@@ -141,6 +172,31 @@ def infer_file(
     scaled back in place."""
     batch = check_batch(batch, input_size)
     return from_range(run_fixed_batch(run, to_range(batch, facts.peak), fixed), facts.peak)
+
+
+def lease_file(
+    run: Callable[[np.ndarray], Leased],
+    batch: np.ndarray,
+    facts: ModelFacts,
+    input_size: tuple[int, int] | None,
+    fixed: int,
+) -> Leased:
+    """`Leasing.lease` of a runner over one of our files (`run`: one slot's batch of exactly
+    `fixed` images): as `infer_file`, a shorter batch zero-padded, its output the slot's first
+    rows, scaled to 0..255 there."""
+    batch = to_range(check_batch(batch, input_size), facts.peak)
+    n = batch.shape[0]
+    if n > fixed:
+        raise ValueError(f"a lease takes at most {fixed} images, got {n}")
+    if n < fixed:
+        batch = np.concatenate([batch, np.zeros((fixed - n, *batch.shape[1:]), batch.dtype)])
+    leased = run(batch)
+    try:
+        leased.out = from_range(leased.out[:n], facts.peak)
+    except BaseException:
+        leased.release()
+        raise
+    return leased
 
 
 def graph_facts(raw: dict[str, str], dims: list[int | None], source: str) -> ModelFacts:

@@ -34,7 +34,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
-from .backend import describe_facts, infer_file
+from .backend import Leased, describe_facts, infer_file, lease_file
 from .cuda_layer import CudaLayer, Stream, capture, load_cuda
 from .trt_common import (
     EngineFacts,
@@ -278,22 +278,41 @@ class TensorRTRunner:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return infer_file(self._run, batch, self.model_facts, self.input_size, self._shape[0])
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        slot = self._free.get()  # waits while every slot has a batch in flight
-        try:
-            with slot.lock:
-                if self._state.closed:
-                    raise LBNetError(f"the runner of {self.path} was closed")
-                with self.active():
-                    slot.host_in[...] = batch  # casts to the engine's input type
-                    if slot.graph is not None:
-                        self._cuda.launch(slot.graph, slot.stream)
-                    elif not self._enqueue(slot):
-                        raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
-                    slot.stream.synchronize()
-                return np.array(slot.host_out, dtype=np.float32)  # a copy: the buffer is reused
-        finally:
+    def lease(self, batch: np.ndarray) -> Leased:
+        return lease_file(self._lease, batch, self.model_facts, self.input_size, self._shape[0])
+
+    def _lease(self, batch: np.ndarray) -> Leased:
+        """One batch through a slot; a float32 output stays in the slot's page-locked buffer,
+        the slot held (its lock too: `close` waits for it) until the lease is released."""
+        slot = self._free.get()  # waits while every slot has a batch in flight or leased
+        slot.lock.acquire()
+
+        def release() -> None:
+            slot.lock.release()
             self._free.put(slot)
+
+        try:
+            if self._state.closed:
+                raise LBNetError(f"the runner of {self.path} was closed")
+            with self.active():
+                slot.host_in[...] = batch  # casts to the engine's input type
+                if slot.graph is not None:
+                    self._cuda.launch(slot.graph, slot.stream)
+                elif not self._enqueue(slot):
+                    raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
+                slot.stream.synchronize()
+            if slot.host_out.dtype == np.float32:
+                return Leased(slot.host_out, release)
+            out = slot.host_out.astype(np.float32)  # FP16 I/O: converted, the slot freed
+        except BaseException:
+            release()
+            raise
+        release()
+        return Leased(out)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lease(batch) as leased:  # a copy where it is the slot's: the buffer is reused
+            return leased.out if leased.owned else np.array(leased.out)
 
     def layers(self) -> list[EngineLayer]:
         """The engine's layers as TensorRT's engine inspector reports them (JSON; the engine

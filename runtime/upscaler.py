@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -14,7 +14,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
-from .backend import ImageServer, Overlapped, Runner
+from .backend import ImageServer, Leased, Leasing, Overlapped, Runner
 from .tiling import MERGES, Merger, Tile, TileGrid, pad_to
 
 # Chosen by benchmarks/studies/tiling_study.py (LBNet-T x4, dynamic ONNX, ORT CPU, 2 cores), mean
@@ -42,10 +42,13 @@ def pipelined(
     items: Iterable[Item],
     consume: Callable[[Item, Result], None],
     depth: int = 1,
+    discard: Callable[[Result], None] | None = None,
 ) -> None:
     """`consume(item, work(item))` for each item in order, `work` running on threads up to
-    `depth` items ahead of `consume` (depth 1: here, one item at a time). Where `work` fails,
-    the error is raised here, after the work already started has finished."""
+    `depth` items ahead of `consume` (depth 1: here, one item at a time). Where `work` or
+    `consume` fails, the error is raised here, after the work already started has finished;
+    `discard` gets each result that is then never consumed (as it finishes: a lease it holds
+    may be what other work waits for)."""
     if depth <= 1:
         for item in items:
             consume(item, work(item))
@@ -62,7 +65,13 @@ def pipelined(
             done, future = queued.popleft()
             consume(done, future.result())
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        left = {future for _, future in queued if not future.cancel()}
+        while left:
+            finished, left = wait(left, return_when=FIRST_COMPLETED)
+            for future in finished:
+                if discard is not None and future.exception() is None:
+                    discard(future.result())
+        pool.shutdown(wait=True)
 
 
 def largest_square_tile(budget_bytes: int, facts: ModelFacts, batch: int = 1) -> int:
@@ -168,10 +177,11 @@ class Upscaler:
     `memory_budget_mb` None: 75% of the memory available, read again for every image (other
     processes come and go during a long run).
 
-    `in_flight`: batches prepared and run ahead of the merge (None: one more than the runner
-    runs at once where it overlaps host and device work, `backend.Overlapped`, else 1; at most
-    what the budget holds, `plan`). Tiles are still merged in order, so the output is the same
-    bit for bit.
+    `in_flight`: batches prepared and run ahead of the merge (None: as many as the runner runs
+    at once where it overlaps host and device work, `backend.Overlapped`, else 1; at most what
+    the budget holds and, where each holds a slot until merged (`backend.Leasing`), the
+    runner's slots: `plan`). Tiles are still merged in order, so the output is the same bit
+    for bit.
     """
 
     def __init__(
@@ -197,7 +207,7 @@ class Upscaler:
         if in_flight is not None and in_flight < 1:
             raise LBNetError(f"in_flight must be at least 1, got {in_flight}")
         if in_flight is None:
-            in_flight = runner.streams + 1 if isinstance(runner, Overlapped) else 1
+            in_flight = runner.streams if isinstance(runner, Overlapped) else 1
         self.in_flight = in_flight
         self.runner, self.tile, self.overlap, self.merge = runner, tile, overlap, merge
         self.memory_budget_mb = memory_budget_mb
@@ -291,6 +301,10 @@ class Upscaler:
             # device; on the host its buffers and as many batches in flight as fit (>= 1: floor)
             room = model_budget - self.runner.host_bytes
             in_flight = max(1, min(in_flight, room // self._batch_bytes(th, tw)))
+            if isinstance(self.runner, Leasing):
+                # each batch in flight may hold a slot until merged, and they are merged in
+                # order: one more than the slots would wait for a slot its elders hold
+                in_flight = min(in_flight, self.runner.streams)
         else:
             per_tile = max(self.facts.inference_bytes(th * tw), 1)
             batch = max(1, min(batch, model_budget // per_tile))
@@ -330,30 +344,38 @@ class Upscaler:
         tiles = grid.tiles()
         done = 0
 
-        def run(group: list[Tile]) -> np.ndarray:  # on a worker thread where pipelined
+        runner = self.runner
+        lease = runner.lease if isinstance(runner, Leasing) else lambda b: Leased(runner.infer(b))
+
+        def run(group: list[Tile]) -> Leased:  # on a worker thread where pipelined
             # float32 per batch, not for the whole image (12 bytes per LR pixel)
             batch = np.stack([lr[t.y : t.y + grid.tile_h, t.x : t.x + grid.tile_w] for t in group])
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
             if lr.dtype == np.uint16:
                 batch /= np.float32(257)
-            out = self.runner.infer(batch)
-            check_output(out, (len(group), 3, s * grid.tile_h, s * grid.tile_w))
-            return out
+            leased = lease(batch)
+            try:
+                check_output(leased.out, (len(group), 3, s * grid.tile_h, s * grid.tile_w))
+            except BaseException:
+                leased.release()
+                raise
+            return leased
 
         result = merger.result()[:, : s * height, : s * width]
 
-        def merge(group: list[Tile], out: np.ndarray) -> None:  # here, in tile order
+        def merge(group: list[Tile], leased: Leased) -> None:  # here, in tile order
             nonlocal done
-            for tile, sr in zip(group, out, strict=True):
-                merger.add(tile, sr)
-                done += 1
-                if progress is not None:
-                    progress(done, len(tiles))
+            with leased:  # the slot is the runner's again once its tiles are merged
+                for tile, sr in zip(group, leased.out, strict=True):
+                    merger.add(tile, sr)
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(tiles))
             if finished is not None:
                 finished(result, min(merger.final_rows, result.shape[1]))
 
         groups = [tiles[i : i + plan.batch] for i in range(0, len(tiles), plan.batch)]
-        pipelined(run, groups, merge, plan.in_flight)
+        pipelined(run, groups, merge, plan.in_flight, Leased.release)
         return result
 
     def upscale(

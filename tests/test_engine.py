@@ -435,7 +435,7 @@ def test_upscaler_overlaps_host_work_with_the_device_bit_for_bit(fake, tmp_path)
         merges.append((start, time.perf_counter()))
 
     upscaler = Upscaler(TensorRTRunner(tmp_path / "g.plan"), overlap=4, batch=2)
-    assert upscaler.in_flight == 3  # two streams running, one batch prepared
+    assert upscaler.plan(50, 61).in_flight == 2  # two streams, each batch's slot its own
     tiling.Merger.add = timed_add  # type: ignore[method-assign]
     try:
         out = upscaler.upscale(image)
@@ -695,6 +695,35 @@ def test_runner_is_safe_across_threads(fake, tmp_path) -> None:
         outs = list(pool.map(runner.infer, batches))
     for value, out in enumerate(outs):  # the fake upsamples: every output is its own input's
         assert out.shape == (1, 3, 64, 64) and np.all(out == value)
+
+
+def test_a_lease_is_read_in_its_slot_which_runs_nothing_else_until_released(fake, tmp_path) -> None:
+    """`lease` leaves the output in the slot's page-locked buffer (no copy: the Upscaler merges
+    from there) and keeps the slot until released; a short batch is padded, its rows given;
+    `close` waits for a lease as for a batch under way."""
+    import threading
+
+    runner = _fixed_runner(tmp_path)  # batch 1, two slots
+    x = np.full((1, 3, 16, 16), 7, np.float32)
+    first, second = runner.lease(x), runner.lease(x + 1)
+    buffers = [slot.host_out for slot in runner._state.slots]
+    owners = [tuple(np.shares_memory(leased.out, b) for b in buffers) for leased in (first, second)]
+    assert sorted(owners) == [(False, True), (True, False)]  # each in its own slot's buffer
+    assert np.all(first.out == 7) and np.all(second.out == 8) and not first.owned
+    assert runner._free.qsize() == 0  # both slots leased: a third batch waits
+    first.release()
+    first.release()  # idempotent
+    np.testing.assert_array_equal(runner.infer(x + 2), nearest(x + 2, 4))
+    assert np.all(second.out == 8)  # the other slot's output untouched meanwhile
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: (runner.close(), closed.set()))
+    closer.start()
+    assert not closed.wait(0.2)  # waits for the lease
+    second.release()
+    closer.join(5)
+    assert closed.is_set() and runner._state.slots == []
+    with pytest.raises(LBNetError, match="was closed"):
+        runner.lease(x)
 
 
 def test_an_execution_context_that_cannot_be_made_is_one_line(fake, tmp_path, monkeypatch) -> None:
