@@ -2,9 +2,10 @@
 of the TensorRT runner with a device that takes `device_ms` per batch and computes nothing.
 
 What the host does per batch is the TensorRT runner's (`engine.py`): a slot out of `streams`,
-the batch copied into the slot's input buffer, the output copied out of the slot's output
-buffer; the device is one lock held `device_ms` (one batch at a time, as one GPU runs one
-engine), sleeping so the host keeps its CPUs. So `Upscaler` over it measures how fast the host
+the batch copied into the slot's input buffer, the output leased where it lies (`lease`: the
+Upscaler merges from the slot's buffer) or copied out of it (`infer`); the device is one lock
+held `device_ms` (one batch at a time, as one GPU runs one engine), sleeping so the host keeps
+its CPUs. So `Upscaler` over it measures how fast the host
 side (tiling, batching, merging, rounding) can feed a device that takes T per batch, and how
 much of it overlaps that device time. Its output is a fixed photo-like pattern of the right
 shape (not an upscaled image): never written for a user, so not in the backend registry.

@@ -280,7 +280,8 @@ DEVICE_SCRIPT = textwrap.dedent(
 def test_a_device_runners_host_memory_stays_within_the_budget() -> None:
     """Page-locked buffers and batches in flight are counted (they were not: with 128 MB the
     run was planned with three batches in flight and rose 220 MB here). Measured after the fix:
-    128 MB refused; 200 MB one batch in flight, +159 MB; 260 MB three, +213 MB."""
+    128 MB refused; 200 MB one batch in flight, +159 MB; 260 MB three, +213 MB (at most two
+    since: the slots, each held by a batch until merged)."""
     from pathlib import Path
 
     results = {}
