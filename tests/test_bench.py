@@ -297,6 +297,18 @@ def test_fused_attention_kernels_agree_with_the_exported_form() -> None:
         assert r["median_s"] > 0
 
 
+def test_openvino_attention_by_head_width_reports_its_kernel() -> None:
+    pytest.importorskip("openvino")
+    widths = load_study("attention_kernels").openvino_widths(
+        size=16, heads=2, widths=(4, 8), runs=1
+    )
+    assert "fp32" in widths
+    for rows in widths.values():
+        assert sorted(rows) == [4, 8]
+        for row in rows.values():
+            assert row["median_s"] > 0 and row["ns_per_score"] > 0 and row["kernels"]
+
+
 def _rendered(**parts: object) -> str:
     """RESULTS.md as `render` writes it for a result holding only `parts`."""
     from lbnet_deploy.benchmarks.markdown import render

@@ -4,7 +4,12 @@ MatMul -> Softmax -> MatMul (what we export), ORT's fused com.microsoft.MultiHea
 would beat the exported form on this CPU (it is not TensorRT-parsable on TensorRT 10, so it
 would be a CPU-only variant).
 
-    python benchmarks/studies/attention_kernels.py [--runs 7] [--size 128]
+`--openvino`: the same attention in OpenVINO's CPU plugin, which fuses it into one kernel (its
+Snippets MHA, a `Subgraph` node), timed at several head widths in FP32 and BF16 (where the CPU
+has it). The products grow with the head width, the softmax does not (one exp per score): a
+time that hardly moves with the width is bound by the per-score work, not by the products.
+
+    python benchmarks/studies/attention_kernels.py [--runs 7] [--size 128] [--openvino]
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from functools import partial
+from typing import Any
 
 import numpy as np
 import onnx
@@ -90,13 +96,72 @@ def compare(size: int, heads: int, dim: int, runs: int) -> dict[str, dict[str, f
     return result
 
 
+def openvino_widths(
+    size: int, heads: int, widths: tuple[int, ...], runs: int
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """precision -> head width -> {median_s, gmacs_per_s, ns_per_score, kernels} of OpenVINO's
+    fused attention over 16 runs of N/16 tokens (FP32; BF16 where the CPU computes it)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from lbnet_deploy.runtime.openvino import compile_config
+
+    core = ov.Core()
+    precisions = ["fp32"]
+    if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        precisions.append("bf16")
+    length = max(size * size // 16, 1)
+    scores = 16 * heads * length * length
+    rng = np.random.default_rng(0)
+    calls, kernels = {}, {}
+    for precision in precisions:
+        for width in widths:
+            shape = [16, heads, length, width]
+            q, k, v = (ops.parameter(shape, np.float32, name=n) for n in "qkv")
+            out = ops.matmul(ops.softmax(ops.matmul(q, k, False, True), -1), v, False, False)
+            config = compile_config("CPU", cpus_available(), precision) | {"PERF_COUNT": True}
+            compiled = core.compile_model(ov.Model([out], [q, k, v]), "CPU", config)
+            request = compiled.create_infer_request()
+            feeds = [rng.standard_normal(shape, np.float32) for _ in "qkv"]
+            request.infer(feeds)
+            kernels[f"{precision}/{width}"] = sorted(
+                {f"{p.node_type} ({p.exec_type})" for p in request.profiling_info
+                 if p.real_time.total_seconds() > 0}
+            )  # fmt: skip
+            calls[f"{precision}/{width}"] = partial(request.infer, feeds)
+    times = interleaved(calls, 1, runs)
+    result: dict[str, dict[int, dict[str, Any]]] = {p: {} for p in precisions}
+    for key, samples in times.items():
+        precision, width = key.split("/")[0], int(key.split("/")[1])
+        median = summarize(samples)["median_s"]
+        result[precision][width] = {
+            "median_s": median,
+            "gmacs_per_s": 2 * scores * width / 1e9 / median,
+            "ns_per_score": median / scores * 1e9,
+            "kernels": kernels[key],
+        }
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=128, help="LR side: N = size^2 tokens (128)")
     p.add_argument("--heads", type=int, default=6, help="6: LBNet-T")
     p.add_argument("--dim", type=int, default=27, help="head width (27: LBNet-T)")
     p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--openvino", action="store_true", help="OpenVINO's fused attention by width")
     args = p.parse_args(argv)
+    if args.openvino:
+        widths = tuple(sorted({8, args.dim, -(-args.dim // 16) * 16, 64}))
+        print(f"OpenVINO, one TransBlock's attention at {args.size}x{args.size}, by head width")
+        for precision, rows in openvino_widths(args.size, args.heads, widths, args.runs).items():
+            for width, row in rows.items():
+                print(
+                    f"{precision:5s} width {width:3d}: median {row['median_s'] * 1e3:6.1f} ms  "
+                    f"{row['gmacs_per_s']:6.1f} GMAC/s  {row['ns_per_score']:.3f} ns per score  "
+                    f"{', '.join(row['kernels'])}"
+                )
+        return 0
     print(f"one TransBlock application at {args.size}x{args.size}: 16 runs x {args.heads} heads")
     for name, r in compare(args.size, args.heads, args.dim, args.runs).items():
         print(
