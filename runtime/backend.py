@@ -9,6 +9,7 @@ TensorRT engines: copy to the device, `execute_async_v3`, copy back).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -83,15 +84,19 @@ class Overlapped(Protocol):
 class Leased:
     """A batch's output where a runner on a device left it (`Leasing.lease`): its page-locked
     slot, read without a copy, which runs no other batch until `release()`; or an array the
-    caller owns (`owned`), whose release does nothing. Release is idempotent."""
+    caller owns (`owned`), whose release does nothing. Release happens once, however often and
+    from whichever threads it is called, and at the latest when the lease is collected or the
+    interpreter exits (a lease dropped by an interrupt would otherwise keep its slot for good:
+    the next batch, `close()` and exit would wait for it forever)."""
 
     def __init__(self, out: np.ndarray, release: Callable[[], None] | None = None) -> None:
-        self.out, self.owned, self._release = out, release is None, release
+        self.out, self.owned = out, release is None
+        # finalize: called once (atomically), also at exit, and holds no reference to self
+        self._release = weakref.finalize(self, release) if release is not None else None
 
     def release(self) -> None:
-        release, self._release = self._release, None
-        if release is not None:
-            release()
+        if self._release is not None:
+            self._release()
 
     def __enter__(self) -> Leased:
         return self
@@ -105,6 +110,14 @@ class Leasing(Protocol):
     """What a runner on a device adds when its output can be read in its slot (TensorRT's
     page-locked buffer): the Upscaler merges from there, sparing the copy `infer` makes (14 of
     60 ms of host time per 512x512 x4 image at batch 8, measured with the null runner)."""
+
+    @property
+    def streams(self) -> int: ...
+
+    @property
+    def lends_slots(self) -> bool:
+        """Whether its leases hold slots (False: each is a copy, e.g. of FP16 outputs)."""
+        ...
 
     def lease(self, batch: np.ndarray) -> Leased:
         """`infer` of at most `max_batch` images, its output leased where it lies."""

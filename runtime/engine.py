@@ -181,6 +181,7 @@ class TensorRTRunner:
             )
         self._shape = shape
         types = [trt.nptype(engine.get_tensor_dtype(n)) for n in (self._in, self._out)]
+        self._out_type = np.dtype(types[1])
         for index in range(1 if dynamic else streams):
             context = engine.create_execution_context()
             if context is None:  # TensorRT returns None when it cannot (device memory)
@@ -281,16 +282,16 @@ class TensorRTRunner:
     def lease(self, batch: np.ndarray) -> Leased:
         return lease_file(self._lease, batch, self.model_facts, self.input_size, self._shape[0])
 
+    @property
+    def lends_slots(self) -> bool:
+        return self._out_type == np.float32  # FP16 I/O is converted: a copy, the slot freed
+
     def _lease(self, batch: np.ndarray) -> Leased:
         """One batch through a slot; a float32 output stays in the slot's page-locked buffer,
         the slot held (its lock too: `close` waits for it) until the lease is released."""
         slot = self._free.get()  # waits while every slot has a batch in flight or leased
         slot.lock.acquire()
-
-        def release() -> None:
-            slot.lock.release()
-            self._free.put(slot)
-
+        leased = Leased(slot.host_out, functools.partial(self._give_back, slot))
         try:
             if self._state.closed:
                 raise LBNetError(f"the runner of {self.path} was closed")
@@ -301,14 +302,18 @@ class TensorRTRunner:
                 elif not self._enqueue(slot):
                     raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
                 slot.stream.synchronize()
-            if slot.host_out.dtype == np.float32:
-                return Leased(slot.host_out, release)
-            out = slot.host_out.astype(np.float32)  # FP16 I/O: converted, the slot freed
+            if self.lends_slots:
+                return leased
+            out = slot.host_out.astype(np.float32)
         except BaseException:
-            release()
+            leased.release()
             raise
-        release()
+        leased.release()
         return Leased(out)
+
+    def _give_back(self, slot: _Slot) -> None:
+        slot.lock.release()
+        self._free.put(slot)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         with self._lease(batch) as leased:  # a copy where it is the slot's: the buffer is reused

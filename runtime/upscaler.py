@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -55,15 +58,20 @@ def pipelined(
         return
     queued: deque[tuple[Item, Future[Result]]] = deque()
     pool = ThreadPoolExecutor(depth, thread_name_prefix="lbnet-pipeline")
+
+    def consume_oldest() -> None:
+        done, future = queued[0]
+        result = future.result()  # still queued while waiting: an interrupt here discards it
+        queued.popleft()
+        consume(done, result)
+
     try:
         for item in items:
             queued.append((item, pool.submit(work, item)))
             if len(queued) == depth:  # the next one is queued before this one is consumed
-                done, future = queued.popleft()
-                consume(done, future.result())
+                consume_oldest()
         while queued:
-            done, future = queued.popleft()
-            consume(done, future.result())
+            consume_oldest()
     finally:
         left = {future for _, future in queued if not future.cancel()}
         while left:
@@ -72,6 +80,23 @@ def pipelined(
                 if discard is not None and future.exception() is None:
                     discard(future.result())
         pool.shutdown(wait=True)
+
+
+def _leases_slots(runner: Runner) -> bool:
+    """Whether tiles are merged straight from the runner's slots (`backend.Leasing`): where its
+    leases hold slots and it has two or more (with one, the device would idle while each
+    batch is merged: its output is copied out instead and the slot freed at once)."""
+    return isinstance(runner, Leasing) and runner.lends_slots and runner.streams >= 2
+
+
+_LEASE_LOCKS: weakref.WeakKeyDictionary[Runner, threading.Lock] = weakref.WeakKeyDictionary()
+_LEASE_LOCKS_LOCK = threading.Lock()
+
+
+def _lease_lock(runner: Runner) -> threading.Lock:
+    """The runner's lock for one image's leases at a time."""
+    with _LEASE_LOCKS_LOCK:
+        return _LEASE_LOCKS.setdefault(runner, threading.Lock())
 
 
 def largest_square_tile(budget_bytes: int, facts: ModelFacts, batch: int = 1) -> int:
@@ -177,11 +202,11 @@ class Upscaler:
     `memory_budget_mb` None: 75% of the memory available, read again for every image (other
     processes come and go during a long run).
 
-    `in_flight`: batches prepared and run ahead of the merge (None: as many as the runner runs
-    at once where it overlaps host and device work, `backend.Overlapped`, else 1; at most what
-    the budget holds and, where each holds a slot until merged (`backend.Leasing`), the
-    runner's slots: `plan`). Tiles are still merged in order, so the output is the same bit
-    for bit.
+    `in_flight`: batches prepared and run ahead of the merge (None: one more than the runner
+    runs at once where it overlaps host and device work, `backend.Overlapped`, else 1; at most
+    what the budget holds and, where each batch holds a slot until merged (`_leases_slots`),
+    the runner's slots: `plan`). Tiles are still merged in order, so the output is the same
+    bit for bit.
     """
 
     def __init__(
@@ -207,7 +232,7 @@ class Upscaler:
         if in_flight is not None and in_flight < 1:
             raise LBNetError(f"in_flight must be at least 1, got {in_flight}")
         if in_flight is None:
-            in_flight = runner.streams if isinstance(runner, Overlapped) else 1
+            in_flight = runner.streams + 1 if isinstance(runner, Overlapped) else 1
         self.in_flight = in_flight
         self.runner, self.tile, self.overlap, self.merge = runner, tile, overlap, merge
         self.memory_budget_mb = memory_budget_mb
@@ -301,10 +326,10 @@ class Upscaler:
             # device; on the host its buffers and as many batches in flight as fit (>= 1: floor)
             room = model_budget - self.runner.host_bytes
             in_flight = max(1, min(in_flight, room // self._batch_bytes(th, tw)))
-            if isinstance(self.runner, Leasing):
-                # each batch in flight may hold a slot until merged, and they are merged in
+            if _leases_slots(self.runner):
+                # each batch in flight holds a slot until merged, and they are merged in
                 # order: one more than the slots would wait for a slot its elders hold
-                in_flight = min(in_flight, self.runner.streams)
+                in_flight = max(1, min(in_flight, self.runner.streams))
         else:
             per_tile = max(self.facts.inference_bytes(th * tw), 1)
             batch = max(1, min(batch, model_budget // per_tile))
@@ -345,7 +370,12 @@ class Upscaler:
         done = 0
 
         runner = self.runner
-        lease = runner.lease if isinstance(runner, Leasing) else lambda b: Leased(runner.infer(b))
+        leasing = _leases_slots(runner)
+        lease: Callable[[np.ndarray], Leased] = (
+            runner.lease
+            if isinstance(runner, Leasing) and leasing
+            else lambda b: Leased(runner.infer(b))
+        )
 
         def run(group: list[Tile]) -> Leased:  # on a worker thread where pipelined
             # float32 per batch, not for the whole image (12 bytes per LR pixel)
@@ -375,7 +405,10 @@ class Upscaler:
                 finished(result, min(merger.final_rows, result.shape[1]))
 
         groups = [tiles[i : i + plan.batch] for i in range(0, len(tiles), plan.batch)]
-        pipelined(run, groups, merge, plan.in_flight, Leased.release)
+        # one image at a time per leasing runner: two images' batches, each holding slots until
+        # merged in its own order, could each wait for a slot the other holds
+        with _lease_lock(runner) if leasing else contextlib.nullcontext():
+            pipelined(run, groups, merge, plan.in_flight, Leased.release)
         return result
 
     def upscale(

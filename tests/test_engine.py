@@ -726,6 +726,47 @@ def test_a_lease_is_read_in_its_slot_which_runs_nothing_else_until_released(fake
         runner.lease(x)
 
 
+@pytest.mark.parametrize("io", ["255", "unit"])
+def test_fp16_outputs_and_one_slot_are_copied_out_not_leased(fake, tmp_path, io: str) -> None:
+    """An engine with FP16 outputs converts them: its leases are copies and free the slot at
+    once. With one slot the Upscaler copies outputs out too (merging from the only slot would
+    idle the device) and keeps a batch more in flight; a unit-range engine's leases repeat."""
+    import onnx
+    from onnx import TensorProto
+
+    src = graph(tmp_path / "h.onnx", [1, 3, 16, 16], io=io)
+    model = onnx.load(src)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.save(model, src)
+    build_engine(src, tmp_path / "h.plan", BuildOptions())
+    half = TensorRTRunner(tmp_path / "h.plan")
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 16, 16)).astype(np.float32)
+    expected = half.infer(x)
+    with half.lease(x) as leased:
+        assert not half.lends_slots and leased.owned and leased.out.dtype == np.float32
+        assert half._free.qsize() == half.streams
+        np.testing.assert_array_equal(leased.out, expected)
+    half.close()
+    build_engine(graph(tmp_path / "g.onnx", [1, 3, 16, 16], io=io), tmp_path / "g.plan",
+                 BuildOptions())  # fmt: skip
+    two, one = TensorRTRunner(tmp_path / "g.plan"), TensorRTRunner(tmp_path / "g.plan", streams=1)
+    assert two.lends_slots and one.lends_slots and one.streams == 1
+    expected = two.infer(x)
+    for _ in range(3):  # scaled to 0..255 in the slot each time, from the device's new copy
+        with two.lease(x) as leased:
+            assert not leased.owned
+            np.testing.assert_array_equal(leased.out, expected)
+    image = np.random.default_rng(1).integers(0, 256, (40, 37, 3), dtype=np.uint8)
+    assert Upscaler(two, overlap=4).plan(40, 37).in_flight == 2
+    assert Upscaler(one, overlap=4).plan(40, 37).in_flight == 2  # the slot and one more
+    np.testing.assert_array_equal(
+        Upscaler(one, overlap=4).upscale(image), Upscaler(two, overlap=4).upscale(image)
+    )
+    two.close()
+    one.close()
+
+
 def test_an_execution_context_that_cannot_be_made_is_one_line(fake, tmp_path, monkeypatch) -> None:
     from tests import fake_tensorrt
 

@@ -115,7 +115,8 @@ def test_batches_in_flight_give_the_serial_image_bit_for_bit(merge: str) -> None
     image = texture(70, 53)
     serial = Upscaler(null(), tile=16, overlap=4, batch=2, merge=merge, in_flight=1)
     overlapped = Upscaler(null(device_ms=5), tile=16, overlap=4, batch=2, merge=merge)
-    assert overlapped.in_flight == 2  # the null runner's two slots, each batch holding one
+    # the null runner's two slots, each batch holding one until merged
+    assert overlapped.plan(70, 53).in_flight == 2
     expected = serial.upscale(image)
     np.testing.assert_array_equal(overlapped.upscale(image), expected)
     # more asked for: still two (a third would wait for a slot its elders hold until merged)
@@ -338,6 +339,83 @@ def test_one_value_that_is_not_a_number_is_one_line(bad: float, in_flight: int) 
     huge = Upscaler(OneBad(3e38, 3e38), overlap=4, batch=2, in_flight=in_flight, merge="crop")
     with np.errstate(over="raise"):  # the sum overflows, quietly
         assert huge.upscale(image).shape == (280, 212, 3)
+
+
+def test_upscalers_sharing_a_runner_in_threads_all_finish() -> None:
+    """Two images' batches each hold slots until merged in their own order: without one image
+    at a time per leasing runner, each could wait for a slot the other holds (it did: both
+    threads stopped at their first image)."""
+    runner = NullRunner(FACTS.with_sizes((16, 16), 1))
+    image = texture(40, 40)
+    done = [0, 0, 0]
+
+    def work(i: int) -> None:
+        upscaler = Upscaler(runner, overlap=4)
+        for _ in range(40):
+            upscaler.upscale(image)
+            done[i] += 1
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert done == [40, 40, 40] and runner._free.qsize() == runner.streams
+
+
+@pytest.mark.parametrize("stop", [RuntimeError, KeyboardInterrupt])
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_a_stop_anywhere_gives_every_slot_back(
+    stop: type[BaseException], in_flight: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error or Ctrl-C in the merge (a progress callback), or while the oldest batch is
+    awaited (an interrupt lands there most), and a lease dropped unreleased: the runner gets
+    every slot back (a kept one made the next image, close() and exit wait forever)."""
+    from concurrent.futures import Future
+
+    runner = null(device_ms=2)
+    image = texture(70, 53)
+
+    def progress(done: int, total: int) -> None:
+        if done == 3:
+            raise stop("stop")
+
+    upscaler = Upscaler(runner, overlap=4, batch=2, in_flight=in_flight)
+    with pytest.raises(stop):
+        upscaler.upscale(image, progress)
+    assert runner._free.qsize() == runner.streams
+    calls = itertools.count()
+    result = Future.result
+
+    def interrupted(self: Future, timeout: float | None = None) -> object:
+        value = result(self, timeout)
+        if next(calls) == 2:  # the batch is back (its lease taken) when the interrupt lands
+            raise stop("stop")
+        return value
+
+    monkeypatch.setattr(Future, "result", interrupted)
+    with pytest.raises(stop):
+        Upscaler(runner, overlap=4, batch=2, in_flight=2).upscale(image)
+    monkeypatch.undo()
+    assert runner._free.qsize() == runner.streams
+    leased = runner.lease(np.zeros((2, 3, 16, 16), np.float32))
+    assert runner._free.qsize() == runner.streams - 1
+    del leased  # dropped without release: collected, the slot comes back
+    assert runner._free.qsize() == runner.streams
+
+
+def test_unit_range_stand_in_leases_copies() -> None:
+    """A unit-range graph's output is scaled to 0..255 where it lies: in the stand-in's slot,
+    made once, every batch would scale it again, so its leases are copies."""
+    from dataclasses import replace
+
+    runner = NullRunner(replace(FACTS.with_sizes((16, 16), 2), io="unit"))
+    assert not runner.lends_slots
+    x = np.zeros((2, 3, 16, 16), np.float32)
+    first = runner.lease(x)
+    assert first.owned and runner._free.qsize() == runner.streams
+    np.testing.assert_array_equal(runner.lease(x).out, first.out)
+    np.testing.assert_array_equal(runner.infer(x), first.out)
 
 
 @pytest.mark.parametrize("merge", ["crop", "feather"])
