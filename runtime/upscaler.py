@@ -73,13 +73,15 @@ def pipelined(
         while queued:
             consume_oldest()
     finally:
-        left = {future for _, future in queued if not future.cancel()}
-        while left:
-            finished, left = wait(left, return_when=FIRST_COMPLETED)
-            for future in finished:
-                if discard is not None and future.exception() is None:
-                    discard(future.result())
-        pool.shutdown(wait=True)
+        try:
+            left = {future for _, future in queued if not future.cancel()}
+            while left:
+                finished, left = wait(left, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    if discard is not None and future.exception() is None:
+                        discard(future.result())
+        finally:  # the threads end even where a discard fails
+            pool.shutdown(wait=True)
 
 
 def _leases_slots(runner: Runner) -> bool:
