@@ -29,6 +29,7 @@ import onnx
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.export.macs import node_macs
+from lbnet_deploy.runtime.upscaler import to_uint8
 
 METHODS = ("MinMax", "Entropy", "Percentile")
 
@@ -339,7 +340,7 @@ def _weights_by_output_channel(qdq: onnx.ModelProto, fp32: onnx.ModelProto) -> o
 
 def _rounded(raw: np.ndarray) -> np.ndarray:
     """A raw 3 x H x W output as the 8-bit H x W x 3 image it is scored as."""
-    return np.clip(np.rint(raw.transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+    return to_uint8(raw.transpose(1, 2, 0))
 
 
 def _sr(runner, lr: np.ndarray) -> np.ndarray:

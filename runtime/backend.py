@@ -98,6 +98,12 @@ class Leased:
         if self._release is not None:
             self._release()
 
+    def take(self) -> np.ndarray:
+        """The output as an array the caller owns (a float32 copy where it lies in a slot),
+        the lease released."""
+        with self:
+            return self.out if self.owned else np.array(self.out, dtype=np.float32)
+
     def __enter__(self) -> Leased:
         return self
 

@@ -302,22 +302,17 @@ class TensorRTRunner:
                 elif not self._enqueue(slot):
                     raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
                 slot.stream.synchronize()
-            if self.lends_slots:
-                return leased
-            out = slot.host_out.astype(np.float32)
         except BaseException:
             leased.release()
             raise
-        leased.release()
-        return Leased(out)
+        return leased if self.lends_slots else Leased(leased.take())
 
     def _give_back(self, slot: _Slot) -> None:
         slot.lock.release()
         self._free.put(slot)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        with self._lease(batch) as leased:  # a copy where it is the slot's: the buffer is reused
-            return leased.out if leased.owned else np.array(leased.out)
+        return self._lease(batch).take()  # a copy where it is the slot's: the buffer is reused
 
     def layers(self) -> list[EngineLayer]:
         """The engine's layers as TensorRT's engine inspector reports them (JSON; the engine
