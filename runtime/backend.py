@@ -77,17 +77,17 @@ class Overlapped(Protocol):
 
     @property
     def host_bytes(self) -> int:
-        """Page-locked host memory it holds (each slot's input and output buffer)."""
+        """Page-locked host memory it holds (each context's input buffer, its output buffers)."""
         ...
 
 
 class Leased:
-    """A batch's output where a runner on a device left it (`Leasing.lease`): its page-locked
-    slot, read without a copy, which runs no other batch until `release()`; or an array the
-    caller owns (`owned`), whose release does nothing. Release happens once, however often and
-    from whichever threads it is called, and at the latest when the lease is collected or the
-    interpreter exits (a lease dropped by an interrupt would otherwise keep its slot for good:
-    the next batch, `close()` and exit would wait for it forever)."""
+    """A batch's output where a runner on a device left it (`Pending.wait`): its page-locked
+    output buffer, read without a copy, which takes no other batch until `release()`; or an
+    array the caller owns (`owned`), whose release does nothing. Release happens once, however
+    often and from whichever threads it is called, and at the latest when the lease is
+    collected or the interpreter exits (a lease dropped by an interrupt would otherwise keep
+    its buffer for good: the next batch, `close()` and exit would wait for it forever)."""
 
     def __init__(self, out: np.ndarray, release: Callable[[], None] | None = None) -> None:
         self.out, self.owned = out, release is None
@@ -99,10 +99,14 @@ class Leased:
             self._release()
 
     def take(self) -> np.ndarray:
-        """The output as an array the caller owns (a float32 copy where it lies in a slot),
+        """The output as an array the caller owns (a float32 copy where it lies in a buffer),
         the lease released."""
         with self:
             return self.out if self.owned else np.array(self.out, dtype=np.float32)
+
+    def copied(self) -> Leased:
+        """The same output in an array the caller owns (`take`), the buffer free again."""
+        return self if self.owned else Leased(self.take())
 
     def __enter__(self) -> Leased:
         return self
@@ -111,22 +115,64 @@ class Leased:
         self.release()
 
 
+class Pending:
+    """A batch submitted to a runner on a device (`Leasing.submit`): an output buffer and an
+    execution context taken, its work queued on the device in the order of submission
+    (batches submitted from worker threads reached the device in whatever order the threads
+    woke, and the merge waited for the oldest). `wait()` waits for the device, gives the
+    context back and the output leased; a batch never waited for is waited for when collected
+    (until then its output buffer may still be written)."""
+
+    def __init__(
+        self,
+        leased: Leased,
+        device: Callable[[], None],
+        after: Callable[[Leased], Leased] | None = None,
+    ) -> None:
+        self._leased = leased
+        # once: by wait(), else when collected, before the lease it holds is given back
+        self._device = weakref.finalize(self, device)
+        self._after = [] if after is None else [after]
+
+    def then(self, step: Callable[[Leased], Leased]) -> Pending:
+        """This batch, `step` applied to its lease once the device has finished it."""
+        self._after.append(step)
+        return self
+
+    def wait(self) -> Leased:
+        try:
+            self._device()
+            leased = self._leased
+            for step in self._after:
+                leased = step(leased)
+            return leased
+        except BaseException:
+            self._leased.release()
+            raise
+
+
 @runtime_checkable
 class Leasing(Protocol):
-    """What a runner on a device adds when its output can be read in its slot (TensorRT's
-    page-locked buffer): the Upscaler merges from there, sparing the copy `infer` makes (14 of
-    60 ms of host time per 512x512 x4 image at batch 8, measured with the null runner)."""
+    """What a runner on a device adds when its output can be read where it was downloaded
+    (TensorRT's page-locked buffers): the Upscaler merges from there, sparing the copy `infer`
+    makes (14 of 60 ms of host time per 512x512 x4 image at batch 8, measured with the null
+    runner)."""
 
     @property
-    def streams(self) -> int: ...
-
-    @property
-    def lends_slots(self) -> bool:
-        """Whether its leases hold slots (False: each is a copy, e.g. of FP16 outputs)."""
+    def leases(self) -> int:
+        """Outputs it lends at once: its page-locked output buffers, one more than the batches
+        it runs at once, so the host merges one while the device runs the others."""
         ...
 
-    def lease(self, batch: np.ndarray) -> Leased:
-        """`infer` of at most `max_batch` images, its output leased where it lies."""
+    @property
+    def lends_buffers(self) -> bool:
+        """Whether its leases hold output buffers (False: each is a copy, e.g. of FP16
+        outputs)."""
+        ...
+
+    def submit(self, batch: np.ndarray) -> Pending:
+        """`infer` of at most `max_batch` images, queued on the device behind the batches
+        submitted before it; `wait()` gives its output leased where it lies."""
         ...
 
 
@@ -193,29 +239,28 @@ def infer_file(
     return from_range(run_fixed_batch(run, to_range(batch, facts.peak), fixed), facts.peak)
 
 
-def lease_file(
-    run: Callable[[np.ndarray], Leased],
+def submit_file(
+    submit: Callable[[np.ndarray], Pending],
     batch: np.ndarray,
     facts: ModelFacts,
     input_size: tuple[int, int] | None,
     fixed: int,
-) -> Leased:
-    """`Leasing.lease` of a runner over one of our files (`run`: one slot's batch of exactly
-    `fixed` images): as `infer_file`, a shorter batch zero-padded, its output the slot's first
-    rows, scaled to 0..255 there."""
+) -> Pending:
+    """`Leasing.submit` of a runner over one of our files (`submit`: one context's batch of
+    exactly `fixed` images): as `infer_file`, a shorter batch zero-padded, its output the
+    output buffer's first rows, scaled to 0..255 there."""
     batch = to_range(check_batch(batch, input_size), facts.peak)
     n = batch.shape[0]
     if n > fixed:
-        raise ValueError(f"a lease takes at most {fixed} images, got {n}")
+        raise ValueError(f"a submission takes at most {fixed} images, got {n}")
     if n < fixed:
         batch = np.concatenate([batch, np.zeros((fixed - n, *batch.shape[1:]), batch.dtype)])
-    leased = run(batch)
-    try:
+
+    def rows(leased: Leased) -> Leased:
         leased.out = from_range(leased.out[:n], facts.peak)
-    except BaseException:
-        leased.release()
-        raise
-    return leased
+        return leased
+
+    return submit(batch).then(rows)
 
 
 def graph_facts(raw: dict[str, str], dims: list[int | None], source: str) -> ModelFacts:

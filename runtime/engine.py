@@ -10,11 +10,14 @@ Engines are fixed-shape (vs-mlrt's default): the Upscaler pads and tiles.
 
 Speed (what vs-mlrt's `num_streams`/`use_cuda_graph` and trtexec's `--streams`/`--useCudaGraph`
 do): the runner holds `streams` slots, each an execution context with its own stream, device
-and page-locked buffers, so up to that many batches run at once from as many threads (the
-Upscaler keeps one more prepared: while the engine runs batch k, batch k+1 is uploaded on the
-other stream and the host merges batch k-1). Each slot's upload, engine run and download are
-captured once into a CUDA graph and replayed per batch; where TensorRT or the binding cannot
-capture, one line says so and the runner enqueues as before.
+buffers and page-locked input buffer, so up to that many batches run at once, and one
+page-locked output buffer more than the slots: a batch's output is downloaded into a free one
+and merged from there (`Leasing`), its context free again as soon as the device is done, so
+while the host merges batch k-1 the engine runs batch k and batch k+1 is uploaded on the other
+stream. Batches are submitted in the order they are merged (`Pending`). Each slot's upload and
+engine run are captured once into a CUDA graph and replayed per batch, the download enqueued
+after it; where TensorRT or the binding cannot capture, one line says so and the runner
+enqueues as before.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
-from .backend import Leased, describe_facts, infer_file, lease_file
+from .backend import Leased, Pending, describe_facts, infer_file, submit_file
 from .cuda_layer import CudaLayer, Stream, capture, load_cuda
 from .trt_common import (
     EngineFacts,
@@ -51,22 +54,33 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 # Two slots: the upload of one batch and the download of the one before overlap the engine's
-# run of the batch between them. Each slot holds its own activation memory on the device.
+# run of the batch between them. Each slot holds its own activation memory on the device; an
+# output buffer (page-locked host memory only) is what a batch holds while it is merged.
 DEFAULT_STREAMS = 2
 
 log = logging.getLogger("lbnet_deploy")
 
 
 class _Slot:
-    """One batch in flight: an execution context, its stream, its device and page-locked host
-    buffers, and the CUDA graph of one batch through them (None: enqueued call by call)."""
+    """An execution context with its stream, device buffers and page-locked input buffer, and
+    the CUDA graph of one batch's upload and engine run through them (None: enqueued call by
+    call). A batch holds it while on the device, not while its output is merged."""
 
-    def __init__(self, execution: Any, stream: Stream, host: list[np.ndarray]) -> None:
+    def __init__(self, execution: Any, stream: Stream, host_in: np.ndarray) -> None:
         self.execution, self.stream = execution, stream
-        self.host_in, self.host_out = host  # page-locked: asynchronous copies need them
+        self.host_in = host_in  # page-locked: asynchronous copies need it
         self.device: list[int] = []  # device pointers: input, output
         self.graph: Any = None
-        self.lock = threading.Lock()  # held while a batch uses the slot; release() waits
+        self.lock = threading.Lock()  # held while a batch is on it; release() waits
+
+
+class _Output:
+    """A page-locked buffer a batch's output is downloaded into and merged from: held from the
+    batch's submission until its lease is released (`Leased`)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.lock = threading.Lock()  # held while leased; release() waits
 
 
 class _DeviceState:
@@ -78,6 +92,7 @@ class _DeviceState:
         self.cuda, self.device = cuda, device
         self.engine: Any = None
         self.slots: list[_Slot] = []
+        self.outputs: list[_Output] = []
         self.closed = False
 
     def release(self) -> None:
@@ -86,18 +101,22 @@ class _DeviceState:
         cuda.push(self.device)
         try:
             for slot in self.slots:
-                with slot.lock:  # a batch in flight finishes first
+                with slot.lock:  # a batch on the device finishes first
                     if slot.graph is not None:
                         cuda.destroy_exec(slot.graph)
                     slot.graph = slot.execution = None  # the contexts before their engine
+            for output in self.outputs:
+                with output.lock:  # and a lease is given back
+                    pass
             self.engine = None
             for slot in self.slots:
                 for pointer in slot.device:
                     cuda.free(pointer)
-                for array in (slot.host_in, slot.host_out):
-                    cuda.free_host(array)
+                cuda.free_host(slot.host_in)
                 slot.stream.destroy()
-            self.slots = []
+            for output in self.outputs:
+                cuda.free_host(output.array)
+            self.slots, self.outputs = [], []
         finally:
             cuda.pop()
 
@@ -140,6 +159,9 @@ class TensorRTRunner:
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
         for slot in self._state.slots:
             self._free.put(slot)
+        self._free_out: queue.SimpleQueue[_Output] = queue.SimpleQueue()
+        for output in self._state.outputs:
+            self._free_out.put(output)
 
     def close(self) -> None:
         """Free the engine, its contexts and the buffers now (also done when collected); a
@@ -195,6 +217,11 @@ class TensorRTRunner:
                 )  # fmt: skip
                 break
             self._state.slots.append(self._slot(context, types))
+        # one output buffer more than the contexts: while the host merges a batch from its
+        # buffer, every context can run another
+        for _ in range(len(self._state.slots) + 1):
+            array = self._cuda.host_empty(self._out_shape, types[1])
+            self._state.outputs.append(_Output(array))
 
     def _slot(self, context: trt.IExecutionContext, types: list[Any]) -> _Slot:
         """An execution context's stream and buffers, its tensors bound to them."""
@@ -202,25 +229,24 @@ class TensorRTRunner:
             raise LBNetError(f"{self.path} rejects input shape {self._shape}")
         out_shape = dims(context.get_tensor_shape(self._out))
         cuda = self._cuda
-        host = [cuda.host_empty(self._shape, types[0]), cuda.host_empty(out_shape, types[1])]
-        slot = _Slot(context, cuda.stream(), host)  # the state frees all of it
-        for name, array in ((self._in, host[0]), (self._out, host[1])):
-            slot.device.append(cuda.malloc(array.nbytes))
+        self._out_shape = out_shape
+        slot = _Slot(context, cuda.stream(), cuda.host_empty(self._shape, types[0]))
+        sizes = (slot.host_in.nbytes, int(np.prod(out_shape)) * np.dtype(types[1]).itemsize)
+        for name, size in zip((self._in, self._out), sizes, strict=True):
+            slot.device.append(cuda.malloc(size))  # the state frees all of it
             if not context.set_tensor_address(name, slot.device[-1]):
                 raise LBNetError(f"TensorRT refused the device buffer of {name!r}")
         return slot
 
     def _enqueue(self, slot: _Slot) -> bool:
-        """Upload, run, download on the slot's stream; False where TensorRT could not enqueue."""
-        cuda = self._cuda
-        cuda.htod_async(slot.device[0], slot.host_in, slot.stream)
-        enqueued = bool(slot.execution.execute_async_v3(slot.stream.handle))
-        cuda.dtoh_async(slot.host_out, slot.device[1], slot.stream)
-        return enqueued
+        """Upload and run on the slot's stream; False where TensorRT could not enqueue."""
+        self._cuda.htod_async(slot.device[0], slot.host_in, slot.stream)
+        return bool(slot.execution.execute_async_v3(slot.stream.handle))
 
     def _capture_graphs(self) -> None:
-        """Each slot's batch as a CUDA graph (addresses are fixed: the buffers never move);
-        where one cannot be captured, none is used."""
+        """Each slot's upload and engine run as a CUDA graph (addresses are fixed: the buffers
+        never move; the download is not in it, as its output buffer changes from batch to
+        batch); where one cannot be captured, none is used."""
         slots = self._state.slots
         try:
             for slot in slots:
@@ -262,7 +288,14 @@ class TensorRTRunner:
 
     @property
     def host_bytes(self) -> int:
-        return sum(s.host_in.nbytes + s.host_out.nbytes for s in self._state.slots)
+        state = self._state
+        return sum(s.host_in.nbytes for s in state.slots) + sum(
+            o.array.nbytes for o in state.outputs
+        )
+
+    @property
+    def leases(self) -> int:
+        return len(self._state.outputs)
 
     @property
     def cuda_graph(self) -> bool:
@@ -279,19 +312,26 @@ class TensorRTRunner:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return infer_file(self._run, batch, self.model_facts, self.input_size, self._shape[0])
 
-    def lease(self, batch: np.ndarray) -> Leased:
-        return lease_file(self._lease, batch, self.model_facts, self.input_size, self._shape[0])
+    def submit(self, batch: np.ndarray) -> Pending:
+        return submit_file(self._submit, batch, self.model_facts, self.input_size, self._shape[0])
 
     @property
-    def lends_slots(self) -> bool:
-        return self._out_type == np.float32  # FP16 I/O is converted: a copy, the slot freed
+    def lends_buffers(self) -> bool:
+        return self._out_type == np.float32  # FP16 I/O is converted: a copy, the buffer freed
 
-    def _lease(self, batch: np.ndarray) -> Leased:
-        """One batch through a slot; a float32 output stays in the slot's page-locked buffer,
-        the slot held (its lock too: `close` waits for it) until the lease is released."""
-        slot = self._free.get()  # waits while every slot has a batch in flight or leased
+    def _submit(self, batch: np.ndarray) -> Pending:
+        """One batch uploaded and run on a free context's stream and downloaded into a free
+        output buffer, where a float32 output stays, held (its lock too: `close` waits for
+        it) until the lease is released; the context is free again when the device is done."""
+        output = self._free_out.get()  # none free: leases and batches in flight hold them all
+        output.lock.acquire()
+        leased = Leased(output.array, functools.partial(self._give_back_output, output))
+        try:
+            slot = self._free.get()  # waits while every context has a batch on the device
+        except BaseException:
+            leased.release()
+            raise
         slot.lock.acquire()
-        leased = Leased(slot.host_out, functools.partial(self._give_back, slot))
         try:
             if self._state.closed:
                 raise LBNetError(f"the runner of {self.path} was closed")
@@ -301,18 +341,33 @@ class TensorRTRunner:
                     self._cuda.launch(slot.graph, slot.stream)
                 elif not self._enqueue(slot):
                     raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
-                slot.stream.synchronize()
+                self._cuda.dtoh_async(output.array, slot.device[1], slot.stream)
         except BaseException:
+            self._give_back(slot)
             leased.release()
             raise
-        return leased if self.lends_slots else Leased(leased.take())
+        finish = None if self.lends_buffers else Leased.copied
+        return Pending(leased, functools.partial(self._finish, slot), finish)
+
+    def _finish(self, slot: _Slot) -> None:
+        """The device done with a batch: its context is free again (its output stays)."""
+        try:
+            with self.active():
+                slot.stream.synchronize()
+        finally:
+            self._give_back(slot)
 
     def _give_back(self, slot: _Slot) -> None:
         slot.lock.release()
         self._free.put(slot)
 
+    def _give_back_output(self, output: _Output) -> None:
+        output.lock.release()
+        self._free_out.put(output)
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self._lease(batch).take()  # a copy where it is the slot's: the buffer is reused
+        # a copy where it is the runner's: the buffer is reused
+        return self._submit(batch).wait().take()
 
     def layers(self) -> list[EngineLayer]:
         """The engine's layers as TensorRT's engine inspector reports them (JSON; the engine

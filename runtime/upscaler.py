@@ -17,7 +17,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
-from .backend import ImageServer, Leased, Leasing, Overlapped, Runner
+from .backend import ImageServer, Leased, Leasing, Overlapped, Pending, Runner
 from .tiling import MERGES, Merger, Tile, TileGrid, pad_to
 
 # Chosen by benchmarks/studies/tiling_study.py (LBNet-T x4, dynamic ONNX, ORT CPU, 2 cores), mean
@@ -48,10 +48,11 @@ def pipelined(
     discard: Callable[[Result], None] | None = None,
 ) -> None:
     """`consume(item, work(item))` for each item in order, `work` running on threads up to
-    `depth` items ahead of `consume` (depth 1: here, one item at a time). Where `work` or
-    `consume` fails, the error is raised here, after the work already started has finished;
-    `discard` gets each result that is then never consumed (as it finishes: a lease it holds
-    may be what other work waits for)."""
+    `depth` items ahead of `consume` (depth 1: here, one item at a time); `items` is read here,
+    in order, one item ahead of its work. Where `work` or `consume` fails, the error is raised
+    here, after the work of every item read has finished (an item may hold what must be given
+    back: a batch queued on a device); `discard` gets each result that is then never consumed
+    (as it finishes: a lease it holds may be what other work waits for)."""
     if depth <= 1:
         for item in items:
             consume(item, work(item))
@@ -74,7 +75,7 @@ def pipelined(
             consume_oldest()
     finally:
         try:
-            left = {future for _, future in queued if not future.cancel()}
+            left = {future for _, future in queued}
             while left:
                 finished, left = wait(left, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -84,11 +85,11 @@ def pipelined(
             pool.shutdown(wait=True)
 
 
-def _leases_slots(runner: Runner) -> bool:
-    """Whether tiles are merged straight from the runner's slots (`backend.Leasing`): where its
-    leases hold slots and it has two or more (with one, the device would idle while each
-    batch is merged: its output is copied out instead and the slot freed at once)."""
-    return isinstance(runner, Leasing) and runner.lends_slots and runner.streams >= 2
+def _merges_from_buffers(runner: Runner) -> bool:
+    """Whether tiles are merged straight from the runner's output buffers (`backend.Leasing`):
+    where its leases hold them and it has two or more (with one, the device would idle while
+    each batch is merged: its output is copied out instead and the buffer freed at once)."""
+    return isinstance(runner, Leasing) and runner.lends_buffers and runner.leases >= 2
 
 
 _LEASE_LOCKS: weakref.WeakKeyDictionary[Runner, threading.Lock] = weakref.WeakKeyDictionary()
@@ -206,9 +207,9 @@ class Upscaler:
 
     `in_flight`: batches prepared and run ahead of the merge (None: one more than the runner
     runs at once where it overlaps host and device work, `backend.Overlapped`, else 1; at most
-    what the budget holds and, where each batch holds a slot until merged (`_leases_slots`),
-    the runner's slots: `plan`). Tiles are still merged in order, so the output is the same
-    bit for bit.
+    what the budget holds and, where each batch holds an output buffer until merged
+    (`_merges_from_buffers`), the runner's output buffers: `plan`). Tiles are still merged in
+    order, so the output is the same bit for bit.
     """
 
     def __init__(
@@ -273,7 +274,7 @@ class Upscaler:
     def _batch_bytes(self, tile_h: int, tile_w: int) -> int:
         """Host memory of one batch in flight to a runner on a device: its float32 input and
         output at the runner's batch (a shorter one is padded to it, and its output comes out
-        of the slot whole)."""
+        of the runner's buffer whole)."""
         batch = self.runner.max_batch or self.batch
         return 4 * 3 * batch * tile_h * tile_w * (1 + self.runner.scale**2)
 
@@ -328,10 +329,10 @@ class Upscaler:
             # device; on the host its buffers and as many batches in flight as fit (>= 1: floor)
             room = model_budget - self.runner.host_bytes
             in_flight = max(1, min(in_flight, room // self._batch_bytes(th, tw)))
-            if _leases_slots(self.runner):
-                # each batch in flight holds a slot until merged, and they are merged in
-                # order: one more than the slots would wait for a slot its elders hold
-                in_flight = max(1, min(in_flight, self.runner.streams))
+            if isinstance(self.runner, Leasing) and _merges_from_buffers(self.runner):
+                # each batch in flight holds an output buffer until merged, and they are
+                # merged in order: one more than the buffers would wait for one its elders hold
+                in_flight = max(1, min(in_flight, self.runner.leases))
         else:
             per_tile = max(self.facts.inference_bytes(th * tw), 1)
             batch = max(1, min(batch, model_budget // per_tile))
@@ -372,20 +373,28 @@ class Upscaler:
         done = 0
 
         runner = self.runner
-        leasing = _leases_slots(runner)
-        lease: Callable[[np.ndarray], Leased] = (
-            runner.lease
-            if isinstance(runner, Leasing) and leasing
-            else lambda b: Leased(runner.infer(b))
-        )
+        leasing = _merges_from_buffers(runner)
+        Started = tuple[list[Tile], Pending | np.ndarray]
 
-        def run(group: list[Tile]) -> Leased:  # on a worker thread where pipelined
+        def start(group: list[Tile]) -> Started:  # here, in merge order
             # float32 per batch, not for the whole image (12 bytes per LR pixel)
             batch = np.stack([lr[t.y : t.y + grid.tile_h, t.x : t.x + grid.tile_w] for t in group])
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
             if lr.dtype == np.uint16:
                 batch /= np.float32(257)
-            leased = lease(batch)
+            # a device's queue takes the batches in the order they are merged: submitted from
+            # the workers, a later batch could take the device (and a buffer) first, and the
+            # merge waited for the oldest
+            return group, runner.submit(batch) if isinstance(runner, Leasing) else batch
+
+        def run(started: Started) -> Leased:  # on a worker thread where pipelined
+            group, job = started
+            if not isinstance(job, Pending):
+                leased = Leased(runner.infer(job))
+            elif leasing:
+                leased = job.wait()
+            else:  # copied out: the buffer is free again before the batch is merged
+                leased = job.wait().copied()
             try:
                 check_output(leased.out, (len(group), 3, s * grid.tile_h, s * grid.tile_w))
             except BaseException:
@@ -395,9 +404,10 @@ class Upscaler:
 
         result = merger.result()[:, : s * height, : s * width]
 
-        def merge(group: list[Tile], leased: Leased) -> None:  # here, in tile order
+        def merge(started: Started, leased: Leased) -> None:  # here, in tile order
             nonlocal done
-            with leased:  # the slot is the runner's again once its tiles are merged
+            group = started[0]
+            with leased:  # the buffer is the runner's again once its tiles are merged
                 for tile, sr in zip(group, leased.out, strict=True):
                     merger.add(tile, sr)
                     done += 1
@@ -407,10 +417,10 @@ class Upscaler:
                 finished(result, min(merger.final_rows, result.shape[1]))
 
         groups = [tiles[i : i + plan.batch] for i in range(0, len(tiles), plan.batch)]
-        # one image at a time per leasing runner: two images' batches, each holding slots until
-        # merged in its own order, could each wait for a slot the other holds
+        # one image at a time per leasing runner: two images' batches, each holding buffers
+        # until merged in its own order, could each wait for a buffer the other holds
         with _lease_lock(runner) if leasing else contextlib.nullcontext():
-            pipelined(run, groups, merge, plan.in_flight, Leased.release)
+            pipelined(run, map(start, groups), merge, plan.in_flight, Leased.release)
         return result
 
     def upscale(

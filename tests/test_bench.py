@@ -731,8 +731,8 @@ def test_null_backend_and_host_pipeline_reach_the_report(monkeypatch, capsys) ->
     )
     text = _rendered(pipeline=study)
     section = text[text.index("## Host pipeline") :]
-    # in flight: the stand-in's two slots (each batch holds one until merged)
-    assert f"| 2 | 10 | 2 | {rows[1]['mpix_s']['overlapped']} |" in section
+    # in flight: the stand-in's three output buffers (each batch holds one until merged)
+    assert f"| 2 | 10 | 3 | {rows[1]['mpix_s']['overlapped']} |" in section
     assert f"= {overlap['ratio']} x (host + device)" in section
     assert ("met" if overlap["met"] else "**missed**") in section
     assert f"({study['writes']['ratio']}x)" in section

@@ -289,11 +289,12 @@ def test_runner_moves_batches_through_device_memory(fake, tmp_path) -> None:
     io_bytes = 2 * 3 * 8 * 12 * 4 * (1 + 16)  # input + 4x output, float32
     assert runner.device_peak_mb() == pytest.approx(io_bytes / 2**20)
     pushes, pops = fake.called("ctx.push"), fake.called("ctx.pop")
-    assert len(pushes) == len(pops) == 3  # load + two runs, each balanced
+    # load, then each run's enqueue and its wait (another thread may wait): each balanced
+    assert len(pushes) == len(pops) == 5
     runner.close()  # frees the device buffers inside the context, once
     runner.close()
     assert len(fake.called("free")) == 2 and fake.memory == {}
-    assert len(fake.called("ctx.push")) == len(fake.called("ctx.pop")) == 4
+    assert len(fake.called("ctx.push")) == len(fake.called("ctx.pop")) == 6
     with pytest.raises(LBNetError, match="was closed"):
         runner.infer(x)
 
@@ -305,8 +306,9 @@ def _batches(count: int, shape: tuple[int, ...] = (2, 3, 16, 16)) -> list[np.nda
 
 def test_cuda_graphs_are_captured_once_per_stream_and_replayed_per_batch(fake, tmp_path) -> None:
     """trtexec's sequence per slot: one enqueue outside capture, a thread-local capture of
-    upload + engine + download, the graph kept as an executable; each batch replays it, and
-    what it returns is what the enqueued path returns, bit for bit."""
+    upload + engine (the download goes to whichever output buffer is free, after the replay),
+    the graph kept as an executable; each batch replays it, and what it returns is what the
+    enqueued path returns, bit for bit."""
     build_engine(graph(tmp_path / "g.onnx", [2, 3, 16, 16]), tmp_path / "g.plan", BuildOptions())
     plain = TensorRTRunner(tmp_path / "g.plan", cuda_graph=False)
     expected = [plain.infer(x) for x in _batches(5)]
@@ -324,7 +326,8 @@ def test_cuda_graphs_are_captured_once_per_stream_and_replayed_per_batch(fake, t
     assert len(fake.called("graph_launch")) == 5 and len(fake.called("execute_async_v3")) == 4
     runner.close()
     assert len(fake.called("graph_exec_destroy")) == 2 and fake.graphs == {}
-    assert fake.memory == {} and len(fake.called("host_free")) == 4
+    # two contexts' input buffers, three output buffers
+    assert fake.memory == {} and len(fake.called("host_free")) == 5
 
 
 @pytest.mark.parametrize(
@@ -435,7 +438,9 @@ def test_upscaler_overlaps_host_work_with_the_device_bit_for_bit(fake, tmp_path)
         merges.append((start, time.perf_counter()))
 
     upscaler = Upscaler(TensorRTRunner(tmp_path / "g.plan"), overlap=4, batch=2)
-    assert upscaler.plan(50, 61).in_flight == 2  # two streams, each batch's slot its own
+    # one more than the two streams: each batch in flight holds one of the three output
+    # buffers until merged
+    assert upscaler.plan(50, 61).in_flight == 3
     tiling.Merger.add = timed_add  # type: ignore[method-assign]
     try:
         out = upscaler.upscale(image)
@@ -679,7 +684,8 @@ def test_close_frees_the_page_locked_host_buffers_too(fake, tmp_path) -> None:
     runner.infer(np.zeros((1, 3, 16, 16), np.float32))
     streams = runner.streams
     runner.close()
-    assert len(fake.called("host_free")) == 2 * streams  # input and output buffers per slot
+    # an input buffer per context, one output buffer more than the contexts
+    assert len(fake.called("host_free")) == 2 * streams + 1
     assert runner._state.slots == [] and streams == 2
     for use in (lambda: runner.infer(np.zeros((1, 3, 16, 16), np.float32)), runner.layers):
         with pytest.raises(LBNetError, match="was closed"):  # layers() was a bare IndexError
@@ -697,40 +703,50 @@ def test_runner_is_safe_across_threads(fake, tmp_path) -> None:
         assert out.shape == (1, 3, 64, 64) and np.all(out == value)
 
 
-def test_a_lease_is_read_in_its_slot_which_runs_nothing_else_until_released(fake, tmp_path) -> None:
-    """`lease` leaves the output in the slot's page-locked buffer (no copy: the Upscaler merges
-    from there) and keeps the slot until released; a short batch is padded, its rows given;
-    `close` waits for a lease as for a batch under way."""
+def test_a_lease_is_read_in_its_output_buffer_which_takes_nothing_else_until_released(
+    fake, tmp_path
+) -> None:
+    """`submit` downloads a batch's output into a page-locked output buffer and leaves it
+    there (no copy: the Upscaler merges from there), keeping the buffer until the lease is
+    released while the contexts run other batches; `close` waits for a lease as for a batch
+    under way."""
     import threading
 
-    runner = _fixed_runner(tmp_path)  # batch 1, two slots
+    runner = _fixed_runner(tmp_path)  # batch 1, two contexts, three output buffers
+    assert runner.streams == 2 and runner.leases == 3
     x = np.full((1, 3, 16, 16), 7, np.float32)
-    first, second = runner.lease(x), runner.lease(x + 1)
-    buffers = [slot.host_out for slot in runner._state.slots]
-    owners = [tuple(np.shares_memory(leased.out, b) for b in buffers) for leased in (first, second)]
-    assert sorted(owners) == [(False, True), (True, False)]  # each in its own slot's buffer
-    assert np.all(first.out == 7) and np.all(second.out == 8) and not first.owned
-    assert runner._free.qsize() == 0  # both slots leased: a third batch waits
+    leases = [runner.submit(x + i).wait() for i in range(3)]
+    buffers = [output.array for output in runner._state.outputs]
+    owners = [[np.shares_memory(leased.out, b) for b in buffers] for leased in leases]
+    assert sorted(owners) == [[False, False, True], [False, True, False], [True, False, False]]
+    assert [float(leased.out.mean()) for leased in leases] == [7, 8, 9]
+    assert not any(leased.owned for leased in leases)
+    # every buffer leased, every context free again: a fourth batch waits for a buffer
+    assert runner._free_out.qsize() == 0 and runner._free.qsize() == runner.streams
+    first, *rest = leases
     first.release()
     first.release()  # idempotent
-    np.testing.assert_array_equal(runner.infer(x + 2), nearest(x + 2, 4))
-    assert np.all(second.out == 8)  # the other slot's output untouched meanwhile
+    np.testing.assert_array_equal(runner.infer(x + 3), nearest(x + 3, 4))
+    assert [float(leased.out.mean()) for leased in rest] == [8, 9]  # untouched meanwhile
     closed = threading.Event()
     closer = threading.Thread(target=lambda: (runner.close(), closed.set()))
     closer.start()
-    assert not closed.wait(0.2)  # waits for the lease
-    second.release()
+    assert not closed.wait(0.2)  # waits for the leases
+    for leased in rest:
+        leased.release()
     closer.join(5)
-    assert closed.is_set() and runner._state.slots == []
+    assert closed.is_set() and runner._state.slots == runner._state.outputs == []
     with pytest.raises(LBNetError, match="was closed"):
-        runner.lease(x)
+        runner.submit(x)
 
 
 @pytest.mark.parametrize("io", ["255", "unit"])
-def test_fp16_outputs_and_one_slot_are_copied_out_not_leased(fake, tmp_path, io: str) -> None:
-    """An engine with FP16 outputs converts them: its leases are copies and free the slot at
-    once. With one slot the Upscaler copies outputs out too (merging from the only slot would
-    idle the device) and keeps a batch more in flight; a unit-range engine's leases repeat."""
+def test_fp16_outputs_are_copied_out_and_one_context_lends_two_buffers(
+    fake, tmp_path, io: str
+) -> None:
+    """An engine with FP16 outputs converts them: its leases are copies and free the buffer at
+    once. One context has two output buffers, so the Upscaler merges one batch while the
+    device runs the next, as with two; a unit-range engine's leases repeat."""
     import onnx
     from onnx import TensorProto
 
@@ -743,23 +759,23 @@ def test_fp16_outputs_and_one_slot_are_copied_out_not_leased(fake, tmp_path, io:
     half = TensorRTRunner(tmp_path / "h.plan")
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, 16, 16)).astype(np.float32)
     expected = half.infer(x)
-    with half.lease(x) as leased:
-        assert not half.lends_slots and leased.owned and leased.out.dtype == np.float32
-        assert half._free.qsize() == half.streams
+    with half.submit(x).wait() as leased:
+        assert not half.lends_buffers and leased.owned and leased.out.dtype == np.float32
+        assert half._free_out.qsize() == half.leases
         np.testing.assert_array_equal(leased.out, expected)
     half.close()
     build_engine(graph(tmp_path / "g.onnx", [1, 3, 16, 16], io=io), tmp_path / "g.plan",
                  BuildOptions())  # fmt: skip
     two, one = TensorRTRunner(tmp_path / "g.plan"), TensorRTRunner(tmp_path / "g.plan", streams=1)
-    assert two.lends_slots and one.lends_slots and one.streams == 1
+    assert two.lends_buffers and one.lends_buffers and (one.streams, one.leases) == (1, 2)
     expected = two.infer(x)
-    for _ in range(3):  # scaled to 0..255 in the slot each time, from the device's new copy
-        with two.lease(x) as leased:
+    for _ in range(4):  # scaled to 0..255 in the buffer each time, from the device's new copy
+        with two.submit(x).wait() as leased:
             assert not leased.owned
             np.testing.assert_array_equal(leased.out, expected)
     image = np.random.default_rng(1).integers(0, 256, (40, 37, 3), dtype=np.uint8)
-    assert Upscaler(two, overlap=4).plan(40, 37).in_flight == 2
-    assert Upscaler(one, overlap=4).plan(40, 37).in_flight == 2  # the slot and one more
+    assert Upscaler(two, overlap=4).plan(40, 37).in_flight == 3
+    assert Upscaler(one, overlap=4).plan(40, 37).in_flight == 2  # the context and one more
     np.testing.assert_array_equal(
         Upscaler(one, overlap=4).upscale(image), Upscaler(two, overlap=4).upscale(image)
     )

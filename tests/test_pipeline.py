@@ -16,7 +16,7 @@ from lbnet_deploy.descriptor import describe
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 from lbnet_deploy.runtime import files
-from lbnet_deploy.runtime.backend import AnySizeRunner, Leased, describe_facts
+from lbnet_deploy.runtime.backend import AnySizeRunner, Leased, Pending, describe_facts
 from lbnet_deploy.runtime.files import upscale_files
 from lbnet_deploy.runtime.null import NullRunner
 from lbnet_deploy.runtime.upscaler import Upscaler, pipelined
@@ -59,6 +59,12 @@ def test_pipelined_consumes_in_order_with_work_ahead_and_raises_what_failed() ->
     assert seen == [0, 1]
 
 
+def lent(runner: NullRunner) -> int:
+    """Output buffers the null runner has lent (each of its contexts must be free then)."""
+    assert runner._contexts.qsize() == runner.streams
+    return runner.leases - runner._outputs.qsize()
+
+
 def test_null_runner_gives_the_shape_after_the_device_time_one_batch_at_a_time() -> None:
     runner = null(device_ms=40)
     assert (runner.input_size, runner.max_batch, runner.scale, runner.streams) == (
@@ -88,6 +94,45 @@ def test_null_runner_gives_the_shape_after_the_device_time_one_batch_at_a_time()
         NullRunner(FACTS)
 
 
+def test_the_stand_in_device_runs_queued_batches_back_to_back() -> None:
+    """As a GPU's queue: a batch submitted behind another starts when that one ends, not when
+    a host thread comes back for it, so a late waiter finds both done."""
+    runner = null(device_ms=40)
+    x = np.zeros((2, 3, 16, 16), np.float32)
+    start = time.perf_counter()
+    first, second = runner.submit(x), runner.submit(x)
+    time.sleep(0.1)  # the host busy elsewhere past both batches' 2 x 40 ms
+    waited = time.perf_counter()
+    first.wait().release()
+    second.wait().release()
+    assert time.perf_counter() - waited < 0.015  # both were done meanwhile
+    third = runner.submit(x)  # the device idle: 40 ms from now
+    third.wait().release()
+    assert time.perf_counter() - start >= 0.14
+
+
+def test_batches_reach_the_device_in_the_order_they_are_merged() -> None:
+    """The Upscaler submits every batch from its own thread, in merge order, whatever order
+    its workers run in (from the workers, a later batch could take the device and a slot
+    first, and the merge waited for the oldest)."""
+    order: list[tuple[float, str]] = []
+
+    class Recording(NullRunner):
+        def _submit(self, batch: np.ndarray) -> Pending:
+            order.append((float(batch[0, 0, 0, 0]), threading.current_thread().name))
+            return super()._submit(batch)
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, :, 0] = np.arange(64)[:, None] + np.arange(64)[None, :] // 16 * 64 % 251
+    runner = Recording(FACTS.with_sizes((16, 16), 1), device_ms=2, streams=3)
+    upscaler = Upscaler(runner, overlap=4, batch=1)
+    assert upscaler.plan(64, 64).in_flight == runner.leases == 4
+    upscaler.upscale(image)
+    tiles = upscaler.plan(64, 64).grid.tiles()
+    assert [v for v, _ in order] == [float(image[t.y, t.x, 0]) for t in tiles]
+    assert {name for _, name in order} == {threading.current_thread().name}
+
+
 class Nearest(AnySizeRunner):
     """x2 nearest neighbour that takes `ms` per call and records when it ran."""
 
@@ -115,13 +160,14 @@ def test_batches_in_flight_give_the_serial_image_bit_for_bit(merge: str) -> None
     image = texture(70, 53)
     serial = Upscaler(null(), tile=16, overlap=4, batch=2, merge=merge, in_flight=1)
     overlapped = Upscaler(null(device_ms=5), tile=16, overlap=4, batch=2, merge=merge)
-    # the null runner's two slots, each batch holding one until merged
-    assert overlapped.plan(70, 53).in_flight == 2
+    # one more than the null runner's two contexts: its three output buffers, each batch
+    # holding one until merged
+    assert overlapped.plan(70, 53).in_flight == 3
     expected = serial.upscale(image)
     np.testing.assert_array_equal(overlapped.upscale(image), expected)
-    # more asked for: still two (a third would wait for a slot its elders hold until merged)
+    # more asked for: still three (a fourth would wait for a buffer its elders hold until merged)
     wide = Upscaler(null(device_ms=5), tile=16, overlap=4, batch=2, merge=merge, in_flight=5)
-    assert wide.plan(70, 53).in_flight == 2
+    assert wide.plan(70, 53).in_flight == 3
     np.testing.assert_array_equal(wide.upscale(image), expected)
     with pytest.raises(LBNetError, match="in_flight must be at least 1"):
         Upscaler(null(), in_flight=0)
@@ -216,15 +262,15 @@ def test_a_runner_on_a_device_gets_whole_batches_whatever_the_host_budget() -> N
 
 
 def test_a_device_runners_host_buffers_and_batches_in_flight_are_in_the_budget() -> None:
-    """Its page-locked buffers (two slots) and each batch in flight (float input and output)
-    are host memory: as many batches are held in flight as the budget holds beside the image,
-    and an image that leaves no room for the buffers and one batch is refused in one line (they
-    were outside the budget: 256 MB held a 930x930 image at tile 256 x4 batch 8 and the run
-    rose 475 MB)."""
+    """Its page-locked buffers (two contexts' inputs, three outputs) and each batch in flight
+    (float input and output) are host memory: as many batches are held in flight as the budget
+    holds beside the image, and an image that leaves no room for the buffers and one batch is
+    refused in one line (they were outside the budget: 256 MB held a 930x930 image at tile 256
+    x4 batch 8 and the run rose 475 MB)."""
     from lbnet_deploy.runtime.upscaler import image_bytes
 
     runner = null(128, 8)
-    pinned = 2 * 4 * 8 * 3 * 128 * 128 * (1 + 16)  # two slots' input and output buffers
+    pinned = 4 * 8 * 3 * 128 * 128 * (2 + 3 * 16)  # two contexts' inputs, three outputs
     per_batch = 4 * 8 * 3 * 128 * 128 * (1 + 16)
     assert runner.host_bytes == pinned
     own = image_bytes(600, 600, 4)
@@ -233,13 +279,13 @@ def test_a_device_runners_host_buffers_and_batches_in_flight_are_in_the_budget()
         mb = -(-(own + pinned + int(batches * per_batch)) // 2**20)
         return Upscaler(runner, batch=8, memory_budget_mb=mb)
 
-    # at most its two slots: each batch in flight holds one until merged (`Leasing`)
-    assert [planned(n).plan(600, 600).in_flight for n in (1, 2, 2.5, 3, 9)] == [1, 2, 2, 2, 2]
+    # at most its three output buffers: each batch in flight holds one until merged (`Leasing`)
+    assert [planned(n).plan(600, 600).in_flight for n in (1, 2, 2.5, 3, 9)] == [1, 2, 2, 3, 3]
     assert planned(1).plan(600, 600).batch == 8  # whole batches still
     # the header check counts them too (the budget was rounded up to a whole MB)
     assert 0 <= planned(1).max_input_pixels() - 600 * 600 < 2**20 // image_bytes(1, 1, 4)
     assert planned(0.9).max_input_pixels() < 600 * 600
-    with pytest.raises(LBNetError, match="page-locked buffers \\(51 MB\\) and a batch in flight"):
+    with pytest.raises(LBNetError, match="page-locked buffers \\(75 MB\\) and a batch in flight"):
         planned(0.9).plan(600, 600)
 
 
@@ -265,11 +311,15 @@ def test_merge_and_rounding_are_the_straightforward_ones_to_the_bit() -> None:
     assert np.signbit(merger.result()).sum() > np.signbit(plain).sum()  # -0 first terms kept
 
     class Noisy(NullRunner):  # outputs that differ per batch, beyond 0..255
-        def _lease(self, batch: np.ndarray) -> Leased:
-            with super()._lease(batch) as leased:
-                out = np.array(leased.out)
+        def _submit(self, batch: np.ndarray) -> Pending:
             seed = int(batch.sum()) % 997
-            return Leased(out + np.random.default_rng(seed).normal(0, 90, out.shape).astype("f4"))
+
+            def noisy(leased: Leased) -> Leased:
+                out = leased.take()
+                noise = np.random.default_rng(seed).normal(0, 90, out.shape)
+                return Leased(out + noise.astype("f4"))
+
+            return super()._submit(batch).then(noisy)
 
     upscaler = Upscaler(Noisy(FACTS.with_sizes((16, 16), 2)), overlap=4, batch=2, in_flight=1)
     image = texture(70, 53)
@@ -313,28 +363,32 @@ def test_one_value_that_is_not_a_number_is_one_line(bad: float, in_flight: int) 
             super().__init__(FACTS.with_sizes((16, 16), 2))
             self.values, self.calls = values, itertools.count(1)
 
-        def _lease(self, batch: np.ndarray) -> Leased:
-            leased = super()._lease(batch)
-            if next(self.calls) != 3:  # one batch (count: atomic across the worker threads)
-                return leased
-            # in the slot, as a device would leave them; the stand-in's pattern put back on
-            # release (a real tile: short batches pad after it)
-            spot = (0, 2, slice(30, 30 + len(self.values)), 32)
-            kept, out = leased.out[spot].copy(), leased.out
-            out[spot] = self.values
+        def _submit(self, batch: np.ndarray) -> Pending:
+            pending = super()._submit(batch)
+            if next(self.calls) != 3:  # one batch
+                return pending
 
-            def release() -> None:
-                out[spot] = kept
-                leased.release()
+            def spoiled(leased: Leased) -> Leased:
+                # in the slot, as a device would leave them; the stand-in's pattern put back
+                # on release (a real tile: short batches pad after it)
+                spot = (0, 2, slice(30, 30 + len(self.values)), 32)
+                kept, out = leased.out[spot].copy(), leased.out
+                out[spot] = self.values
 
-            return Leased(out, release)
+                def release() -> None:
+                    out[spot] = kept
+                    leased.release()
+
+                return Leased(out, release)
+
+            return pending.then(spoiled)
 
     image = texture(70, 53)
     runner = OneBad(bad)
     with pytest.raises(LBNetError, match="NaN or infinite"):
         Upscaler(runner, overlap=4, batch=2, in_flight=in_flight, merge="crop").upscale(image)
     # every slot is the runner's again (the next image would wait forever for a leaked one)
-    assert runner._free.qsize() == runner.streams
+    assert lent(runner) == 0
     assert Upscaler(runner, overlap=4, batch=2, in_flight=in_flight).upscale(image).shape[0] == 280
     huge = Upscaler(OneBad(3e38, 3e38), overlap=4, batch=2, in_flight=in_flight, merge="crop")
     with np.errstate(over="raise"):  # the sum overflows, quietly
@@ -360,7 +414,7 @@ def test_upscalers_sharing_a_runner_in_threads_all_finish() -> None:
         t.start()
     for t in threads:
         t.join(60)
-    assert done == [40, 40, 40] and runner._free.qsize() == runner.streams
+    assert done == [40, 40, 40] and lent(runner) == 0
 
 
 @pytest.mark.parametrize("stop", [RuntimeError, KeyboardInterrupt])
@@ -383,7 +437,7 @@ def test_a_stop_anywhere_gives_every_slot_back(
     upscaler = Upscaler(runner, overlap=4, batch=2, in_flight=in_flight)
     with pytest.raises(stop):
         upscaler.upscale(image, progress)
-    assert runner._free.qsize() == runner.streams
+    assert lent(runner) == 0
     calls = itertools.count()
     result = Future.result
 
@@ -397,11 +451,16 @@ def test_a_stop_anywhere_gives_every_slot_back(
     with pytest.raises(stop):
         Upscaler(runner, overlap=4, batch=2, in_flight=2).upscale(image)
     monkeypatch.undo()
-    assert runner._free.qsize() == runner.streams
-    leased = runner.lease(np.zeros((2, 3, 16, 16), np.float32))
-    assert runner._free.qsize() == runner.streams - 1
-    del leased  # dropped without release: collected, the slot comes back
-    assert runner._free.qsize() == runner.streams
+    assert lent(runner) == 0
+    leased = runner.submit(np.zeros((2, 3, 16, 16), np.float32)).wait()
+    assert lent(runner) == 1
+    del leased  # dropped without release: collected, the buffer comes back
+    assert lent(runner) == 0
+    pending = runner.submit(np.zeros((2, 3, 16, 16), np.float32))
+    assert runner._contexts.qsize() == runner.streams - 1
+    assert runner._outputs.qsize() == runner.leases - 1
+    del pending  # submitted, never waited for: waited for when collected, all given back
+    assert lent(runner) == 0
 
 
 def test_unit_range_stand_in_leases_copies() -> None:
@@ -410,11 +469,11 @@ def test_unit_range_stand_in_leases_copies() -> None:
     from dataclasses import replace
 
     runner = NullRunner(replace(FACTS.with_sizes((16, 16), 2), io="unit"))
-    assert not runner.lends_slots
+    assert not runner.lends_buffers
     x = np.zeros((2, 3, 16, 16), np.float32)
-    first = runner.lease(x)
-    assert first.owned and runner._free.qsize() == runner.streams
-    np.testing.assert_array_equal(runner.lease(x).out, first.out)
+    first = runner.submit(x).wait()
+    assert first.owned and lent(runner) == 0
+    np.testing.assert_array_equal(runner.submit(x).wait().out, first.out)
     np.testing.assert_array_equal(runner.infer(x), first.out)
 
 
