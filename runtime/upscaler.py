@@ -167,24 +167,32 @@ class Plan:
         return len(self.grid.tiles()) == 1
 
 
-def check_output(out: np.ndarray, expected: tuple[int, ...]) -> None:
-    """A model's output is what a x`scale` LBNet gives and holds numbers: a graph that lies
-    about its scale, or a checkpoint with NaN weights, is one line, not a wrong image, as soon
-    as its first batch is back.
-
-    Numbers are checked by the batch's sum (one pass, no mask: `isfinite(out).all()` took 7-10
-    of the 68 ms of a 512x512 x4 image at batch 8; on one 14 MB batch the sum took 0.66 ms, the
-    mask 0.77). A sum of finite values
-    this small cannot overflow, so it is finite exactly when they all are; where it is not,
-    the exact check decides (huge but finite values pass, as they did)."""
+def check_shape(out: np.ndarray, expected: tuple[int, ...]) -> None:
+    """A model's output is what a x`scale` LBNet gives: a graph that lies about its scale is
+    one line, not a wrong image, as soon as its first batch is back."""
     if tuple(out.shape) != expected:
         raise LBNetError(
             f"the model returned shape {tuple(out.shape)} for a batch that should give "
             f"{expected}: its output is not scale x its input"
         )
+
+
+def check_finite(values: np.ndarray) -> None:
+    """Values hold numbers: a checkpoint with NaN weights is one line, not a wrong image.
+
+    The Upscaler checks an image's first batch (broken weights fail there) and then every
+    value of the image itself, where it is rounded, band by band while the band is in the
+    cache (`upscale`), or once merged (`upscale_float`): a value a tile's merge weight drops
+    changes nothing, and NaN or infinity anywhere else reaches the image (products and sums
+    keep it). Checked per batch instead, the sums cost a pass over every tile: 5 of ~32 ms
+    per 512x512 x4 image at batch 8 on 2 cores, on the path from the device to the merge.
+
+    By the sum (one pass, no mask: `isfinite(x).all()` took 7-10 of the 68 ms of such an
+    image): a sum of finite values this small cannot overflow, so it is finite exactly when
+    they all are; where it is not, the exact check decides (huge but finite values pass)."""
     with np.errstate(over="ignore"):
-        total = out.sum()
-    if not np.isfinite(total) and not np.isfinite(out).all():
+        total = values.sum()
+    if not np.isfinite(total) and not np.isfinite(values).all():
         raise LBNetError("the model returned NaN or infinite values (broken weights or graph)")
 
 
@@ -343,7 +351,9 @@ class Upscaler:
     ) -> np.ndarray:
         """The merged, unrounded 3 x sH x sW float32 output on 0..255, planned beside the
         image's own buffers (`footprint`)."""
-        return self._merged(image, progress, footprint)
+        result = self._merged(image, progress, footprint)
+        check_finite(result)
+        return result
 
     def _merged(
         self,
@@ -396,7 +406,9 @@ class Upscaler:
             else:  # copied out: the buffer is free again before the batch is merged
                 leased = job.wait().copied()
             try:
-                check_output(leased.out, (len(group), 3, s * grid.tile_h, s * grid.tile_w))
+                check_shape(leased.out, (len(group), 3, s * grid.tile_h, s * grid.tile_w))
+                if group[0] == tiles[0]:  # the rest is checked in the image (`check_finite`)
+                    check_finite(leased.out)
             except BaseException:
                 leased.release()
                 raise
@@ -435,7 +447,7 @@ class Upscaler:
         dtype = np.uint16 if out_bits == 16 else np.uint8
         out: np.ndarray | None = None
         rounded = 0  # output rows handed to the rounding thread so far
-        pending: list[Future[None]] = []
+        pending: deque[Future[None]] = deque()
         # rows are rounded on a thread of their own as soon as the merge has finished them, not
         # all after it: the image's last batch is followed by one band's rounding instead of
         # the whole image's (14 ms at 2048x2048), which overlapped nothing
@@ -448,6 +460,8 @@ class Upscaler:
                 if rows > rounded:
                     pending.append(rounder.submit(_round_rows, sr, out, rounded, rows, out_bits))
                     rounded = rows
+                while pending and pending[0].done():
+                    pending.popleft().result()  # rows that failed their check stop the image
 
             sr = self._merged(image, progress, footprint, finished)
             finished(sr, sr.shape[1])
@@ -458,13 +472,14 @@ class Upscaler:
 
 
 def _round_rows(sr: np.ndarray, out: np.ndarray, start: int, stop: int, out_bits: int) -> None:
-    """Rows [start, stop) of the 3 x sH x sW float output rounded into the sH x sW x 3 `out`,
-    a band of rows at a time while the band is in the cache: in place (at 2048x2048 x4 every
-    float copy of the output costs 800 MB), each channel written into the interleaved result
-    (2048x2048: 23 ms for rounding and one transposing astype over the whole image, 14 ms
-    this way; numpy's strided cast is the slow part)."""
+    """Rows [start, stop) of the 3 x sH x sW float output checked (`check_finite`) and rounded
+    into the sH x sW x 3 `out`, a band of rows at a time while the band is in the cache: in
+    place (at 2048x2048 x4 every float copy of the output costs 800 MB), each channel written
+    into the interleaved result (2048x2048: 23 ms for rounding and one transposing astype over
+    the whole image, 14 ms this way; numpy's strided cast is the slow part)."""
     for y in range(start, stop, ROUND_ROWS):
         band = sr[:, y : min(y + ROUND_ROWS, stop)]
+        check_finite(band)
         if out_bits == 16:
             band *= 257
         np.rint(band, out=band)

@@ -395,6 +395,51 @@ def test_one_value_that_is_not_a_number_is_one_line(bad: float, in_flight: int) 
         assert huge.upscale(image).shape == (280, 212, 3)
 
 
+class Spoiled(NullRunner):
+    """Batches of one 16x16 tile; NaN at `spot` of the output of batch `at` (a copy: the
+    stand-in's pattern stays clean); `submitted` counts the batches."""
+
+    def __init__(self, at: int, spot: tuple) -> None:
+        super().__init__(FACTS.with_sizes((16, 16), 1), device_ms=1)
+        self.at, self.spot, self.submitted = at, spot, 0
+
+    def _submit(self, batch: np.ndarray) -> Pending:
+        pending = super()._submit(batch)
+        self.submitted += 1
+        if self.submitted - 1 != self.at:
+            return pending
+
+        def spoil(leased: Leased) -> Leased:
+            out = leased.take()
+            out[self.spot] = np.nan
+            return Leased(out)
+
+        return pending.then(spoil)
+
+
+@pytest.mark.parametrize("merge", ["crop", "feather"])
+def test_values_are_checked_where_they_reach_the_image(merge: str) -> None:
+    """After an image's first batch, its values are checked in the image itself: NaN where a
+    tile's merge weight is 0 changes nothing and passes; NaN that reaches the image fails
+    `upscale` while the rest is merged (the image stops there, not after its last batch), and
+    `upscale_float`."""
+    image = texture(100, 100)  # 8 x 8 tiles of 16 at overlap 4, one per batch
+
+    def upscaler(runner: NullRunner) -> Upscaler:
+        return Upscaler(runner, overlap=4, merge=merge)
+
+    clean = upscaler(null(16, 1)).upscale(image)
+    interior = 9  # the second row's second tile: the next tiles cover its last pixels
+    dropped = Spoiled(interior, (0, slice(None), slice(61, 64), slice(61, 64)))
+    np.testing.assert_array_equal(upscaler(dropped).upscale(image), clean)
+    kept = Spoiled(interior, (0, 1, 30, 30))
+    with pytest.raises(LBNetError, match="NaN or infinite"):
+        upscaler(kept).upscale(image)
+    assert kept.submitted < 48  # of 64: stopped once the band holding the NaN was rounded
+    with pytest.raises(LBNetError, match="NaN or infinite"):
+        upscaler(Spoiled(interior, (0, 1, 30, 30))).upscale_float(image)
+
+
 def test_upscalers_sharing_a_runner_in_threads_all_finish() -> None:
     """Two images' batches each hold slots until merged in their own order: without one image
     at a time per leasing runner, each could wait for a slot the other holds (it did: both
