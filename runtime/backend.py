@@ -9,6 +9,7 @@ TensorRT engines: copy to the device, `execute_async_v3`, copy back).
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -115,23 +116,51 @@ class Leased:
         self.release()
 
 
+class Once:
+    """`func` run by the first call, from whichever thread; later calls wait for it to end."""
+
+    def __init__(self, func: Callable[[], None]) -> None:
+        self._func: Callable[[], None] | None = func
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            func, self._func = self._func, None
+            if func is not None:
+                func()
+
+
+def lend(out: np.ndarray, device: Once, give_back: Callable[[], None]) -> Leased:
+    """A lease of an output buffer the device writes into: given back only once the device
+    is done with it (`device`, which the batch's `Pending` also runs), whichever is released
+    or collected first (the cycle collector frees them in any order)."""
+
+    def release() -> None:
+        try:
+            device()
+        finally:
+            give_back()
+
+    return Leased(out, release)
+
+
 class Pending:
     """A batch submitted to a runner on a device (`Leasing.submit`): an output buffer and an
-    execution context taken, its work queued on the device in the order of submission
-    (batches submitted from worker threads reached the device in whatever order the threads
-    woke, and the merge waited for the oldest). `wait()` waits for the device, gives the
-    context back and the output leased; a batch never waited for is waited for when collected
-    (until then its output buffer may still be written)."""
+    execution context taken, its work queued on the device behind the batches submitted
+    before it (batches submitted from worker threads reached the device in whatever order the
+    threads woke, and the merge waited for the oldest). `wait()`, once, waits for the device,
+    gives the context back and the output leased (`lend`); a batch never waited for is waited
+    for when collected. Its context is free again only then: a thread that submits more
+    batches than the runner has contexts without waiting for them waits forever."""
 
     def __init__(
         self,
         leased: Leased,
-        device: Callable[[], None],
+        device: Once,
         after: Callable[[Leased], Leased] | None = None,
     ) -> None:
-        self._leased = leased
-        # once: by wait(), else when collected, before the lease it holds is given back
-        self._device = weakref.finalize(self, device)
+        self._leased: Leased | None = leased
+        self._device = weakref.finalize(self, device)  # by wait(), else when collected
         self._after = [] if after is None else [after]
 
     def then(self, step: Callable[[Leased], Leased]) -> Pending:
@@ -140,14 +169,16 @@ class Pending:
         return self
 
     def wait(self) -> Leased:
+        leased, self._leased = self._leased, None  # the caller's from here: released by it
+        if leased is None:
+            raise RuntimeError("a submitted batch is waited for once")
         try:
             self._device()
-            leased = self._leased
             for step in self._after:
                 leased = step(leased)
             return leased
         except BaseException:
-            self._leased.release()
+            leased.release()
             raise
 
 

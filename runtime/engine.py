@@ -37,7 +37,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
-from .backend import Leased, Pending, describe_facts, infer_file, submit_file
+from .backend import Leased, Once, Pending, describe_facts, infer_file, lend, submit_file
 from .cuda_layer import CudaLayer, Stream, capture, load_cuda
 from .trt_common import (
     EngineFacts,
@@ -101,7 +101,7 @@ class _DeviceState:
         cuda.push(self.device)
         try:
             for slot in self.slots:
-                with slot.lock:  # a batch on the device finishes first
+                with slot.lock:  # a batch submitted finishes first, once waited for
                     if slot.graph is not None:
                         cuda.destroy_exec(slot.graph)
                     slot.graph = slot.execution = None  # the contexts before their engine
@@ -165,7 +165,8 @@ class TensorRTRunner:
 
     def close(self) -> None:
         """Free the engine, its contexts and the buffers now (also done when collected); a
-        batch still running finishes first."""
+        batch submitted finishes first, once waited for (or collected), and a lease is given
+        back first."""
         self._finalizer()
 
     @contextmanager
@@ -322,19 +323,23 @@ class TensorRTRunner:
     def _submit(self, batch: np.ndarray) -> Pending:
         """One batch uploaded and run on a free context's stream and downloaded into a free
         output buffer, where a float32 output stays, held (its lock too: `close` waits for
-        it) until the lease is released; the context is free again when the device is done."""
+        it) until the lease is released; the context is free again once the batch is waited
+        for (`Pending.wait`), and the buffer never before that (`lend`)."""
         output = self._free_out.get()  # none free: leases and batches in flight hold them all
         output.lock.acquire()
-        leased = Leased(output.array, functools.partial(self._give_back_output, output))
         try:
             slot = self._free.get()  # waits while every context has a batch on the device
         except BaseException:
-            leased.release()
+            self._give_back_output(output)
             raise
         slot.lock.acquire()
+        if self._state.closed:  # its streams are gone: nothing was queued, nothing to wait for
+            self._give_back(slot)
+            self._give_back_output(output)
+            raise LBNetError(f"the runner of {self.path} was closed")
+        device = Once(functools.partial(self._finish, slot))
+        leased = lend(output.array, device, functools.partial(self._give_back_output, output))
         try:
-            if self._state.closed:
-                raise LBNetError(f"the runner of {self.path} was closed")
             with self.active():
                 slot.host_in[...] = batch  # casts to the engine's input type
                 if slot.graph is not None:
@@ -342,12 +347,10 @@ class TensorRTRunner:
                 elif not self._enqueue(slot):
                     raise LBNetError(f"TensorRT failed to run {self.path} (see its log above)")
                 self._cuda.dtoh_async(output.array, slot.device[1], slot.stream)
+            return Pending(leased, device, None if self.lends_buffers else Leased.copied)
         except BaseException:
-            self._give_back(slot)
-            leased.release()
+            leased.release()  # the stream synchronized first: what was queued is done
             raise
-        finish = None if self.lends_buffers else Leased.copied
-        return Pending(leased, functools.partial(self._finish, slot), finish)
 
     def _finish(self, slot: _Slot) -> None:
         """The device done with a batch: its context is free again (its output stays)."""

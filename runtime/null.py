@@ -3,7 +3,7 @@ of the TensorRT runner with a device that takes `device_ms` per batch and comput
 
 What the host does per batch is the TensorRT runner's (`engine.py`): an output buffer out of
 `streams` + 1 and a context out of `streams`, the batch copied into the context's input buffer
-and queued on the device (`submit`), the context free again once the device is done, the output
+and queued on the device (`submit`), the context free again once it is waited for, the output
 leased where it lies (`Pending.wait`: the Upscaler merges from the buffer) or copied out of it
 (`infer`). The device runs one batch at a time, as one GPU runs one engine, in the order
 they were queued: each ends `device_ms` after the one before it (or after it was queued, if
@@ -26,7 +26,7 @@ import numpy as np
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.metadata import ModelFacts
 
-from .backend import GraphRunner, Leased, Pending, describe_facts, submit_file
+from .backend import GraphRunner, Leased, Once, Pending, describe_facts, lend, submit_file
 from .engine import DEFAULT_STREAMS
 
 MAX_DEVICE_MS = 1e6  # a batch of over 16 minutes stands in for no device worth planning for
@@ -92,23 +92,23 @@ class NullRunner(GraphRunner):
 
     def _submit(self, batch: np.ndarray) -> Pending:
         out = self._outputs.get()
-        leased = Leased(out, functools.partial(self._outputs.put, out))
         try:
             context = self._contexts.get()  # waits while every context has a batch queued
         except BaseException:
-            leased.release()
+            self._outputs.put(out)
             raise
+        done = [0.0]  # when the device is done with the batch (none queued: now)
+        device = Once(functools.partial(self._finish, context, done))
+        leased = lend(out, device, functools.partial(self._outputs.put, out))
         try:
             context[...] = batch
-            done = self._queue_on_device()
+            done[0] = self._queue_on_device()
+            # The output stays as made: a device's copy would rewrite it per batch, out of the
+            # CPU's caches maybe, so a merge from it is at best as fast here as beside one.
+            return Pending(leased, device, None if self.lends_buffers else Leased.copied)
         except BaseException:
-            self._contexts.put(context)
             leased.release()
             raise
-        # The output stays as made: a device's copy would rewrite it per batch, out of the
-        # CPU's caches maybe, so a merge from it is at best as fast here as beside one.
-        device = functools.partial(self._finish, context, done)
-        return Pending(leased, device, None if self.lends_buffers else Leased.copied)
 
     def _queue_on_device(self) -> float:
         """When the device will have run this batch (perf_counter seconds): as a GPU's queue,
@@ -119,10 +119,10 @@ class NullRunner(GraphRunner):
             self._idle_at = max(time.perf_counter(), self._idle_at) + self.device_ms / 1000
             return self._idle_at
 
-    def _finish(self, context: np.ndarray, done: float) -> None:
+    def _finish(self, context: np.ndarray, done: list[float]) -> None:
         """Back when the device is done with the batch, its context free again."""
         try:
-            delay = done - time.perf_counter()
+            delay = done[0] - time.perf_counter()
             if delay > 0:  # sleep(0) still gives the CPU away on a busy machine
                 time.sleep(delay)
         finally:

@@ -53,9 +53,13 @@ def pipelined(
     here, after the work of every item read has finished (an item may hold what must be given
     back: a batch queued on a device); `discard` gets each result that is then never consumed
     (as it finishes: a lease it holds may be what other work waits for)."""
+    item: Item | None = None
     if depth <= 1:
-        for item in items:
-            consume(item, work(item))
+        try:
+            for item in items:
+                consume(item, work(item))
+        finally:  # a traceback kept (an interactive session) keeps the frame, not the item
+            item = None
         return
     queued: deque[tuple[Item, Future[Result]]] = deque()
     pool = ThreadPoolExecutor(depth, thread_name_prefix="lbnet-pipeline")
@@ -74,6 +78,7 @@ def pipelined(
         while queued:
             consume_oldest()
     finally:
+        item = None  # one read but not yet queued (an interrupt between the two): collected
         try:
             left = {future for _, future in queued}
             while left:

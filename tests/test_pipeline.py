@@ -508,6 +508,52 @@ def test_a_stop_anywhere_gives_every_slot_back(
     assert lent(runner) == 0
 
 
+def test_an_output_buffer_comes_back_only_after_the_device_is_done_with_it() -> None:
+    """A batch's output buffer is given back after its device wait, whichever of its lease and
+    its pending batch is released or collected first: the cycle collector frees them in any
+    order (it gave the buffer back while the download was still queued); a batch is waited
+    for once."""
+    import gc
+
+    runner = null(device_ms=30)
+    events: list[str] = []
+    finish, outputs = runner._finish, runner._outputs
+
+    def finished(*args: object) -> None:
+        finish(*args)  # type: ignore[arg-type]
+        events.append("device done")
+
+    class Outputs:  # the runner's queue of free output buffers, telling when one comes back
+        get, qsize = outputs.get, outputs.qsize
+
+        def put(self, out: np.ndarray) -> None:
+            events.append("buffer back")
+            outputs.put(out)
+
+    runner._finish, runner._outputs = finished, Outputs()  # type: ignore[method-assign,assignment]
+    x = np.zeros((2, 3, 16, 16), np.float32)
+
+    class Cycle:
+        pass
+
+    gc.disable()
+    try:
+        for _ in range(5):  # the collector's order varies: several cycles
+            held = Cycle()
+            held.me, held.pending = held, runner.submit(x)  # type: ignore[attr-defined]
+            del held
+            gc.collect()
+    finally:
+        gc.enable()
+    assert events == ["device done", "buffer back"] * 5
+    assert lent(runner) == 0
+    pending = runner.submit(x)
+    pending.wait().release()
+    with pytest.raises(RuntimeError, match="waited for once"):
+        pending.wait()
+    assert lent(runner) == 0
+
+
 def test_unit_range_stand_in_leases_copies() -> None:
     """A unit-range graph's output is scaled to 0..255 where it lies: in the stand-in's slot,
     made once, every batch would scale it again, so its leases are copies."""
