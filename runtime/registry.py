@@ -158,7 +158,8 @@ BACKENDS: dict[str, Backend] = {
         Backend(
             "openvino", "OpenVINO, CPU (bf16 where the CPU has it)", ("openvino",), False,
             PRECISIONS + COMPUTE, "onnx", _openvino("openvino"), _openvino_where,
-            forms=(("fp32", "flat"), ("bf16", "flat16")), check_compute=_openvino_check("openvino"),
+            forms=(("fp32", "flat"), ("bf16", "flat16"), ("bf16-attn", "flat")),
+            check_compute=_openvino_check("openvino"),
         ),
         Backend(
             "openvino-gpu", "OpenVINO's Intel GPU plugin", ("openvino",), True,

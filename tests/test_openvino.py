@@ -110,8 +110,9 @@ def test_fp32_is_asked_for_explicitly(export_cache) -> None:
         assert str(hint) in ("<Type: 'float32'>", "f32", "float32")
 
 
+@pytest.mark.parametrize("compute", ["bf16", "bf16-attn"])
 def test_bf16_on_a_cpu_without_it_is_refused_before_any_export(
-    checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compute: str
 ) -> None:
     """A name or checkpoint is exported in a form of its own for BF16: a CPU that cannot
     compute BF16 (faked here, on any CPU) is one line before that export, not after it."""
@@ -135,7 +136,7 @@ def test_bf16_on_a_cpu_without_it_is_refused_before_any_export(
     monkeypatch.setattr(openvino, "core", NoBF16)
     monkeypatch.setenv("LBNET_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(LBNetError, match="cannot compute in BF16"):
-        open_runner(str(checkpoint(T4)), "openvino", precision="bf16")
+        open_runner(str(checkpoint(T4)), "openvino", precision=compute)
     assert not list(tmp_path.rglob("*.onnx"))  # nothing exported
 
 
@@ -165,8 +166,65 @@ def test_bf16_runs_and_says_so(export_cache, checkpoint) -> None:
 
 
 def test_bf16_only_where_a_backend_computes_it(export_cache) -> None:
-    with pytest.raises(LBNetError, match="bf16 runs on the openvino backend, not ort"):
-        open_runner(str(export_cache(T4)), "ort", precision="bf16")
+    for compute in ("bf16", "bf16-attn"):
+        with pytest.raises(LBNetError, match=f"{compute} runs on the openvino backend, not ort"):
+            open_runner(str(export_cache(T4)), "ort", precision=compute)
+
+
+def test_bf16_attn_converts_the_attention_and_nothing_else(export_cache) -> None:
+    """bf16-attn: each MatMul -> (key mask) -> Softmax -> MatMul chain takes BF16 inputs and
+    gives an f32 result; every other node keeps its precision. Dynamic flat graph (the mask,
+    the Transposes) and fixed batched graph (5-D runs)."""
+    from lbnet_deploy.runtime.openvino import attention_in_bf16
+
+    for graph in (export_cache(T4, form="flat"), export_cache(T4, (16, 16))):
+        model = ov.Core().read_model(str(graph))
+        kinds = [n.get_type_name() for n in model.get_ordered_ops()]
+        assert attention_in_bf16(model) == kinds.count("Softmax") > 0
+        bf16 = [
+            n for n in model.get_ordered_ops()
+            if n.get_type_name() != "Convert" and n.get_output_element_type(0) == ov.Type.bf16
+        ]  # fmt: skip
+        chain = [n.get_type_name() for n in bf16 if n.get_type_name() != "Transpose"]
+        assert sorted(set(chain)) == (
+            ["Add", "MatMul", "Softmax"] if "Add" in chain else ["MatMul", "Softmax"]
+        )
+        assert chain.count("MatMul") == 2 * kinds.count("Softmax")
+        assert chain.count("MatMul") < kinds.count("MatMul")  # the linear layers stay f32
+        assert model.output(0).get_element_type() == ov.Type.f32
+    no_attention = ov.Model([ov.opset13.relu(p := ov.opset13.parameter([1, 3], np.float32))], [p])
+    assert attention_in_bf16(no_attention) == 0
+
+
+@pytest.mark.skipif(not _cpu_has_bf16(), reason="this CPU has no BF16 (AVX512-BF16 or AMX)")
+def test_bf16_attn_runs_the_attention_in_bf16_and_the_rest_in_fp32(
+    export_cache, checkpoint
+) -> None:
+    from collections import Counter
+
+    from lbnet_deploy.parity import TOLERANCES, compare
+    from lbnet_deploy.runtime.torch_ref import TorchRunner
+
+    export_cache(T4, form="flat")  # the first-use export, shared
+    runner = open_runner(str(checkpoint(T4)), "openvino", precision="bf16-attn")
+    assert runner.model_facts.precision == "bf16-attn"
+    assert runner.model_facts.extra["form"] == "flat"
+    batch = _batch(24, 24)
+    max_abs, _, psnr, _ = compare(runner.infer(batch), TorchRunner(checkpoint(T4)).infer(batch))
+    assert max_abs <= TOLERANCES["bf16-attn"][0] and psnr >= TOLERANCES["bf16-attn"][1]
+    compiled = runner._dynamic.get_compiled_model()  # type: ignore[attr-defined]
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) in (
+        "f32",
+        "float32",
+        "<Type: 'float32'>",
+    )
+    ran = Counter(
+        (info["layerType"].astype(str), info["runtimePrecision"].astype(str))
+        for info in (n.get_rt_info() for n in compiled.get_runtime_model().get_ordered_ops())
+    )
+    assert ran[("Subgraph", "bf16")] >= 6  # the attention kernels, one per block at least
+    for kind in ("Convolution", "FullyConnected"):
+        assert ran[(kind, "f32")] > 0 and ran[(kind, "bf16")] == 0
 
 
 def test_a_device_openvino_lacks_is_one_line(export_cache) -> None:
