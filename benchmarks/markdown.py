@@ -199,18 +199,20 @@ def _cpu_goals(g: dict[str, Any] | None) -> list[str]:
     plain, plain_ov = g["against"]
     return [
         f"CPU goals. The default CPU path (as `--backend auto` picks it: ours on ONNX Runtime "
-        f"unless ours on OpenVINO is 5% faster, FP32) is {g['default']} here: "
+        f"unless another of ours at FP32 accuracy is 5% faster) is {g['default']} here: "
         f"{judged('default_vs_plain_ort')} against {plain}, "
         f"{judged('default_vs_plain_openvino')} against {plain_ov}. The fastest of ours is "
-        f"{g['fastest']}: {judged('fastest_vs_plain_ort')} against {plain} ("
-        + (
-            "BF16 counts: PRECISION.md measures it within 0.01 dB of FP32 for this model)."
-            if g.get("bf16_counts")
-            else "BF16 does not count: PRECISION.md has it over 0.01 dB, or not measured, for "
-            "this model)."
-        ),
+        f"{g['fastest']}: {judged('fastest_vs_plain_ort')} against {plain}. "
+        f"FP32 accuracy: FP32, and {_counts(g['default_counts'], 'every checkpoint')}; "
+        f"the fastest also counts {_counts(g['fastest_counts'], 'this model')}.",
         "",
     ]
+
+
+def _counts(computes: list[str], where: str) -> str:
+    if not computes:
+        return f"no BF16 compute (none within 0.01 dB of FP32 on {where} in PRECISION.md)"
+    return f"{' and '.join(computes)} (PRECISION.md: within 0.01 dB of FP32 on {where})"
 
 
 ISSUE_FIGURES_128 = {"official eager": 1.862, "plain export": 0.569}  # the issue's, 128x128

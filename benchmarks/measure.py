@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import logging
 import tempfile
 import time
@@ -22,9 +21,11 @@ import numpy as np
 
 from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.export.macs import count_macs
+from lbnet_deploy.metadata import COMPUTE
 from lbnet_deploy.runtime.backend import to_range
 from lbnet_deploy.runtime.upscaler import available_memory_mb
 
+from .accuracy import within_bound
 from .memory import PeakMemory
 from .models import (
     CONTENDERS,
@@ -212,6 +213,7 @@ PORT_PLAIN_OV = "plain export (openvino-plain)"
 OPENVINO = {
     "ours (openvino)": ("openvino", "fp32"),
     PORT_PLAIN_OV: ("openvino-plain", "fp32"),
+    "ours (openvino bf16-attn)": ("openvino", "bf16-attn"),
     "ours (openvino bf16)": ("openvino", "bf16"),
     "plain export (openvino-plain bf16)": ("openvino-plain", "bf16"),
 }
@@ -227,52 +229,51 @@ CPU_GOALS = {
     "default_vs_plain_openvino": 1.0,
     "fastest_vs_plain_ort": 2.5,
 }
-OURS_ON_CPU = {"ours (ort)": "fp32", "ours (openvino)": "fp32", "ours (openvino bf16)": "bf16"}
+OURS_ON_CPU = {
+    "ours (ort)": "fp32", "ours (openvino)": "fp32",
+    "ours (openvino bf16-attn)": "bf16-attn", "ours (openvino bf16)": "bf16",
+}  # fmt: skip
 
 
-def bf16_within_bound(spec: str, bound_db: float = 0.01) -> bool | None:
-    """Whether PRECISION.md's BF16 rows for `spec` (a model name) are all within `bound_db` of
-    FP32; None where they were not measured (another model, or precision.json not installed)."""
-    path = Path(__file__).with_name("precision.json")
-    try:
-        results = json.loads(path.read_text())
-        rows = next(r["bf16"]["datasets"] for r in results if r["model"] == spec and "bf16" in r)
-        return all(abs(d["openvino-bf16"]["drop_db"]) <= bound_db for d in rows.values())
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
-        return None
-
-
-def cpu_goals(stats: dict[str, dict[str, float]], bf16_counts: bool) -> dict[str, Any] | None:
+def cpu_goals(
+    stats: dict[str, dict[str, float]],
+    default_counts: Collection[str],
+    fastest_counts: Collection[str],
+) -> dict[str, Any] | None:
     """The CPU goals judged on one comparison: the default path as `--backend auto` picks it
-    (ours on ONNX Runtime unless ours on OpenVINO is `choose.MARGIN` faster, at FP32), the
-    fastest any of ours (BF16 only where `bf16_counts`: within 0.01 dB for this model)."""
+    (ours on ONNX Runtime unless another of ours is `choose.MARGIN` faster, among FP32 and
+    the computes of `default_counts`: within 0.01 dB of FP32 on every checkpoint), the fastest
+    any of ours (FP32 and the computes of `fastest_counts`: within 0.01 dB for this model)."""
     from .choose import MARGIN
 
     plain, _ = judged_against(stats)
     plain_ov = OFFICIAL_PLAIN_OV if plain == OFFICIAL_PLAIN else PORT_PLAIN_OV
-    ours = {
-        name: stats[name]["median_s"]
-        for name, precision in OURS_ON_CPU.items()
-        if name in stats and (precision == "fp32" or bf16_counts)
-    }
-    fp32 = {name: s for name, s in ours.items() if OURS_ON_CPU[name] == "fp32"}
-    if not fp32 or plain not in stats:
+
+    def timed(counts: Collection[str]) -> dict[str, float]:
+        return {
+            name: stats[name]["median_s"]
+            for name, compute in OURS_ON_CPU.items()
+            if name in stats and (compute == "fp32" or compute in counts)
+        }
+
+    accurate, ours = timed(default_counts), timed(fastest_counts)
+    if not accurate or plain not in stats:
         return None
-    default = next(iter(fp32))  # ours on ONNX Runtime, where it ran
-    quickest = min(fp32, key=fp32.__getitem__)
-    if fp32[default] >= fp32[quickest] * MARGIN:
+    default = next(iter(accurate))  # ours on ONNX Runtime, where it ran
+    quickest = min(accurate, key=accurate.__getitem__)
+    if accurate[default] >= accurate[quickest] * MARGIN:
         default = quickest
     fastest = min(ours, key=ours.__getitem__)
     ratios = {
-        "default_vs_plain_ort": stats[plain]["median_s"] / fp32[default],
+        "default_vs_plain_ort": stats[plain]["median_s"] / accurate[default],
         "default_vs_plain_openvino": (
-            stats[plain_ov]["median_s"] / fp32[default] if plain_ov in stats else None
+            stats[plain_ov]["median_s"] / accurate[default] if plain_ov in stats else None
         ),
         "fastest_vs_plain_ort": stats[plain]["median_s"] / ours[fastest],
     }
     return {
         "default": default, "fastest": fastest, "against": [plain, plain_ov],
-        "bf16_counts": bf16_counts,
+        "default_counts": sorted(default_counts), "fastest_counts": sorted(fastest_counts),
         "ratios": {k: None if v is None else round(v, 2) for k, v in ratios.items()},
         "goals": CPU_GOALS,
         "met": {k: v is not None and v >= CPU_GOALS[k] for k, v in ratios.items()},
@@ -366,7 +367,11 @@ def compare_study(
     result["goals_met"] = (
         result["speedup_vs_eager"] >= GOAL_VS_EAGER and result["speedup_vs_plain"] >= GOAL_VS_PLAIN
     )
-    result["cpu_goals"] = cpu_goals(stats, bf16_within_bound(spec) is True)
+    result["cpu_goals"] = cpu_goals(
+        stats,
+        [c for c in COMPUTE if within_bound(c) is True],  # every checkpoint: a default
+        [c for c in COMPUTE if within_bound(c, (spec,)) is True],  # this model
+    )
     if profile:
         log("profiling ours and the plain export with ORT, and the OpenVINO contenders")
         # the graph itself is run: fed in its own range (a unit file, lbnet.io, takes 0..1)

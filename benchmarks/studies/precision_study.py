@@ -39,6 +39,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 FP16_LIMIT_DB, INT8_LIMIT_DB = 0.01, 0.10  # issue 5's acceptance bounds
 BF16_LIMIT_DB = 0.01  # BF16 may be a default only within this of FP32 on every checkpoint
 OPENVINO = ("openvino-fp32", "openvino-bf16")  # the BF16 part's two runs, same FP32 graph
+ATTN = "openvino-bf16-attn"  # the bf16-attn part: scored beside the BF16 part's FP32 rows
 
 
 @dataclass
@@ -188,6 +189,29 @@ def study_bf16(spec: str, datasets: list[Path], budget_mb: int | None = None) ->
     }  # fmt: skip
 
 
+def study_bf16_attn(spec: str, datasets: list[Path], kept: dict[str, Any]) -> None:
+    """`--precision bf16-attn` (only the attention products in BF16) on its graph, scored
+    against the BF16 part's OpenVINO FP32 rows `kept` with their budget (so their plan,
+    checked); the same OpenVINO release and CPU flags, or it refuses."""
+    import openvino as ov
+
+    from lbnet_deploy.runtime.registry import BACKENDS
+
+    bf16 = kept.get("bf16")
+    if not bf16 or bf16["openvino"] != ov.get_version() or bf16["cpu_flags"] != cpu_flags():
+        raise SystemExit(f"{spec}: run --parts bf16 first, on this OpenVINO and this CPU")
+    form = BACKENDS["openvino"].form("bf16-attn")
+    graph = model_file(spec, form=form)
+    for dataset in datasets:
+        rows = bf16["datasets"][dataset.name]
+        print(f"== {spec} {ATTN} {dataset.name}", file=sys.stderr, flush=True)
+        rows[ATTN] = score(graph, dataset, bf16["memory_budget_mb"], ATTN)
+        if rows[ATTN]["tiled"] != rows[OPENVINO[0]]["tiled"]:
+            raise SystemExit(f"{spec} {dataset.name}: not the FP32 rows' tiling plan")
+        _drops(rows, OPENVINO[0], (ATTN,))
+    bf16["attn_form"] = form
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     machines = sorted({r.get("machine", "not recorded") for r in results if "datasets" in r})
     lines = [
@@ -274,15 +298,23 @@ def int8_goals(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _verdict(drops: list[float], what: str, opt_in: str) -> str:
+    over = sum(abs(d) > BF16_LIMIT_DB for d in drops)
+    if not over:
+        return f"{what} within {BF16_LIMIT_DB} dB on every row: it may run by default"
+    return f"{what} over {BF16_LIMIT_DB} dB on {over} of {len(drops)} rows: opt-in (`{opt_in}`)"
+
+
 def bf16_markdown(results: list[dict[str, Any]]) -> list[str]:
-    tables = [r["bf16"]["datasets"] for r in results]
-    drops = [rows[OPENVINO[1]]["drop_db"] for t in tables for rows in t.values()]
-    verdict = (
-        f"within {BF16_LIMIT_DB} dB on every row: BF16 could be a default"
-        if all(abs(d) <= BF16_LIMIT_DB for d in drops)
-        else f"over {BF16_LIMIT_DB} dB on {sum(abs(d) > BF16_LIMIT_DB for d in drops)} of "
-        f"{len(drops)} rows: BF16 stays opt-in (`--precision bf16`)"
+    rows = [(r, name, row) for r in results for name, row in r["bf16"]["datasets"].items()]
+    verdict = _verdict(
+        [row[OPENVINO[1]]["drop_db"] for _, _, row in rows], "BF16", "--precision bf16"
     )
+    attn = [row[ATTN]["drop_db"] for _, _, row in rows if ATTN in row]
+    if attn:
+        verdict += "; " + _verdict(attn, "bf16-attn", "--precision bf16-attn")
+        if len(attn) < len(rows):
+            verdict += f" (measured on {len(attn)} of {len(rows)} rows)"
     first = results[0]["bf16"]
     lines = [
         "",
@@ -291,24 +323,31 @@ def bf16_markdown(results: list[dict[str, Any]]) -> list[str]:
         "`--precision bf16 --backend openvino`: the FP32 graph (attention form "
         f"`{first.get('form', 'batched')}`) computed in BF16 by OpenVINO's CPU "
         "plugin, beside the same graph in OpenVINO FP32 (same tiling plan), on "
-        f"{first['cpu']} (flags {', '.join(first['cpu_flags'])}). Drop = FP32 - BF16; worst = "
-        f"the largest per-image drop. Verdict: {verdict}.",
+        f"{first['cpu']} (flags {', '.join(first['cpu_flags'])}). `--precision bf16-attn`: "
+        "only the attention products in BF16 (MatMul, Softmax, MatMul; everything else FP32), "
+        f"on its graph (form `{first.get('attn_form', 'flat')}`), beside the same FP32 rows. "
+        f"Drop = FP32 - other; worst = the largest per-image drop. Verdict: {verdict}.",
         "",
         "| model | set | OpenVINO FP32 PSNR | BF16 PSNR | BF16 drop | BF16 worst "
-        "| Inf/NaN values | tiled images |",
-        "|---|---|---|---|---|---|---|---|",
+        "| bf16-attn drop | bf16-attn worst | Inf/NaN values | tiled images |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        for name, rows in r["bf16"]["datasets"].items():
-            fp32, bf16 = rows[OPENVINO[0]], rows[OPENVINO[1]]
-            over = "" if abs(bf16["drop_db"]) <= BF16_LIMIT_DB else " (over)"
-            lines.append(
-                f"| {r['model']} | {name} | {fp32['psnr']:.4f} | {bf16['psnr']:.4f} "
-                f"| {bf16['drop_db']:+.4f}{over} | {bf16['worst_image_drop_db']:+.4f} "
-                f"| {fp32['nonfinite_values'] + bf16['nonfinite_values']} "
-                f"| {len(fp32['tiled'])} |"
-            )
+    for r, name, row in rows:
+        fp32, bf16, mixed = row[OPENVINO[0]], row[OPENVINO[1]], row.get(ATTN)
+        bad = sum(row[k]["nonfinite_values"] for k in (*OPENVINO, ATTN) if k in row)
+        worst = f"{mixed['worst_image_drop_db']:+.4f}" if mixed else "—"
+        lines.append(
+            f"| {r['model']} | {name} | {fp32['psnr']:.4f} | {bf16['psnr']:.4f} "
+            f"| {_drop(bf16['drop_db'])} | {bf16['worst_image_drop_db']:+.4f} "
+            f"| {_drop(mixed['drop_db']) if mixed else '—'} "
+            f"| {worst} "
+            f"| {bad} | {len(fp32['tiled'])} |"
+        )
     return lines
+
+
+def _drop(db: float) -> str:
+    return f"{db:+.4f}{'' if abs(db) <= BF16_LIMIT_DB else ' (over)'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         "--parts",
         default="fp16-int8,bf16",
         help="fp16-int8 (ONNX Runtime), int8 (INT8 again beside the FP32 rows kept), bf16 "
-        "(OpenVINO)",
+        "(OpenVINO), bf16-attn (OpenVINO, beside the bf16 part's FP32 rows)",
     )
     args = p.parse_args(argv)
     out = Path(args.out_dir)
@@ -346,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
             kept = study_int8(spec, datasets, Path(args.images), work, kept, budget)
         if "bf16" in parts:
             kept["bf16"] = study_bf16(spec, datasets, args.memory_budget)
+        if "bf16-attn" in parts:
+            study_bf16_attn(spec, datasets, kept)
         results.append(kept)
         json_path.write_text(json.dumps(results, indent=1))
         (out / "PRECISION.md").write_text(markdown(results))
