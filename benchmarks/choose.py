@@ -13,8 +13,11 @@ own size (OpenVINO's runner compiles a dynamic graph once with dynamic dims for 
 statically only for a shape run twice in a row); a fixed graph on repeated runs at its size. The
 result is kept in the cache, keyed by the CPU, the threads, the graph file's hash, the shape,
 the precision and the versions, so later runs on the same machine cost nothing. A backend that
-cannot open or run the graph is left out with a warning. BF16 is never chosen by itself: it is a
-precision the user asks for (`--precision bf16`).
+cannot open or run the graph is left out with a warning. Without `--precision`, a compute of
+FP32 accuracy is a candidate too (`ACCURATE`: OpenVINO's bf16-attn, the attention products in
+BF16, on a CPU that computes BF16), as PRECISION.md measures it within 0.01 dB of FP32 on Set5
+and Set14 for every official checkpoint (`accuracy.within_bound`). Whole BF16 is never chosen by
+itself: it is a precision the user asks for (`--precision bf16`).
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ from lbnet_deploy.runtime.registry import BACKENDS
 from lbnet_deploy.runtime.upscaler import DEFAULT_TILE
 from lbnet_deploy.weights import cache_root, sha256_file
 
+from .accuracy import within_bound
 from .machine import cpu_flags, cpu_model, library_versions
 from .timing import interleaved, sample_input
 
 log = logging.getLogger("lbnet_deploy")
 
 CANDIDATES = ("ort", "openvino")  # the CPU backends auto chooses among, ONNX Runtime first
+# (backend, compute) of FP32 accuracy, also timed where the request names no precision
+ACCURATE = (("openvino", "bf16-attn"),)
 # Another backend must beat ONNX Runtime by this much: closer than that, repeated interleaved
 # runs of one backend differ as much here, and ONNX Runtime compiles nothing per input shape
 # (OpenVINO: a compile per graph and per shape run twice in a row, which the timing leaves out).
@@ -56,13 +62,19 @@ class Choice:
     """The backend auto picked, and the medians it was picked by (empty: nothing to time)."""
 
     backend: str
-    ms: dict[str, float] = field(default_factory=dict)
+    ms: dict[str, float] = field(default_factory=dict)  # per contender (`label`)
     size: tuple[int, int] | None = None
     why: str = ""
     new_shapes: bool = False  # timed on first runs at new shapes (as whole images run)
     # the chosen backend's runner where choosing opened it (the command runs it, rather than
     # opening a second session or, on OpenVINO, compiling again); never kept in the cache
     runner: Runner | None = field(default=None, compare=False, repr=False)
+    compute: str | None = None  # a compute precision auto chose to open `backend` with
+
+    @property
+    def label(self) -> str:
+        """The contender's name in `ms`: the backend, and the compute auto chose."""
+        return f"{self.backend} {self.compute}" if self.compute else self.backend
 
     def note(self) -> str:
         """For the summary line: why this backend."""
@@ -71,7 +83,7 @@ class Choice:
         times = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.ms.items())
         h, w = self.size
         at = f"on first runs at new sizes near {h}x{w}" if self.new_shapes else f"at {h}x{w}"
-        if self.backend == min(self.ms, key=self.ms.__getitem__):
+        if self.label == min(self.ms, key=self.ms.__getitem__):
             return f"auto: fastest here {at} ({times})"
         margin = f"{MARGIN - 1:.0%}"
         return f"auto: none of the others {margin} faster here {at} ({times})"
@@ -97,7 +109,8 @@ def choose_backend(
     if not able:
         raise LBNetError(f"no CPU backend runs {wanted}; name one with --backend")
     installed = [n for n in able if not BACKENDS[n].missing()]
-    if len(installed) < 2:
+    accurate = _accurate_computes(installed) if precision is None else []
+    if len(installed) + len(accurate) < 2:
         # the one there is, or the first that could run it (its opening names what is missing)
         name = (installed or able)[0]
         return Choice(name, why=f"the only installed CPU backend that runs {wanted}")
@@ -115,22 +128,44 @@ def choose_backend(
     shape = (batch, *size)
     # a name or checkpoint runs on each backend in the attention form exported for it (the
     # graph's hash and the forms say what runs); a file is the same graph everywhere
-    forms = {n: BACKENDS[n].form(compute) for n in installed} if not model.is_file else {}
+    contenders = {n: (n, precision) for n in installed} | {f"{n} {c}": (n, c) for n, c in accurate}
+    forms = {
+        label: BACKENDS[n].form(c or compute) for label, (n, c) in contenders.items()
+    } if not model.is_file else {}  # fmt: skip
     timed = (*shape, new_shapes)
-    key = choice_key(graph, forms or installed, wanted, bounded_threads(threads), timed)
+    key = choice_key(graph, forms or list(contenders), wanted, bounded_threads(threads), timed)
     cached = _read_cache().get(key)
     if cached is not None:
-        return replace(cached, runner=first) if cached.backend == installed[0] else cached
+        return replace(cached, runner=first) if cached.label == installed[0] else cached
     runners = {installed[0]: first}
-    for name in installed[1:]:
+    for label, (name, c) in list(contenders.items())[1:]:
         try:
-            runners[name] = open_runner(spec, name, threads, precision=precision, scale=scale)
+            runners[label] = open_runner(spec, name, threads, precision=c, scale=scale)
         except LBNetError as exc:  # a backend that cannot run this graph is not a candidate
-            log.warning("auto: not timing %s: %s", name, exc)
+            log.warning("auto: not timing %s: %s", label, exc)
     choice = measure(runners, shape, new_shapes)
-    if len(choice.ms) == len(installed):  # a choice without a candidate is not kept
+    name, chosen = contenders.get(choice.backend, (choice.backend, None))
+    choice = replace(choice, backend=name, compute=chosen if chosen != precision else None)
+    if len(choice.ms) == len(contenders):  # a choice without a candidate is not kept
         _write_cache(key, choice)
-    return replace(choice, runner=runners.get(choice.backend))
+    return replace(choice, runner=runners.get(choice.label))
+
+
+def _accurate_computes(installed: list[str]) -> list[tuple[str, str]]:
+    """The `ACCURATE` (backend, compute) pairs this machine can run and PRECISION.md measured
+    within 0.01 dB of FP32 on every official checkpoint."""
+    pairs = []
+    for name, compute in ACCURATE:
+        check = BACKENDS[name].check_compute
+        if name not in installed or within_bound(compute) is not True:
+            continue
+        try:
+            if check is not None:
+                check(compute)  # a CPU without BF16: not a candidate
+        except LBNetError:
+            continue
+        pairs.append((name, compute))
+    return pairs
 
 
 def open_auto(
@@ -148,8 +183,8 @@ def open_auto(
     tensorrt)."""
     choice = choose_backend(spec, precision, threads, scale, tile=tile, batch=batch)
     runner = choice.runner or open_runner(
-        spec, choice.backend, threads, tile=tile, batch=batch, precision=precision, scale=scale,
-        cuda_graph=cuda_graph,
+        spec, choice.backend, threads, tile=tile, batch=batch, scale=scale,
+        precision=choice.compute or precision, cuda_graph=cuda_graph,
     )  # fmt: skip
     return runner, choice
 
@@ -172,7 +207,7 @@ def choice_key(
         "graph": sha256_file(graph),
         "shape": list(shape),
         "precision": precision,
-        "backends": {n: [versions.get(m) for m in BACKENDS[n].requires] for n in names},
+        "backends": {n: [versions.get(m) for m in BACKENDS[n.split()[0]].requires] for n in names},
         "forms": names if isinstance(names, dict) else None,
         "lbnet-deploy": versions.get("lbnet-deploy"),
         "rule": [RULE, MARGIN, WARMUP, ROUNDS],
@@ -230,8 +265,16 @@ def _read_cache() -> dict[str, Choice]:
         for key, v in raw.items():
             ms = {str(k): float(t) for k, t in v["ms"].items()}
             h, w = (int(d) for d in v["size"])
-            if v["backend"] in CANDIDATES and v["backend"] in ms:
-                kept[key] = Choice(v["backend"], ms, (h, w), new_shapes=bool(v.get("new_shapes")))
+            compute = v.get("compute")
+            choice = Choice(
+                v["backend"], ms, (h, w), new_shapes=bool(v.get("new_shapes")), compute=compute
+            )
+            if (
+                v["backend"] in CANDIDATES
+                and compute in (None, *dict(ACCURATE).values())
+                and choice.label in ms
+            ):
+                kept[key] = choice
         return kept
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
@@ -240,7 +283,10 @@ def _read_cache() -> dict[str, Choice]:
 def _write_cache(key: str, choice: Choice) -> None:
     def entry(c: Choice) -> dict[str, object]:
         size = list(c.size or ())
-        return {"backend": c.backend, "ms": c.ms, "size": size, "new_shapes": c.new_shapes}
+        return {
+            "backend": c.backend, "compute": c.compute, "ms": c.ms, "size": size,
+            "new_shapes": c.new_shapes,
+        }  # fmt: skip
 
     entries = {k: entry(c) for k, c in _read_cache().items()}
     entries[key] = entry(choice)

@@ -15,6 +15,13 @@ from lbnet_deploy.runtime.registry import BACKENDS
 from .conftest import texture
 
 T4 = "random-LBNet-T-x4"
+ACCURATE = choose.ACCURATE  # the tests that time it put it back
+
+
+@pytest.fixture(autouse=True)
+def _fp32_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Auto times FP32 contenders only, unless a test puts `ACCURATE` back."""
+    monkeypatch.setattr(choose, "ACCURATE", ())
 
 
 @pytest.fixture
@@ -229,3 +236,72 @@ def test_a_checkpoint_runs_on_each_backend_in_the_form_exported_for_it(
     ckpt = checkpoint(T4)
     key = choose.choice_key(ckpt, {"ort": "batched", "openvino": "flat"}, "fp32", 2, (1,))
     assert key != choose.choice_key(ckpt, ["ort", "openvino"], "fp32", 2, (1,))
+
+
+def _cpu_has_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_an_fp32_accurate_compute_is_timed_only_where_measured_and_computable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bf16-attn is a candidate where PRECISION.md has it within 0.01 dB on every checkpoint,
+    OpenVINO is installed and the CPU computes BF16; never where one of those is missing."""
+    _openvino_installed()
+    both = ["ort", "openvino"]
+    monkeypatch.setattr(choose, "ACCURATE", ACCURATE)
+    monkeypatch.setattr(choose, "within_bound", lambda compute: compute == "bf16-attn")
+    expected = [("openvino", "bf16-attn")] if _cpu_has_bf16() else []
+    assert choose._accurate_computes(both) == expected
+    assert choose._accurate_computes(["ort"]) == []  # OpenVINO not installed
+    monkeypatch.setattr(choose, "within_bound", lambda compute: None)  # not measured
+    assert choose._accurate_computes(both) == []
+    monkeypatch.setattr(choose, "within_bound", lambda compute: True)
+    from lbnet_deploy.runtime import openvino
+
+    monkeypatch.setattr(openvino, "check_device", _refuse_bf16)
+    assert choose._accurate_computes(both) == []  # a CPU without BF16
+
+
+def _refuse_bf16(core: object, device: str, compute: str = "fp32") -> None:
+    from lbnet_deploy.errors import LBNetError
+
+    if compute != "fp32":
+        raise LBNetError("this CPU cannot compute in BF16")
+
+
+def test_auto_runs_bf16_attn_where_it_is_the_fastest(
+    graph: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _openvino_installed()
+    if not _cpu_has_bf16():
+        pytest.skip("this CPU has no BF16 (AVX512-BF16 or AMX): bf16-attn is no candidate")
+    monkeypatch.setattr(choose, "ACCURATE", ACCURATE)
+    monkeypatch.setattr(choose, "within_bound", lambda compute: compute == "bf16-attn")
+    measured = _fake_timings(monkeypatch, {"ort": 1.0, "openvino": 0.8, "openvino bf16-attn": 0.5})
+    choice = choose.choose_backend(graph)
+    assert (choice.backend, choice.compute, choice.label) == (
+        "openvino",
+        "bf16-attn",
+        "openvino bf16-attn",
+    )
+    assert choice.runner is not None and choice.runner.describe()["precision"] == "bf16-attn"
+    assert "fastest here" in choice.note() and "openvino bf16-attn 500 ms" in choice.note()
+    kept = choose.choose_backend(graph)  # from the cache: the command opens it, with its compute
+    assert (kept.backend, kept.compute, kept.runner, len(measured)) == (
+        "openvino",
+        "bf16-attn",
+        None,
+        1,
+    )
+    runner, _ = choose.open_auto(graph)
+    assert runner.describe()["precision"] == "bf16-attn"
+    # slower than OpenVINO at FP32: FP32 it is, and the choice says no compute
+    monkeypatch.setenv("LBNET_CACHE_DIR", str(Path(graph).parent / "other-cache"))
+    _fake_timings(monkeypatch, {"ort": 1.0, "openvino": 0.5, "openvino bf16-attn": 0.8})
+    assert (choose.choose_backend(graph).label, choose.choose_backend(graph).compute) == (
+        "openvino",
+        None,
+    )
