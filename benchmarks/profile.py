@@ -111,11 +111,13 @@ def profile_openvino(
     """OpenVINO's per-node counters (PERF_COUNT) of a fixed-size graph on the CPU, after one
     uncounted warm-up run: the top "node type (kernel)" pairs by time per run, where the kernel
     is OpenVINO's exec type (which ISA and library ran it)."""
-    from lbnet_deploy.runtime.openvino import compile_config, core
+    from lbnet_deploy.runtime.openvino import compile_config, core, set_compute
 
     ov_core = core()
     config = compile_config("CPU", threads, compute) | {"PERF_COUNT": True}
-    request = ov_core.compile_model(str(path), "CPU", config).create_infer_request()
+    model = ov_core.read_model(str(path))
+    set_compute(model, compute, path)  # as the runner compiles it
+    request = ov_core.compile_model(model, "CPU", config).create_infer_request()
     request.infer({0: x})
     total: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)

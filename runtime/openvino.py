@@ -100,6 +100,13 @@ def attention_in_bf16(model: Any) -> int:
     return chains
 
 
+def set_compute(model: Any, compute: str, path: str | Path) -> None:
+    """What `compute` changes in an FP32 model before it is compiled (the hint aside):
+    bf16-attn marks the attention (`attention_in_bf16`), and needs some to mark."""
+    if compute == "bf16-attn" and not attention_in_bf16(model):
+        raise LBNetError(f"{path}: no attention found to compute in BF16")
+
+
 def compile_config(device: str, threads: int | None, compute: str) -> dict[str, object]:
     """The one set of compile properties of the product's OpenVINO models."""
     config = {
@@ -140,12 +147,6 @@ class OpenVINORunner(GraphRunner):
         shape = self._model.input(0).get_partial_shape()
         dims = [d.get_length() if d.is_static else None for d in shape]
         facts = graph_facts(self._metadata(), dims, str(self.path))
-        if (
-            compute == "bf16-attn"
-            and facts.precision == "fp32"
-            and not attention_in_bf16(self._model)
-        ):
-            raise LBNetError(f"{self.path}: no attention found to compute in BF16")
         if compute != "fp32":
             if facts.precision != "fp32":  # BF16 compute is a precision of FP32 graphs only
                 raise LBNetError(
@@ -153,6 +154,7 @@ class OpenVINORunner(GraphRunner):
                     "an FP32 graph in it"
                 )
             check_device(self._core, device, compute)
+            set_compute(self._model, compute, self.path)
         # what this runner computes in: a bf16 run of an FP32 graph is a bf16 run
         self.facts = facts if compute == "fp32" else replace(facts, precision=compute)
         self._config = compile_config(device, threads, compute)

@@ -225,6 +225,12 @@ def test_bf16_attn_runs_the_attention_in_bf16_and_the_rest_in_fp32(
     assert ran[("Subgraph", "bf16")] >= 6  # the attention kernels, one per block at least
     for kind in ("Convolution", "FullyConnected"):
         assert ran[(kind, "f32")] > 0 and ran[(kind, "bf16")] == 0
+    # bench's OpenVINO profile compiles it the same way
+    from lbnet_deploy.benchmarks.profile import profile_openvino
+
+    path = str(runner.describe()["path"])
+    top = profile_openvino(path, batch, threads=1, compute="bf16-attn", runs=1)["top"]
+    assert any(t["op"].startswith("Subgraph (") and "bf16" in t["op"] for t in top)
 
 
 def test_a_device_openvino_lacks_is_one_line(export_cache) -> None:
