@@ -156,6 +156,20 @@ def _comparison(result: dict[str, Any]) -> list[str]:
             "against it."
             if c.get("against") == "official code"
             else "They stand in for the official code (give --official-repo to time it)."
+        )
+        + (
+            " 'bf16-attn': OpenVINO with only the attention products in BF16, everything else "
+            "FP32 (`--precision bf16-attn`)."
+            if any(name.endswith("bf16-attn)") for name in c["stats"])
+            else ""
+        )
+        + (
+            f" Measured in a run of its own started {c['started']}, with the MatMul peaks "
+            "measured in that run: "
+            + ", ".join(f"{k} {v}" for k, v in c["roofline"]["peaks_gmacs"].items())
+            + " GMAC/s."
+            if c.get("started") and c.get("roofline")
+            else ""
         ),
         "",
     ]
@@ -168,7 +182,9 @@ def _comparison(result: dict[str, Any]) -> list[str]:
         "",
     ]
     out += _cpu_goals(c.get("cpu_goals"))
-    out += _floor(c, result.get("roofline"))
+    # a comparison measured again later carries the peaks measured with it (peaks move by
+    # the hour here: 155 and 201 GMAC/s FP32 on one machine, a day apart)
+    out += _floor(c, c.get("roofline") or result.get("roofline"))
     profiles = [
         *((f"ORT profile, {n} (top ops by kernel time per run):", "op", p)
           for n, p in c.get("profile", {}).items()),

@@ -330,6 +330,29 @@ def test_forward_table_gives_speedup_over_fp32() -> None:
     assert "| 300.0 | 1.00x |" in text and "| 200.0 | 1.50x |" in text
 
 
+def test_a_comparison_measured_later_is_judged_on_its_own_peaks() -> None:
+    """RESULTS.md splices a comparison measured again later: its floor and fractions use the
+    peaks measured with it, not the rest of the report's (peaks move by the hour here)."""
+    stats = {"median_s": 0.5, "p90_s": 0.5, "min_s": 0.5, "runs": 1}
+    comparison = {
+        "size": [8, 8], "against": "straightforward port", "goals_met": False,
+        "stats": {"ours (ort)": stats, "ours (openvino bf16-attn)": stats},
+        "speedup_vs_eager": 1.0, "speedup_vs_plain": 1.0, "goal_vs_eager": 4.0,
+        "goal_vs_plain": 1.3, "macs": {"total": 1e9, "MatMul_attention": 5e8}, "floor_s": 0.005,
+        "fraction_of_peak": {"ours (ort)": 0.01},
+    }  # fmt: skip
+    old = {"peak_gmacs": 100.0, "peaks_gmacs": {"fp32": 100.0}, "rates_gmacs": {}, "method": "m"}
+    new = {"peak_gmacs": 200.0, "peaks_gmacs": {"fp32": 200.0}, "rates_gmacs": {}, "method": "m"}
+    text = _rendered(roofline=old, comparison=comparison)
+    assert "FP32 peak of 100.0 GMAC/s" in text and "run of its own" not in text
+    assert "'bf16-attn': OpenVINO with only the attention products in BF16" in text
+    text = _rendered(roofline=old, comparison=comparison | {"started": "T2", "roofline": new})
+    assert "FP32 peak of 200.0 GMAC/s" in text
+    assert (
+        "run of its own started T2, with the MatMul peaks measured in that run: fp32 200.0" in text
+    )
+
+
 def test_tiled_verdict_needs_256_and_up() -> None:
     def r(mode: str, n: int, s: float) -> dict:
         macs = {"total": 1e9, "MatMul_attention": 2e8}
