@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -68,23 +69,35 @@ def attention_in_bf16(model: Any) -> int:
     """
     import openvino.opset13 as ops
 
+    def sole_user(node: Any) -> str | None:
+        """The name of the one node reading `node`'s output, if one only."""
+        users = list(node.output(0).get_target_inputs())
+        return users[0].get_node().get_name() if len(users) == 1 else None
+
     def outside(node: Any, i: int) -> tuple[Any, int]:
+        # before a Transpose that feeds this MatMul only: other readers keep their f32
         source = node.input_value(i).get_node()
-        return (source, 0) if source.get_type_name() == "Transpose" else (node, i)
+        if source.get_type_name() == "Transpose" and sole_user(source) == node.get_name():
+            return source, 0
+        return node, i
 
     chains = 0
     for softmax in [n for n in model.get_ordered_ops() if n.get_type_name() == "Softmax"]:
-        scores = softmax.input_value(0).get_node()
-        converted = []
+        scores, mask = softmax.input_value(0).get_node(), None
         if scores.get_type_name() == "Add":  # the dynamic graph's key mask (0 or -inf)
-            converted.append((scores, 1))
-            scores = scores.input_value(0).get_node()
-        users = [t.get_node() for t in softmax.output(0).get_target_inputs()]
-        if scores.get_type_name() != "MatMul" or [u.get_type_name() for u in users] != ["MatMul"]:
+            mask, scores = scores, scores.input_value(0).get_node()
+        users = list(softmax.output(0).get_target_inputs())
+        chain = [scores, *([mask] if mask else []), softmax]
+        if (
+            scores.get_type_name() != "MatMul"
+            or [(u.get_node().get_type_name(), u.get_index()) for u in users] != [("MatMul", 0)]
+            # every step read by the next one only, or f32 readers would get BF16
+            or any(sole_user(a) != b.get_name() for a, b in pairwise(chain))
+        ):
             continue
-        product = users[0]
-        converted += [outside(scores, 0), outside(scores, 1), outside(product, 1)]
-        for node, i in converted:
+        product = users[0].get_node()
+        converted = [outside(scores, 0), outside(scores, 1), outside(product, 1)]
+        for node, i in converted + ([(mask, 1)] if mask else []):
             convert = ops.convert(node.input_value(i), "bf16")
             node.input(i).replace_source_output(convert.output(0))
         last = product
@@ -103,7 +116,14 @@ def attention_in_bf16(model: Any) -> int:
 def set_compute(model: Any, compute: str, path: str | Path) -> None:
     """What `compute` changes in an FP32 model before it is compiled (the hint aside):
     bf16-attn marks the attention (`attention_in_bf16`), and needs some to mark."""
-    if compute == "bf16-attn" and not attention_in_bf16(model):
+    if compute != "bf16-attn":
+        return
+    try:
+        chains = attention_in_bf16(model)
+    except RuntimeError as exc:  # OpenVINO's type check of a graph not shaped like ours
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise LBNetError(f"{path}: cannot compute its attention in BF16 ({first})") from None
+    if not chains:
         raise LBNetError(f"{path}: no attention found to compute in BF16")
 
 

@@ -196,6 +196,59 @@ def test_bf16_attn_converts_the_attention_and_nothing_else(export_cache) -> None
     assert attention_in_bf16(no_attention) == 0
 
 
+def test_bf16_attn_on_a_graph_without_our_attention_is_one_line(monkeypatch) -> None:
+    from openvino import opset13 as op
+
+    from lbnet_deploy.runtime import openvino as backend
+
+    s = op.parameter([2, 4, 4], np.float32)
+    v = op.parameter([2, 4, 4], np.float32)
+    # Softmax as the right operand (v @ softmax(s)): not the attention chain, left alone
+    model = ov.Model(
+        [op.matmul(v, op.softmax(op.matmul(s, s, False, False), -1), False, False)], [s, v]
+    )
+    with pytest.raises(LBNetError, match="no attention found to compute in BF16"):
+        backend.set_compute(model, "bf16-attn", "g.onnx")
+    assert all(n.get_output_element_type(0) == ov.Type.f32 for n in model.get_ordered_ops())
+
+    def refused(model: object) -> int:  # OpenVINO's own type check failing, whatever why
+        raise RuntimeError("Check 'element::Type::merge' failed\nat line 2")
+
+    monkeypatch.setattr(backend, "attention_in_bf16", refused)
+    with pytest.raises(LBNetError, match=r"g.onnx: cannot compute its attention in BF16 \(Check"):
+        backend.set_compute(model, "bf16-attn", "g.onnx")
+    backend.set_compute(model, "fp32", "g.onnx")  # nothing to do
+
+
+def test_bf16_attn_leaves_every_other_reader_in_fp32() -> None:
+    """A Transpose or a score that something else reads too: that reader keeps its f32 (the
+    Convert goes after the Transpose; a chain whose scores are read elsewhere stays FP32)."""
+    from openvino import opset13 as op
+
+    from lbnet_deploy.runtime.openvino import attention_in_bf16
+
+    def attention(shared_scores: bool) -> ov.Model:
+        q, k, v = (op.parameter([2, 4, 8], np.float32, name=n) for n in "qkv")
+        qt = op.transpose(q, op.constant(np.array([0, 2, 1])))  # also an output below
+        scores = op.matmul(qt, op.transpose(k, op.constant(np.array([0, 2, 1]))), True, False)
+        out = op.matmul(op.softmax(scores, -1), v, False, False)
+        extra = [qt, scores] if shared_scores else [qt]
+        return ov.Model([out, *extra], [q, k, v])
+
+    for shared_scores in (False, True):
+        model = attention(shared_scores)
+        x = [
+            np.random.default_rng(i).standard_normal((2, 4, 8)).astype(np.float32) for i in range(3)
+        ]
+        f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+        before = ov.Core().compile_model(attention(shared_scores), "CPU", f32)(x)
+        assert attention_in_bf16(model) == (0 if shared_scores else 1)
+        assert all(o.get_element_type() == ov.Type.f32 for o in model.outputs)
+        after = ov.Core().compile_model(model, "CPU", f32)(x)
+        assert np.array_equal(after[1], before[1])  # the shared Transpose's own output, exact
+        assert np.abs(after[0] - before[0]).max() < 0.05  # the attention, BF16 or not
+
+
 @pytest.mark.skipif(not _cpu_has_bf16(), reason="this CPU has no BF16 (AVX512-BF16 or AMX)")
 def test_bf16_attn_runs_the_attention_in_bf16_and_the_rest_in_fp32(
     export_cache, checkpoint
