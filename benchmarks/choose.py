@@ -118,6 +118,8 @@ def choose_backend(
     # before any timing
     compute = wanted if wanted in COMPUTE else "fp32"
     first = open_runner(spec, installed[0], threads, precision=precision, scale=scale)
+    if first.describe().get("precision") != "fp32":
+        accurate = []  # a compute is set over FP32 graphs only (an FP16 or INT8 file)
     size = first.input_size or (tile or DEFAULT_TILE,) * 2
     # a dynamic graph runs every image that fits (or is smaller than --tile) whole, at its own
     # size: what counts is a first run at a new shape, which OpenVINO compiles for. Set5 took
@@ -271,7 +273,7 @@ def _read_cache() -> dict[str, Choice]:
             )
             if (
                 v["backend"] in CANDIDATES
-                and compute in (None, *dict(ACCURATE).values())
+                and (compute is None or (v["backend"], compute) in ACCURATE)
                 and choice.label in ms
             ):
                 kept[key] = choice

@@ -26,6 +26,7 @@ from lbnet_deploy.runtime.backend import to_range
 from lbnet_deploy.runtime.upscaler import available_memory_mb
 
 from .accuracy import within_bound
+from .choose import ACCURATE
 from .memory import PeakMemory
 from .models import (
     CONTENDERS,
@@ -369,7 +370,7 @@ def compare_study(
     )
     result["cpu_goals"] = cpu_goals(
         stats,
-        [c for c in COMPUTE if within_bound(c) is True],  # every checkpoint: a default
+        [c for _, c in ACCURATE if within_bound(c) is True],  # what auto may pick
         [c for c in COMPUTE if within_bound(c, (spec,)) is True],  # this model
     )
     if profile:

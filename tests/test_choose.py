@@ -305,3 +305,38 @@ def test_auto_runs_bf16_attn_where_it_is_the_fastest(
         "openvino",
         None,
     )
+
+
+def test_a_file_of_its_own_precision_is_timed_at_it_and_the_choice_kept(
+    export_cache, shared_cache, checkpoint, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """An FP16 (or INT8) file: no compute can be set over it, so bf16-attn is no contender,
+    and the choice between the backends that run it is kept."""
+    from lbnet_deploy.resolve import model_file
+
+    _openvino_installed()
+    export_cache(T4, (16, 16))
+    fp16 = model_file(str(checkpoint(T4)), input_size=(16, 16), batch=1, precision="fp16")
+    monkeypatch.setattr(choose, "CANDIDATES", ("ort", "openvino"))
+    monkeypatch.setattr(choose, "ACCURATE", ACCURATE)
+    monkeypatch.setattr(choose, "within_bound", lambda compute: True)
+    measured = _fake_timings(monkeypatch, {"ort": 1.0, "openvino": 0.5})
+    assert choose.choose_backend(str(fp16)).backend == "openvino"
+    assert choose.choose_backend(str(fp16)).backend == "openvino"
+    assert len(measured) == 1 and "not timing" not in caplog.text
+
+
+def test_a_cached_choice_of_a_compute_auto_does_not_time_is_measured_again(
+    graph: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _openvino_installed()
+    monkeypatch.setattr(choose, "ACCURATE", ACCURATE)  # known, but not timed here:
+    monkeypatch.setattr(choose, "within_bound", lambda compute: False)
+    measured = _fake_timings(monkeypatch, {"ort": 1.0, "openvino": 0.5})
+    assert choose.choose_backend(graph).backend == "openvino"
+    cache = tmp_path / "cache" / "backend-choice.json"
+    entries = json.loads(cache.read_text())
+    for entry in entries.values():  # hand-edited: ONNX Runtime "with" OpenVINO's compute
+        entry.update(backend="ort", compute="bf16-attn", ms={"ort bf16-attn": 1.0})
+    cache.write_text(json.dumps(entries))
+    assert choose.choose_backend(graph).backend == "openvino" and len(measured) == 2
