@@ -192,3 +192,15 @@ def test_studies_are_not_installed() -> None:
         assert not pointer.search(path.read_text()), (
             f"{path}: installed code must not point at ../shared (only the checkout's studies may)"
         )
+
+
+def test_the_data_the_commands_read_ships_in_the_wheel() -> None:
+    """`--backend auto` reads PRECISION.md's data at run time: pyproject lists it as package
+    data (a wheel carries no other non-Python file)."""
+    import tomllib
+
+    from lbnet_deploy.benchmarks import accuracy
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["lbnet_deploy.benchmarks"]
+    assert accuracy.PRECISION_JSON.name in shipped and accuracy.PRECISION_JSON.is_file()

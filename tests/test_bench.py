@@ -753,6 +753,28 @@ def test_the_precisions_that_may_run_by_default_come_from_precision_md() -> None
     assert within_bound("fp16") is None  # not a compute PRECISION.md measures on OpenVINO
 
 
+def test_a_precision_measured_on_part_of_the_sets_is_no_pass(tmp_path, monkeypatch) -> None:
+    from lbnet_deploy.benchmarks import accuracy
+
+    def row(drop: float) -> dict:
+        return {"openvino-bf16-attn": {"drop_db": drop}}
+
+    def write(datasets: dict) -> bool | None:
+        path = tmp_path / "precision.json"
+        path.write_text(json.dumps([{"model": "m", "bf16": {"datasets": datasets}}]))
+        monkeypatch.setattr(accuracy, "PRECISION_JSON", path)
+        return accuracy.within_bound("bf16-attn", ("m",))
+
+    assert write({"Set5": row(0.001), "Set14": row(-0.002)}) is True
+    assert write({"Set5": row(0.001), "Set14": row(0.02)}) is False
+    assert write({"Set5": row(0.001)}) is None  # Set14 not measured
+    assert write({}) is None
+    assert write({"Set5": row(0.001), "Set14": {}}) is None  # the run missing on one set
+    assert write({"Set5": row(float("nan")), "Set14": row(0.0)}) is False
+    (tmp_path / "precision.json").write_text("{not json")
+    assert accuracy.within_bound("bf16-attn", ("m",)) is None
+
+
 def test_null_backend_and_host_pipeline_reach_the_report(monkeypatch, capsys) -> None:
     """`bench --backend null --device-ms T` times the stand-in without exporting a graph; the
     host-pipeline study's figures are what RESULTS.md's section shows, goals judged."""

@@ -9,7 +9,9 @@ For each model: the dynamic FP32 graph (`export --dynamic`), its FP16 graph (`ex
 the calibration photos only), each run through `eval`'s path (whole images within 75% of the
 available memory, else tiled; the same plan for all three graphs, so drops compare like with
 like). BF16 (`--parts bf16`, a CPU with AVX512-BF16 or AMX): the FP32 graph computed in BF16
-by OpenVINO, beside the same graph in OpenVINO FP32, same plan. Every raw float output is
+by OpenVINO, beside the same graph in OpenVINO FP32, same plan; bf16-attn (`--parts bf16-attn`,
+after bf16: a run of bf16 alone drops its rows): only the attention in BF16, beside those FP32
+rows (`--backend auto` reads these rows: benchmarks/accuracy.py). Every raw float output is
 checked for Inf/NaN before it is rounded to 8 bits. Writes `precision.json` and `PRECISION.md`;
 one model at a time, so partial runs keep results, and a run of one part keeps the other's.
 """
@@ -219,7 +221,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "",
         "Regenerate: `LBNET_WEIGHTS_DIR=../shared/weights python "
         "benchmarks/studies/precision_study.py --out-dir benchmarks` (hours on 2 cores; "
-        "`--parts fp16-int8` or `--parts bf16` for one table, keeping the other's results).",
+        "`--parts fp16-int8` or `--parts bf16,bf16-attn` for one table, keeping the other's "
+        "results).",
         "",
         "## FP16 and INT8 (ONNX Runtime CPU)",
         "",
@@ -362,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--parts",
-        default="fp16-int8,bf16",
+        default="fp16-int8,bf16,bf16-attn",
         help="fp16-int8 (ONNX Runtime), int8 (INT8 again beside the FP32 rows kept), bf16 "
         "(OpenVINO), bf16-attn (OpenVINO, beside the bf16 part's FP32 rows)",
     )
