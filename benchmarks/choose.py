@@ -120,6 +120,9 @@ def choose_backend(
     first = open_runner(spec, installed[0], threads, precision=precision, scale=scale)
     if first.describe().get("precision") != "fp32":
         accurate = []  # a compute is set over FP32 graphs only (an FP16 or INT8 file)
+        if len(installed) < 2:  # nothing left to time it against
+            why = f"the only installed CPU backend that runs {wanted}"
+            return Choice(installed[0], why=why, runner=first)
     size = first.input_size or (tile or DEFAULT_TILE,) * 2
     # a dynamic graph runs every image that fits (or is smaller than --tile) whole, at its own
     # size: what counts is a first run at a new shape, which OpenVINO compiles for. Set5 took

@@ -324,6 +324,11 @@ def test_a_file_of_its_own_precision_is_timed_at_it_and_the_choice_kept(
     assert choose.choose_backend(str(fp16)).backend == "openvino"
     assert choose.choose_backend(str(fp16)).backend == "openvino"
     assert len(measured) == 1 and "not timing" not in caplog.text
+    # OpenVINO alone: nothing to time it against, as before there were computes
+    monkeypatch.setattr(choose, "CANDIDATES", ("openvino",))
+    choice = choose.choose_backend(str(fp16))
+    assert (choice.backend, choice.ms, len(measured)) == ("openvino", {}, 1)
+    assert "only installed CPU backend" in choice.note() and choice.runner is not None
 
 
 def test_a_cached_choice_of_a_compute_auto_does_not_time_is_measured_again(
