@@ -25,8 +25,8 @@ from lbnet_deploy.metadata import COMPUTE
 from lbnet_deploy.runtime.backend import to_range
 from lbnet_deploy.runtime.upscaler import available_memory_mb
 
+from . import choose
 from .accuracy import within_bound
-from .choose import ACCURATE
 from .memory import PeakMemory
 from .models import (
     CONTENDERS,
@@ -243,10 +243,9 @@ def cpu_goals(
 ) -> dict[str, Any] | None:
     """The CPU goals judged on one comparison: the default path as `--backend auto` picks it
     (ours on ONNX Runtime unless another of ours is `choose.MARGIN` faster, among FP32 and
-    the computes of `default_counts`: within 0.01 dB of FP32 on every checkpoint), the fastest
-    any of ours (FP32 and the computes of `fastest_counts`: within 0.01 dB for this model)."""
-    from .choose import MARGIN
-
+    the computes of `default_counts`: those auto times, `choose.ACCURATE` within 0.01 dB of
+    FP32 on every checkpoint), the fastest any of ours (FP32 and the computes of
+    `fastest_counts`: within 0.01 dB for this model)."""
     plain, _ = judged_against(stats)
     plain_ov = OFFICIAL_PLAIN_OV if plain == OFFICIAL_PLAIN else PORT_PLAIN_OV
 
@@ -262,7 +261,7 @@ def cpu_goals(
         return None
     default = next(iter(accurate))  # ours on ONNX Runtime, where it ran
     quickest = min(accurate, key=accurate.__getitem__)
-    if accurate[default] >= accurate[quickest] * MARGIN:
+    if accurate[default] >= accurate[quickest] * choose.MARGIN:
         default = quickest
     fastest = min(ours, key=ours.__getitem__)
     ratios = {
@@ -370,7 +369,7 @@ def compare_study(
     )
     result["cpu_goals"] = cpu_goals(
         stats,
-        [c for _, c in ACCURATE if within_bound(c) is True],  # what auto may pick
+        [c for _, c in choose.ACCURATE if within_bound(c) is True],  # what auto may pick
         [c for c in COMPUTE if within_bound(c, (spec,)) is True],  # this model
     )
     if profile:

@@ -768,6 +768,7 @@ def test_a_precision_measured_on_part_of_the_sets_is_no_pass(tmp_path, monkeypat
     assert write({"Set5": row(0.001), "Set14": row(-0.002)}) is True
     assert write({"Set5": row(0.001), "Set14": row(0.02)}) is False
     assert write({"Set5": row(0.001)}) is None  # Set14 not measured
+    assert write({"Set5": row(0.001), "Set14": row(0.0), "Urban100": row(0.5)}) is True
     assert write({}) is None
     assert write({"Set5": row(0.001), "Set14": {}}) is None  # the run missing on one set
     assert write({"Set5": row(float("nan")), "Set14": row(0.0)}) is False
