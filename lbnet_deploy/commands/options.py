@@ -81,7 +81,7 @@ def add_runtime_options(
         "computed in BF16 by OpenVINO (--backend openvino, CPUs with AVX512-BF16 or AMX); "
         "bf16-attn: only its attention products in BF16 (FP32 accuracy: PRECISION.md; "
         "without --precision, --backend auto times it too where the CPU has BF16; "
-        "--precision fp32 keeps FP32 throughout)",
+        "--precision fp32 keeps FP32 throughout: for a .onnx file, name the backend)",
     )
     p.add_argument(
         "--threads", type=positive_int, help="CPU threads (default and most: CPUs available)"
