@@ -3,3 +3,9 @@
 
 class LBNetError(Exception):
     """A problem with the user's input (file, option, model) described in one line."""
+
+
+def first_line(exc: BaseException, width: int = 120) -> str:
+    """The first line of a library's exception text, cut to `width`, for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:width] if text else ""

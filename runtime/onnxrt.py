@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.errors import LBNetError, first_line
 from lbnet_deploy.metadata import from_metadata
 
 from .backend import GraphRunner, describe_facts, graph_facts
@@ -111,7 +111,7 @@ def create_session(
     try:
         session = ort.InferenceSession(model, opts, providers=wanted)
     except Exception as exc:  # InvalidProtobuf, Fail, ...: all mean "not a usable model"
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        first = first_line(exc)
         raise LBNetError(
             f"{label} is not a readable ONNX model ({type(exc).__name__}: {first})"
         ) from None

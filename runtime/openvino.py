@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lbnet_deploy.errors import LBNetError
+from lbnet_deploy.errors import LBNetError, first_line
 from lbnet_deploy.metadata import from_metadata
 
 from .backend import GraphRunner, describe_facts, graph_facts
@@ -121,7 +121,7 @@ def set_compute(model: Any, compute: str, path: str | Path) -> None:
     try:
         chains = attention_in_bf16(model)
     except RuntimeError as exc:  # OpenVINO's type check of a graph not shaped like ours
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        first = first_line(exc)
         raise LBNetError(f"{path}: cannot compute its attention in BF16 ({first})") from None
     if not chains:
         raise LBNetError(f"{path}: no attention found to compute in BF16")
@@ -158,7 +158,7 @@ class OpenVINORunner(GraphRunner):
         try:
             self._model = self._core.read_model(str(self.path))
         except Exception as exc:  # a file OpenVINO's ONNX frontend cannot read, whatever why
-            first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+            first = first_line(exc)
             raise LBNetError(
                 f"{self.path} is not a readable ONNX model ({type(exc).__name__}: {first})"
             ) from None
@@ -198,7 +198,7 @@ class OpenVINORunner(GraphRunner):
                 self._model.reshape(list(shape))  # its one input
             compiled = self._core.compile_model(self._model, self.device, self._config)
         except Exception as exc:  # a plugin's refusal or a failed allocation, whatever why
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            first = first_line(exc, 160)
             what = "its dynamic shape" if shape is None else str(list(shape))
             raise LBNetError(
                 f"OpenVINO could not compile {self.path.name} for {what} on {self.device} "
