@@ -112,8 +112,7 @@ def choose_backend(
     accurate = _accurate_computes(installed) if precision is None else []
     if len(installed) + len(accurate) < 2:
         # the one there is, or the first that could run it (its opening names what is missing)
-        name = (installed or able)[0]
-        return Choice(name, why=f"the only installed CPU backend that runs {wanted}")
+        return _only((installed or able)[0], wanted)
     # the first opens as the command would: every check of the request (and the export) comes
     # before any timing
     compute = wanted if wanted in COMPUTE else "fp32"
@@ -121,8 +120,7 @@ def choose_backend(
     if first.describe().get("precision") != "fp32":
         accurate = []  # a compute is set over FP32 graphs only (an FP16 or INT8 file)
         if len(installed) < 2:  # nothing left to time it against
-            why = f"the only installed CPU backend that runs {wanted}"
-            return Choice(installed[0], why=why, runner=first)
+            return _only(installed[0], wanted, first)
     size = first.input_size or (tile or DEFAULT_TILE,) * 2
     # a dynamic graph runs every image that fits (or is smaller than --tile) whole, at its own
     # size: what counts is a first run at a new shape, which OpenVINO compiles for. Set5 took
@@ -154,6 +152,11 @@ def choose_backend(
     if len(choice.ms) == len(contenders):  # a choice without a candidate is not kept
         _write_cache(key, choice)
     return replace(choice, runner=runners.get(choice.label))
+
+
+def _only(name: str, wanted: str, runner: Runner | None = None) -> Choice:
+    """Nothing to time `name` against: chosen as it is."""
+    return Choice(name, why=f"the only installed CPU backend that runs {wanted}", runner=runner)
 
 
 def _accurate_computes(installed: list[str]) -> list[tuple[str, str]]:

@@ -230,10 +230,10 @@ CPU_GOALS = {
     "default_vs_plain_openvino": 1.0,
     "fastest_vs_plain_ort": 2.5,
 }
-OURS_ON_CPU = {
-    "ours (ort)": "fp32", "ours (openvino)": "fp32",
-    "ours (openvino bf16-attn)": "bf16-attn", "ours (openvino bf16)": "bf16",
-}  # fmt: skip
+# ours on each CPU backend, by what it computes in (ONNX Runtime first: auto's default)
+OURS_ON_CPU = {OURS: "fp32"} | {
+    name: compute for name, (backend, compute) in OPENVINO.items() if backend == "openvino"
+}
 
 
 def cpu_goals(
