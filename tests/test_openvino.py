@@ -338,6 +338,8 @@ def test_fp16_graphs_run_and_bf16_is_for_fp32_graphs_only(
     assert np.abs(runner.infer(batch) - TorchRunner(checkpoint(T4)).infer(batch)).max() < 2.0
     with pytest.raises(LBNetError, match="is a fp16 graph: --precision bf16 computes an FP32"):
         OpenVINORunner(fp16, compute="bf16")
+    with pytest.raises(LBNetError, match="is a fp16 graph: --precision bf16-attn computes an FP32"):
+        OpenVINORunner(fp16, compute="bf16-attn")
 
 
 def test_other_backends_refuse_a_compute_precision(export_cache) -> None:
