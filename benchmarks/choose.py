@@ -14,10 +14,10 @@ statically only for a shape run twice in a row); a fixed graph on repeated runs 
 result is kept in the cache, keyed by the CPU, the threads, the graph file's hash, the shape,
 the precision and the versions, so later runs on the same machine cost nothing. A backend that
 cannot open or run the graph is left out with a warning. Without `--precision`, a compute of
-FP32 accuracy is a candidate too (`ACCURATE`: OpenVINO's bf16-attn, the attention products in
-BF16, on a CPU that computes BF16), as PRECISION.md measures it within 0.01 dB of FP32 on Set5
-and Set14 for every official checkpoint (`accuracy.within_bound`). Whole BF16 is never chosen by
-itself: it is a precision the user asks for (`--precision bf16`).
+FP32 accuracy is a candidate too (`ACCURATE`: OpenVINO's bf16-attn, the Transformer's matrix
+products in BF16, on a CPU that computes BF16), as PRECISION.md measures it within 0.01 dB of FP32
+on Set5 and Set14 for every official checkpoint (`accuracy.within_bound`). Whole BF16 is never
+chosen by itself: it is a precision the user asks for (`--precision bf16`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ PREFIX = "lbnet."
 # The precisions, in one place. A model file is FP32, FP16 or INT8 (PRECISIONS); a name or
 # checkpoint is exported to FP32 or FP16 (EXPORTED; INT8 is made by `calibrate`); a backend may
 # also compute an FP32 graph in a precision it sets when opening it (COMPUTE: OpenVINO's bf16,
-# and bf16-attn: only the attention products in BF16, everything else FP32).
+# and bf16-attn: only the Transformer's matrix products, attention and linear layers, in BF16,
+# everything else FP32).
 PRECISIONS = ("fp32", "fp16", "int8")
 EXPORTED = ("fp32", "fp16")
 COMPUTE = ("bf16", "bf16-attn")

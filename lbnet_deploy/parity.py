@@ -29,9 +29,10 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     # official checkpoints: worst max abs 4.94 (LBNet-T x4), min PSNR 51.6 dB; ~3x / 6 dB
     # headroom (PyTorch's CPU autocast to bfloat16 had given 5.66 and 51.2 dB)
     "bf16": (16.0, 45.0),
-    # measured: OpenVINO 2026.4 bf16-attn (AMX Xeon), same crops, all five checkpoints: worst
-    # max abs 0.71 (LBNet-T x4), min PSNR 70.9 dB; ~3x / 6 dB headroom
-    "bf16-attn": (2.0, 65.0),
+    # measured: OpenVINO 2026.4 bf16-attn (attention and linear layers in BF16; AVX512-BF16
+    # EPYC), same crops, all five checkpoints: worst max abs 2.12 (LBNet-T x4), min PSNR
+    # 62.6 dB; ~3x / 6 dB headroom (the attention alone, AMX Xeon: 0.71, 70.9 dB)
+    "bf16-attn": (6.0, 56.0),
     "int8": (24.0, 35.0),  # measured: LBNet-T x4 INT8 (defaults) max abs 19.2, min PSNR 44.7 dB
 }
 DEFAULT_SIZES = ((48, 48), (37, 29), (64, 40), (3, 5))  # 37x29, 3x5: H*W not a multiple of 16

@@ -196,6 +196,32 @@ def test_bf16_attn_converts_the_attention_and_nothing_else(export_cache) -> None
     assert attention_in_bf16(no_attention) == 0
 
 
+def test_bf16_attn_converts_the_linear_layers_and_not_the_convolutions(export_cache) -> None:
+    """linear_in_bf16: every MatMul by a constant weight takes BF16 inputs and gives f32 to its
+    readers; the attention's products (no constant operand), Convs and the rest keep f32."""
+    from lbnet_deploy.runtime.openvino import linear_in_bf16
+
+    model = ov.Core().read_model(str(export_cache(T4, form="flat")))
+    ops = model.get_ordered_ops()
+    linears = [
+        n.get_friendly_name()
+        for n in ops
+        if n.get_type_name() == "MatMul"
+        and n.input_value(1).get_node().get_type_name() == "Constant"
+    ]
+    assert linear_in_bf16(model) == len(linears) > 0
+    bf16 = {
+        n.get_friendly_name(): n.get_type_name()
+        for n in model.get_ordered_ops()
+        if n.get_type_name() != "Convert" and n.get_output_element_type(0) == ov.Type.bf16
+    }
+    assert sorted(bf16) == sorted(linears)
+    kept = [n for n in model.get_ordered_ops() if n.get_type_name() in ("Convolution", "Softmax")]
+    assert kept and all(n.get_output_element_type(0) == ov.Type.f32 for n in kept)
+    assert model.output(0).get_element_type() == ov.Type.f32
+    assert linear_in_bf16(model) == 0  # done once: the products are BF16 now, not f32
+
+
 def test_bf16_attn_on_a_graph_without_our_attention_is_one_line(monkeypatch) -> None:
     from openvino import opset13 as op
 
@@ -250,7 +276,7 @@ def test_bf16_attn_leaves_every_other_reader_in_fp32() -> None:
 
 
 @pytest.mark.skipif(not _cpu_has_bf16(), reason="this CPU has no BF16 (AVX512-BF16 or AMX)")
-def test_bf16_attn_runs_the_attention_in_bf16_and_the_rest_in_fp32(
+def test_bf16_attn_runs_the_transformer_in_bf16_and_the_rest_in_fp32(
     export_cache, checkpoint
 ) -> None:
     from collections import Counter
@@ -276,8 +302,8 @@ def test_bf16_attn_runs_the_attention_in_bf16_and_the_rest_in_fp32(
         for info in (n.get_rt_info() for n in compiled.get_runtime_model().get_ordered_ops())
     )
     assert ran[("Subgraph", "bf16")] >= 6  # the attention kernels, one per block at least
-    for kind in ("Convolution", "FullyConnected"):
-        assert ran[(kind, "f32")] > 0 and ran[(kind, "bf16")] == 0
+    assert ran[("FullyConnected", "bf16")] >= 6  # the linear layers
+    assert ran[("Convolution", "f32")] > 0 and ran[("Convolution", "bf16")] == 0
     # bench's OpenVINO profile compiles it the same way
     from lbnet_deploy.benchmarks.profile import profile_openvino
 

@@ -10,7 +10,8 @@ the calibration photos only), each run through `eval`'s path (whole images withi
 available memory, else tiled; the same plan for all three graphs, so drops compare like with
 like). BF16 (`--parts bf16`, a CPU with AVX512-BF16 or AMX): the FP32 graph computed in BF16
 by OpenVINO, beside the same graph in OpenVINO FP32, same plan; bf16-attn (`--parts bf16-attn`,
-after bf16: a run of bf16 alone drops its rows): only the attention in BF16, beside those FP32
+after bf16: a run of bf16 alone drops its rows): only the Transformer's matrix products
+(attention and linear layers) in BF16, beside those FP32
 rows (`--backend auto` reads these rows: benchmarks/accuracy.py). Every raw float output is
 checked for Inf/NaN before it is rounded to 8 bits. Writes `precision.json` and `PRECISION.md`;
 one model at a time, so partial runs keep results, and a run of one part keeps the other's.
@@ -192,7 +193,7 @@ def study_bf16(spec: str, datasets: list[Path], budget_mb: int | None = None) ->
 
 
 def study_bf16_attn(spec: str, datasets: list[Path], kept: dict[str, Any]) -> None:
-    """`--precision bf16-attn` (only the attention products in BF16) on its graph, scored
+    """`--precision bf16-attn` (the Transformer's products in BF16) on its graph, scored
     against the BF16 part's OpenVINO FP32 rows `kept` with their budget (so their plan,
     checked); the same OpenVINO release and CPU flags, or it refuses."""
     import openvino as ov
@@ -327,7 +328,8 @@ def bf16_markdown(results: list[dict[str, Any]]) -> list[str]:
         f"`{first.get('form', 'batched')}`) computed in BF16 by OpenVINO's CPU "
         "plugin, beside the same graph in OpenVINO FP32 (same tiling plan), on "
         f"{first['cpu']} (flags {', '.join(first['cpu_flags'])}). `--precision bf16-attn`: "
-        "only the attention products in BF16 (MatMul, Softmax, MatMul; everything else FP32), "
+        "only the Transformer's matrix products in BF16 (each MatMul, Softmax, MatMul chain and "
+        "the linear layers; everything else FP32), "
         f"on its graph (form `{first.get('attn_form', 'flat')}`), beside the same FP32 rows. "
         f"Drop = FP32 - other; worst = the largest per-image drop. Verdict: {verdict}.",
         "",

@@ -79,7 +79,8 @@ def add_runtime_options(
         help="for a model name or .pt: the FP32 (default) or FP16 graph, converted once and "
         "cached (fp16 is the fast path on GPUs: tensorrt, ort-cuda); bf16: the FP32 graph "
         "computed in BF16 by OpenVINO (--backend openvino, CPUs with AVX512-BF16 or AMX); "
-        "bf16-attn: only its attention products in BF16 (FP32 accuracy: PRECISION.md; "
+        "bf16-attn: only its Transformer's matrix products (attention, linear layers) in BF16 "
+        "(FP32 accuracy: PRECISION.md; "
         "without --precision, --backend auto times it too where the CPU has BF16; "
         "--precision fp32 keeps FP32 throughout: for a .onnx file, name the backend)",
     )

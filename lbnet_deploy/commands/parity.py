@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--precision",
         choices=EXPORTED[1:] + COMPUTE,  # FP32 is the default
         help="for a model name or .pt: its FP16 graph; bf16: the FP32 graph computed in BF16 "
-        "(--backend openvino); bf16-attn: only its attention products in BF16",
+        "(--backend openvino); bf16-attn: only its Transformer's matrix products in BF16",
     )
     p.add_argument("--max-abs", type=float, help="override the precision's max abs tolerance")
     p.add_argument("--min-psnr", type=float, help="override the precision's PSNR tolerance")
