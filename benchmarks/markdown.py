@@ -138,6 +138,26 @@ def _comparison(result: dict[str, Any]) -> list[str]:
     c = result.get("comparison")
     if not c:
         return []
+    return _comparison_of(c, "## Ours", result)
+
+
+def _cpu_text(cpu: dict[str, Any]) -> str:
+    flags = " ".join(cpu.get("cpu_flags") or []) or "CPU flags not recorded"
+    return f"{cpu['cpu_model']} ({flags})"
+
+
+def _elsewhere(c: dict[str, Any], result: dict[str, Any]) -> str:
+    """' on <CPU> (flags)' where `c` was measured on another kind of CPU than `result`."""
+    cpu, here = c.get("machine"), result["machine"]
+    if not cpu:  # spliced before comparisons kept their machine: the report's own
+        return ""
+    if (cpu["cpu_model"], cpu.get("cpu_flags")) == (here["cpu_model"], here.get("cpu_flags")):
+        return " on the same kind of machine"
+    return f" on another machine, {_cpu_text(cpu)}"
+
+
+def _comparison_of(c: dict[str, Any], heading: str, result: dict[str, Any]) -> list[str]:
+    """One interleaved comparison; `heading` starts its title ("## Ours", "### <CPU>: ours")."""
     size = "{}x{}".format(*c["size"])
     rows = [
         [name, _ms(st["median_s"]), _ms(st["p90_s"]), _ms(st["min_s"]), st["runs"]]
@@ -145,7 +165,7 @@ def _comparison(result: dict[str, Any]) -> list[str]:
     ]
     verdict = _verdict(c["goals_met"])
     out = [
-        f"## Ours vs plain export vs eager, {size} LR, interleaved",
+        f"{heading} vs plain export vs eager, {size} LR, interleaved",
         "",
         "One process, one input, contenders alternated every repetition. 'plain export' is our "
         "straightforward port (nn.Unfold/Fold, Python loop over attention runs) through a plain "
@@ -158,19 +178,20 @@ def _comparison(result: dict[str, Any]) -> list[str]:
             else "They stand in for the official code (give --official-repo to time it)."
         )
         + (
-            " 'bf16-attn': OpenVINO with only the attention products in BF16, everything else "
-            "FP32 (`--precision bf16-attn`)."
+            " 'bf16-attn': OpenVINO with only the Transformer's matrix products (attention, "
+            "linear layers) in BF16, everything else FP32 (`--precision bf16-attn`)."
             if any(name.endswith("bf16-attn)") for name in c["stats"])
             else ""
         )
         + (
-            f" Measured in a run of its own started {c['started']}, with the MatMul peaks "
-            "measured in that run: "
+            f" Measured in a run of its own started {c['started']}{_elsewhere(c, result)}, "
+            "with the MatMul peaks measured in that run: "
             + ", ".join(f"{k} {v}" for k, v in c["roofline"]["peaks_gmacs"].items())
             + " GMAC/s."
             if c.get("started") and c.get("roofline")
             else ""
-        ),
+        )
+        + (f" {c['cpu_note']}" if c.get("cpu_note") else ""),
         "",
     ]
     out += [*_table(["contender", "median ms", "p90", "min", "runs"], rows), ""]
@@ -199,6 +220,70 @@ def _comparison(result: dict[str, Any]) -> list[str]:
         ]
         out += [title, "", *_table([what, "s per run", "share", "nodes"], rows), ""]
     return out
+
+
+def _other_cpus(result: dict[str, Any]) -> list[str]:
+    """Each other kind of CPU's latest comparison, after one table of every kind's."""
+    others = result.get("other_cpus") or []
+    if not others or not result.get("comparison"):
+        return []
+    rows = [_kind_row(c) for c in (result["comparison"], *others)]
+    out = [
+        "## The comparison on other kinds of CPU",
+        "",
+        "The same interleaved comparison, each kind of CPU's latest run (`python -m "
+        "lbnet_deploy.benchmarks.report --comparison FILE` keeps them): ratios hold within one "
+        "run, so compare the ratios and fractions of peak across machines, not milliseconds. "
+        "Peaks are that run's MatMul peaks (GMAC/s, 2 threads); the default and fastest paths "
+        "are ours within 0.01 dB of FP32 (the CPU goals above), with their ratio over the "
+        "official code's plain export in ONNX Runtime and their fraction of the peak of the "
+        "precision they compute in; 'top kernel' is the fastest's first row in its profile.",
+        "",
+        *_table(
+            [
+                "CPU", "measured", "peak fp32 / bf16 / int8", "official plain export (ort)",
+                "default path", "fastest", "top kernel of the fastest",
+            ],
+            rows,
+        ),
+        "",
+    ]  # fmt: skip
+    for c in others:
+        out += _comparison_of(
+            c, f"### {_cpu_text(c['machine'])}, {c['started'][:10]}: ours", result
+        )
+    return out
+
+
+def _kind_row(c: dict[str, Any]) -> list[object]:
+    """One kind of CPU in `_other_cpus`' table."""
+    from .measure import OFFICIAL_PLAIN, OURS
+
+    stats, fraction = c["stats"], c.get("fraction_of_peak", {})
+    peaks = (c.get("roofline") or {}).get("peaks_gmacs", {})
+    plain = stats.get(OFFICIAL_PLAIN)
+    goals = c.get("cpu_goals")
+    # before the CPU goals (OpenVINO) there was one path of ours: ONNX Runtime
+    default, fastest = (goals["default"], goals["fastest"]) if goals else (OURS, OURS)
+
+    def path(name: str) -> str:
+        if name not in stats or not plain:
+            return "—"
+        ratio = plain["median_s"] / stats[name]["median_s"]
+        share = f", {100 * fraction[name]:.0f}% of peak" if name in fraction else ""
+        return f"{name}: {ratio:.2f}x{share}"
+
+    profile = {**c.get("profile", {}), **c.get("profile_openvino", {})}.get(fastest)
+    top = profile["top"][0] if profile else None
+    return [
+        _cpu_text(c["machine"]),
+        c["started"][:10],
+        " / ".join(str(peaks.get(p, "—")) for p in ("fp32", "bf16", "int8")),
+        _ms(plain["median_s"]) + " ms" if plain else "—",
+        path(default),
+        path(fastest),
+        f"{top['op']}, {100 * top['share']:.0f}%" if top else "—",
+    ]
 
 
 def _cpu_goals(g: dict[str, Any] | None) -> list[str]:
@@ -593,6 +678,7 @@ def render(result: dict[str, Any], plot: str | Path | None = None) -> str:
         _roofline(result),
         _forward(result),
         _comparison(result),
+        _other_cpus(result),
         _paper(result),
         _scaling(result, plot_text),
         _pipeline(result),

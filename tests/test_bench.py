@@ -345,12 +345,70 @@ def test_a_comparison_measured_later_is_judged_on_its_own_peaks() -> None:
     new = {"peak_gmacs": 200.0, "peaks_gmacs": {"fp32": 200.0}, "rates_gmacs": {}, "method": "m"}
     text = _rendered(roofline=old, comparison=comparison)
     assert "FP32 peak of 100.0 GMAC/s" in text and "run of its own" not in text
-    assert "'bf16-attn': OpenVINO with only the attention products in BF16" in text
+    assert "'bf16-attn': OpenVINO with only the Transformer's matrix products" in text
     text = _rendered(roofline=old, comparison=comparison | {"started": "T2", "roofline": new})
     assert "FP32 peak of 200.0 GMAC/s" in text
     assert (
         "run of its own started T2, with the MatMul peaks measured in that run: fp32 200.0" in text
     )
+
+
+def test_each_kind_of_cpu_keeps_its_latest_comparison(tmp_path: Path) -> None:
+    """`report --comparison FILE`: the run's comparison becomes RESULTS.md's, with the machine
+    and peaks of that run; the one it replaces stays under 'other kinds of CPU' when measured
+    on another kind (model and flags), and a kind measured again replaces its older run."""
+    from lbnet_deploy.benchmarks.report import main as report
+
+    def run(model: str, flags: list[str], started: str, plain_s: float, schema1: bool = False):
+        stats = {"median_s": 0.5, "p90_s": 0.5, "min_s": 0.5, "runs": 1}
+        peaks = {"peak_gmacs": 90.0, "method": "m"} | (
+            {} if schema1 else {"peaks_gmacs": {"fp32": 90.0, "bf16": 300.0}, "rates_gmacs": {}}
+        )
+        return {
+            "model": "m", "started": started, "seconds_total": 1, "roofline": peaks,
+            "machine": {"cpu_model": model, "cpu_flags": flags, "versions": {}, "platform": "p"},
+            "comparison": {
+                "size": [8, 8], "against": "official code", "goals_met": False,
+                "stats": {
+                    "ours (ort)": stats, "official code, plain export (ort)": stats | {
+                        "median_s": plain_s
+                    },
+                },
+                "speedup_vs_eager": 1.0, "speedup_vs_plain": 1.0, "goal_vs_eager": 4.0,
+                "goal_vs_plain": 1.3, "fraction_of_peak": {"ours (ort)": 0.25},
+            },
+        }  # fmt: skip
+
+    main_run = run("Xeon", ["avx512f", "amx_tile"], "2026-12-01T00:00", 0.6)
+    main_run["machine"] = machine_info(1) | main_run["machine"]
+    (tmp_path / "results.json").write_text(json.dumps(main_run))
+    for name, other in {
+        "avx2.json": run("EPYC", [], "2026-11-26T00:00", 1.0, schema1=True),
+        "old.json": run("EPYC", ["avx512f"], "2026-12-02T00:00", 0.7),
+        "new.json": run("EPYC", ["avx512f"], "2026-12-04T00:00", 0.8),
+    }.items():
+        (tmp_path / name).write_text(json.dumps(other))
+        note = ["--note", "flags were not recorded then"] if name == "avx2.json" else []
+        args = ["--out-dir", str(tmp_path), "--comparison", str(tmp_path / name), *note]
+        assert report(args) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["comparison"]["started"] == "2026-12-04T00:00"
+    assert result["comparison"]["machine"]["cpu_flags"] == ["avx512f"]
+    kinds = {(o["machine"]["cpu_model"], o["started"]) for o in result["other_cpus"]}
+    assert kinds == {("Xeon", "2026-12-01T00:00"), ("EPYC", "2026-11-26T00:00")}  # old: gone
+    avx2 = next(o for o in result["other_cpus"] if o["machine"]["cpu_model"] == "EPYC")
+    assert avx2["roofline"]["peaks_gmacs"] == {"fp32": 90.0}  # schema 1, read as FP32's
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## The comparison on other kinds of CPU" in text
+    assert "on another machine, EPYC (avx512f), with the MatMul peaks" in text
+    assert "### EPYC (CPU flags not recorded), 2026-11-26: ours vs plain export" in text
+    assert "flags were not recorded then" in text
+    # ratio over the official plain export in ORT and fraction of the FP32 peak, per kind
+    assert "| 800.0 ms | ours (ort): 1.60x, 25% of peak |" in text
+    assert "| 600.0 ms | ours (ort): 1.20x, 25% of peak |" in text
+    with pytest.raises(SystemExit, match="no comparison"):
+        (tmp_path / "none.json").write_text(json.dumps({"machine": {}}))
+        report(["--out-dir", str(tmp_path), "--comparison", str(tmp_path / "none.json")])
 
 
 def test_tiled_verdict_needs_256_and_up() -> None:
