@@ -5,8 +5,10 @@ library: `brgemm_avx512_bf16`, `jit_avx2`, ...)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator, Set
@@ -129,3 +131,34 @@ def profile_openvino(
                 total[key] += info.real_time.total_seconds()
                 count[key] += 1
     return _top(total, count, runs, top=10) | {"compute": compute}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Which kernel OpenVINO runs each node type of a fixed-size graph with, on this CPU. Under
+    QEMU's CPU models it tells what another ISA would run (the times are then emulation's,
+    not that CPU's), e.g. an AVX2-only CPU on any x86-64 machine:
+    `qemu-x86_64 -cpu Haswell "$(command -v python3)" -m lbnet_deploy.benchmarks.profile G`."""
+    import openvino as ov
+
+    from lbnet_deploy.runtime.onnxrt import default_threads
+
+    p = argparse.ArgumentParser(description=(main.__doc__ or "").split(".")[0])
+    p.add_argument("graph", help="a fixed-size .onnx graph (export --input-size)")
+    p.add_argument("--compute", default="fp32", choices=("fp32", "bf16", "bf16-attn"))
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    shape = [d.dim_value for d in onnx.load(args.graph).graph.input[0].type.tensor_type.shape.dim]
+    if not all(shape):
+        raise SystemExit(f"{args.graph}: not a fixed-size graph (its input is {shape})")
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    threads = args.threads or default_threads()
+    result = profile_openvino(args.graph, x, threads, args.compute, runs=1)
+    print(f"OpenVINO {ov.get_version()}, CPU capabilities {', '.join(caps)}; {args.compute}:")
+    for row in result["top"]:
+        print(f"  {row['op']}: {100 * row['share']:.0f}% of the time, {row['nodes']} nodes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

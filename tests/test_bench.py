@@ -7,6 +7,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -753,6 +754,26 @@ def test_openvino_profile_names_the_kernel_each_node_ran(tmp_path: Path) -> None
     assert product["op"].endswith(")") and len(product["op"]) > len("FullyConnected ()")
     assert 0 < product["seconds_per_run"] <= prof["kernel_s"]
     assert sum(t["share"] for t in prof["top"]) == pytest.approx(1.0, abs=0.01)
+
+
+def test_profile_command_lists_the_kernels_of_a_fixed_size_graph(tmp_path: Path, capsys) -> None:
+    """`python -m lbnet_deploy.benchmarks.profile G` (run under QEMU for another ISA): the
+    kernel per node type and OpenVINO's capabilities; a graph of no fixed size is one line."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from lbnet_deploy.benchmarks.profile import main as profile
+    from lbnet_deploy.benchmarks.roofline import matmul_graph
+
+    path = tmp_path / "mm.onnx"
+    path.write_bytes(matmul_graph(256))
+    assert profile([str(path), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU capabilities" in out and "FP32" in out
+    assert re.search(r"FullyConnected \(\w+\): \d+% of the time, 1 nodes", out)
+    model = onnx.load(path)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "n"
+    onnx.save(model, tmp_path / "dynamic.onnx")
+    with pytest.raises(SystemExit, match="not a fixed-size graph"):
+        profile([str(tmp_path / "dynamic.onnx")])
 
 
 def test_cpu_goals_judge_the_path_auto_runs_and_the_fastest_of_ours() -> None:
