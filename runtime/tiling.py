@@ -87,13 +87,19 @@ def _axis_weights(starts: list[int], tile: int, length: int, scale: int) -> list
         x = pos + scale * start
         w = np.ones_like(pos)
         if i > 0:  # fade in around the cut shared with the previous tile
-            half = scale * (starts[i - 1] + tile - start) / 4
-            w *= np.clip((x - (scale * cuts[i] - half)) / (2 * half), 0, 1)
+            w *= _ramp(x - scale * cuts[i], scale * (starts[i - 1] + tile - start) / 4)
         if i < len(starts) - 1:
-            half = scale * (start + tile - starts[i + 1]) / 4
-            w *= np.clip(((scale * cuts[i + 1] + half) - x) / (2 * half), 0, 1)
+            w *= _ramp(scale * cuts[i + 1] - x, scale * (start + tile - starts[i + 1]) / 4)
         weights.append(w)
     return weights
+
+
+def _ramp(distance: np.ndarray, half: float) -> np.ndarray:
+    """0 -> 1 across `distance` -half..half past a cut; tiles that only touch (overlap 0, or
+    the last tile flush with the one before) get a hard step there instead of 0/0."""
+    if half <= 0:
+        return (distance > 0).astype(np.float32)
+    return np.clip((distance + half) / (2 * half), 0, 1)
 
 
 class Merger:
