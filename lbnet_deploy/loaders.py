@@ -193,9 +193,15 @@ def open_runner(
         compute, precision = precision, None
         if entry.check_compute is not None:  # before a first-use export in its own form
             entry.check_compute(compute)
+    fp32_file = model.is_file and precision == "fp32"  # "keep FP32": checked once it is open
+    if fp32_file:
+        precision = None
     if precision is not None:
         if model.is_file:
-            raise LBNetError(f"{spec} has its own precision: --precision is for names and .pt")
+            raise LBNetError(
+                f"{spec} has its own precision: --precision is for names and .pt (and fp32, "
+                "kept throughout, for an FP32 file)"
+            )
         if precision not in FP_PRECISIONS:
             raise LBNetError(
                 f"precision must be fp32, fp16 or bf16 (INT8: `calibrate`), not {precision}"
@@ -219,4 +225,10 @@ def open_runner(
         checked = checkpoint_path(spec, scale) if scale is not None else Path(spec)
         return RunnerFromFile(entry, checked, threads)()
     graph = OnnxFromSpec(model, precision=fp, form=entry.form(compute))
-    return RunnerFromFile(entry, graph, threads, compute)()
+    runner = RunnerFromFile(entry, graph, threads, compute)()
+    if fp32_file and runner.model_facts.precision != "fp32":
+        raise LBNetError(
+            f"{spec} is a {runner.model_facts.precision} graph: --precision fp32 takes FP32 "
+            "files (a file has its own precision)"
+        )
+    return runner

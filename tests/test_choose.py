@@ -10,6 +10,7 @@ from PIL import Image
 
 from lbnet_deploy.benchmarks import choose
 from lbnet_deploy.cli import main
+from lbnet_deploy.errors import LBNetError
 from lbnet_deploy.runtime.registry import BACKENDS
 
 from .conftest import texture
@@ -305,6 +306,29 @@ def test_auto_runs_bf16_attn_where_it_is_the_fastest(
         "openvino",
         None,
     )
+
+
+def test_precision_fp32_keeps_an_fp32_file_off_the_bf16_computes(
+    graph: str, export_cache, shared_cache, checkpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--precision fp32` on an FP32 file: auto times the FP32 contenders only, however fast a
+    BF16 compute would be; on a file of another precision it is refused in one line."""
+    from lbnet_deploy.resolve import model_file
+
+    _openvino_installed()
+    monkeypatch.setattr(choose, "ACCURATE", ACCURATE)
+    monkeypatch.setattr(choose, "within_bound", lambda compute: True)
+    monkeypatch.setattr(choose, "_accurate_computes", lambda installed: list(ACCURATE))
+    _fake_timings(monkeypatch, {"ort": 1.0, "openvino": 0.8, "openvino bf16-attn": 0.1})
+    choice = choose.choose_backend(graph, "fp32")
+    assert (choice.label, choice.compute, sorted(choice.ms)) == (
+        "openvino", None, ["openvino", "ort"]
+    )  # fmt: skip
+    assert choice.runner is not None and choice.runner.describe()["precision"] == "fp32"
+    export_cache(T4, (16, 16))
+    fp16 = model_file(str(checkpoint(T4)), input_size=(16, 16), batch=1, precision="fp16")
+    with pytest.raises(LBNetError, match="is a fp16 graph: --precision fp32 takes FP32 files"):
+        choose.choose_backend(str(fp16), "fp32")
 
 
 def test_a_file_of_its_own_precision_is_timed_at_it_and_the_choice_kept(

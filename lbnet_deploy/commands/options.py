@@ -82,7 +82,7 @@ def add_runtime_options(
         "bf16-attn: only its Transformer's matrix products (attention, linear layers) in BF16 "
         "(FP32 accuracy: PRECISION.md; "
         "without --precision, --backend auto times it too where the CPU has BF16; "
-        "--precision fp32 keeps FP32 throughout: for a .onnx file, name the backend)",
+        "--precision fp32 keeps FP32 throughout, also for an FP32 .onnx file)",
     )
     p.add_argument(
         "--threads", type=positive_int, help="CPU threads (default and most: CPUs available)"
