@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from PIL import Image
 
@@ -197,29 +198,31 @@ def test_bf16_attn_converts_the_attention_and_nothing_else(export_cache) -> None
 
 
 def test_bf16_attn_converts_the_linear_layers_and_not_the_convolutions(export_cache) -> None:
-    """linear_in_bf16: every MatMul by a constant weight takes BF16 inputs and gives f32 to its
-    readers; the attention's products (no constant operand), Convs and the rest keep f32."""
+    """linear_in_bf16, in every attention form: each MatMul by a weight of the ONNX graph (the
+    linear layers, 36 in LBNet-T: the batched form's keys take the weight on the left) takes
+    BF16 inputs and gives f32 to its readers; the attention's products, Convs, Softmax keep f32."""
     from lbnet_deploy.runtime.openvino import linear_in_bf16
 
-    model = ov.Core().read_model(str(export_cache(T4, form="flat")))
-    ops = model.get_ordered_ops()
-    linears = [
-        n.get_friendly_name()
-        for n in ops
-        if n.get_type_name() == "MatMul"
-        and n.input_value(1).get_node().get_type_name() == "Constant"
-    ]
-    assert linear_in_bf16(model) == len(linears) > 0
-    bf16 = {
-        n.get_friendly_name(): n.get_type_name()
-        for n in model.get_ordered_ops()
-        if n.get_type_name() != "Convert" and n.get_output_element_type(0) == ov.Type.bf16
-    }
-    assert sorted(bf16) == sorted(linears)
-    kept = [n for n in model.get_ordered_ops() if n.get_type_name() in ("Convolution", "Softmax")]
-    assert kept and all(n.get_output_element_type(0) == ov.Type.f32 for n in kept)
-    assert model.output(0).get_element_type() == ov.Type.f32
-    assert linear_in_bf16(model) == 0  # done once: the products are BF16 now, not f32
+    for form in ("batched", "flat", "flat16"):
+        path = export_cache(T4, (16, 16), form=form)
+        graph = onnx.load(path).graph
+        weights = {i.name for i in graph.initializer}
+        onnx_linears = sum(
+            n.op_type == "MatMul" and any(i in weights for i in n.input) for n in graph.node
+        )
+        model = ov.Core().read_model(str(path))
+        assert linear_in_bf16(model) == onnx_linears == 36, form
+        bf16 = [
+            n.get_type_name()
+            for n in model.get_ordered_ops()
+            if n.get_type_name() != "Convert" and n.get_output_element_type(0) == ov.Type.bf16
+        ]
+        assert bf16 == ["MatMul"] * 36, form
+        ops = model.get_ordered_ops()
+        kept = [n for n in ops if n.get_type_name() in ("Convolution", "Softmax")]
+        assert kept and all(n.get_output_element_type(0) == ov.Type.f32 for n in kept)
+        assert model.output(0).get_element_type() == ov.Type.f32
+        assert linear_in_bf16(model) == 0  # done once: the products are BF16 now, not f32
 
 
 def test_bf16_attn_on_a_graph_without_our_attention_is_one_line(monkeypatch) -> None:
@@ -241,7 +244,7 @@ def test_bf16_attn_on_a_graph_without_our_attention_is_one_line(monkeypatch) -> 
         raise RuntimeError("Check 'element::Type::merge' failed\nat line 2")
 
     monkeypatch.setattr(backend, "attention_in_bf16", refused)
-    with pytest.raises(LBNetError, match=r"g.onnx: cannot compute its attention in BF16 \(Check"):
+    with pytest.raises(LBNetError, match=r"g.onnx: cannot compute its Transformer in BF16 \(Check"):
         backend.set_compute(model, "bf16-attn", "g.onnx")
     backend.set_compute(model, "fp32", "g.onnx")  # nothing to do
 
@@ -302,7 +305,7 @@ def test_bf16_attn_runs_the_transformer_in_bf16_and_the_rest_in_fp32(
         for info in (n.get_rt_info() for n in compiled.get_runtime_model().get_ordered_ops())
     )
     assert ran[("Subgraph", "bf16")] >= 6  # the attention kernels, one per block at least
-    assert ran[("FullyConnected", "bf16")] >= 6  # the linear layers
+    assert ran[("FullyConnected", "bf16")] == 36 and ran[("FullyConnected", "f32")] == 0
     assert ran[("Convolution", "f32")] > 0 and ran[("Convolution", "bf16")] == 0
     # bench's OpenVINO profile compiles it the same way
     from lbnet_deploy.benchmarks.profile import profile_openvino
