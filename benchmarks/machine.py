@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from lbnet_deploy.runtime.onnxrt import default_threads
 
@@ -153,3 +154,10 @@ def machine_info(threads: int | None = None) -> dict[str, object]:
         "ort_providers": ort_providers,
         "versions": library_versions(),
     }
+
+
+def cpu_kind(machine: dict[str, Any]) -> tuple[str, tuple[str, ...] | None]:
+    """What tells one kind of CPU from another in a result's machine: model and flags (None:
+    not recorded, before 2026-12-02; not the same as none of the flags we list)."""
+    flags = machine.get("cpu_flags")
+    return machine["cpu_model"], None if flags is None else tuple(flags)

@@ -142,18 +142,20 @@ def _comparison(result: dict[str, Any]) -> list[str]:
 
 
 def _cpu_text(cpu: dict[str, Any]) -> str:
-    flags = " ".join(cpu.get("cpu_flags") or []) or "CPU flags not recorded"
-    return f"{cpu['cpu_model']} ({flags})"
+    flags = cpu.get("cpu_flags")
+    listed = "CPU flags not recorded" if flags is None else " ".join(flags) or "none of our flags"
+    return f"{cpu['cpu_model']} ({listed})"
 
 
 def _elsewhere(c: dict[str, Any], result: dict[str, Any]) -> str:
     """' on <CPU> (flags)' where `c` was measured on another kind of CPU than `result`."""
-    cpu, here = c.get("machine"), result["machine"]
-    if not cpu:  # spliced before comparisons kept their machine: the report's own
+    from .machine import cpu_kind
+
+    if not c.get("machine"):  # spliced before comparisons kept their machine: the report's own
         return ""
-    if (cpu["cpu_model"], cpu.get("cpu_flags")) == (here["cpu_model"], here.get("cpu_flags")):
+    if cpu_kind(c["machine"]) == cpu_kind(result["machine"]):
         return " on the same kind of machine"
-    return f" on another machine, {_cpu_text(cpu)}"
+    return f" on another machine, {_cpu_text(c['machine'])}"
 
 
 def _comparison_of(c: dict[str, Any], heading: str, result: dict[str, Any]) -> list[str]:
@@ -178,8 +180,10 @@ def _comparison_of(c: dict[str, Any], heading: str, result: dict[str, Any]) -> l
             else "They stand in for the official code (give --official-repo to time it)."
         )
         + (
-            " 'bf16-attn': OpenVINO with only the Transformer's matrix products (attention, "
-            "linear layers) in BF16, everything else FP32 (`--precision bf16-attn`)."
+            # runs before bench recorded it had the attention products alone in BF16
+            " 'bf16-attn': OpenVINO with only "
+            + c.get("bf16_attn_covers", "the attention products")
+            + " in BF16, everything else FP32 (`--precision bf16-attn`)."
             if any(name.endswith("bf16-attn)") for name in c["stats"])
             else ""
         )
@@ -227,17 +231,22 @@ def _other_cpus(result: dict[str, Any]) -> list[str]:
     others = result.get("other_cpus") or []
     if not others or not result.get("comparison"):
         return []
-    rows = [_kind_row(c) for c in (result["comparison"], *others)]
+    c = result["comparison"]  # as bench wrote it, or spliced with its own run's facts
+    above = c | {k: c.get(k) or result.get(k) for k in ("machine", "started", "roofline")}
+    rows = [_kind_row(above), *(_kind_row(o) for o in others)]
+    rows[0][0] = f"{rows[0][0]} (above)"
     out = [
         "## The comparison on other kinds of CPU",
         "",
         "The same interleaved comparison, each kind of CPU's latest run (`python -m "
-        "lbnet_deploy.benchmarks.report --comparison FILE` keeps them): ratios hold within one "
-        "run, so compare the ratios and fractions of peak across machines, not milliseconds. "
-        "Peaks are that run's MatMul peaks (GMAC/s, 2 threads); the default and fastest paths "
-        "are ours within 0.01 dB of FP32 (the CPU goals above), with their ratio over the "
-        "official code's plain export in ONNX Runtime and their fraction of the peak of the "
-        "precision they compute in; 'top kernel' is the fastest's first row in its profile.",
+        "lbnet_deploy.benchmarks.report --comparison FILE` keeps them), the one above first, "
+        "then the others, oldest first: ratios hold within one run, so compare the ratios and "
+        "fractions of peak across machines, not milliseconds. Peaks are that run's MatMul peaks "
+        "(GMAC/s, 2 threads); the default and fastest paths are ours within 0.01 dB of FP32 "
+        "(the CPU goals), with their ratio over the official code's plain export in ONNX "
+        "Runtime and their fraction of the peak of the precision they compute in (none for "
+        "bf16-attn, which computes in two); 'top kernel' is the fastest's first row in its "
+        "profile.",
         "",
         *_table(
             [

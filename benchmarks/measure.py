@@ -367,6 +367,10 @@ def compare_study(
     result["goals_met"] = (
         result["speedup_vs_eager"] >= GOAL_VS_EAGER and result["speedup_vs_plain"] >= GOAL_VS_PLAIN
     )
+    if any(contenders.get(name, ("", ""))[1] == "bf16-attn" for name in stats):
+        from lbnet_deploy.runtime.openvino import BF16_ATTN_COVERS
+
+        result["bf16_attn_covers"] = BF16_ATTN_COVERS  # what was timed, for later readers
     result["cpu_goals"] = cpu_goals(
         stats,
         [c for _, c in choose.ACCURATE if within_bound(c) is True],  # what auto may pick

@@ -147,9 +147,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compute", default="fp32", choices=("fp32", "bf16", "bf16-attn"))
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
-    shape = [d.dim_value for d in onnx.load(args.graph).graph.input[0].type.tensor_type.shape.dim]
-    if not all(shape):
+    from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.runtime.openvino import check_device, core
+
+    try:
+        graph = onnx.load(args.graph, load_external_data=False).graph
+        check_device(core(), "CPU", args.compute)  # no BF16 (an AVX2 CPU): one line
+    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, LBNetError) as exc:
+        raise SystemExit(f"{args.graph}: {exc}") from None
+    except Exception as exc:  # protobuf's DecodeError: not an ONNX file
+        raise SystemExit(f"{args.graph}: not a readable ONNX graph ({exc})") from None
+    dims = graph.input[0].type.tensor_type.shape.dim if graph.input else []
+    shape = [d.dim_value for d in dims]
+    if not shape or not all(shape):
         raise SystemExit(f"{args.graph}: not a fixed-size graph (its input is {shape})")
+    if (
+        args.compute != "fp32"
+        and graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT
+    ):
+        raise SystemExit(f"{args.graph}: {args.compute} computes over an FP32 graph")
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     threads = args.threads or default_threads()

@@ -11,7 +11,8 @@ quiet cores the defaults take roughly 20-30 minutes (INT8 graphs are calibrated 
 puts the comparison of a `bench --compare --json FILE` run (this or another machine) in place
 of results.json's, with the peaks measured in that run, and re-renders RESULTS.md. The one it
 replaces stays beside it under "other kinds of CPU" when it was measured on another kind (CPU
-model and flags): the CPU goals are judged per machine, and each kind keeps its latest run.
+model and flags): the CPU goals are judged per machine, and each kind keeps its latest run (an
+older run of a kept kind is refused). A full regeneration keeps the other kinds' comparisons.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import main as bench_main
+from .machine import cpu_kind
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,10 +33,6 @@ def _cpu(machine: dict[str, Any]) -> dict[str, Any]:
     """What tells one kind of CPU from another, and what ran on it."""
     keys = ("cpu_model", "cpu_flags", "threads_used", "platform", "versions")
     return {k: machine.get(k) for k in keys}
-
-
-def _kind(cpu: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
-    return cpu["cpu_model"], tuple(cpu.get("cpu_flags") or ())
 
 
 def _own(comparison: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
@@ -55,41 +53,70 @@ def with_comparison(
     result: dict[str, Any], run: dict[str, Any], note: str | None = None
 ) -> dict[str, Any]:
     """`result` with `run`'s comparison as its own; the one replaced joins `other_cpus` when
-    measured on another kind of CPU, and each kind keeps only its latest comparison."""
-    if not run.get("comparison"):
-        raise SystemExit("that file has no comparison: make it with `bench --compare --json`")
-    new = _own(run["comparison"], run) | ({"cpu_note": note} if note else {})
-    others = list(result.get("other_cpus") or [])
-    if result.get("comparison"):
-        others.append(_own(result["comparison"], result))
-    others = [o for o in others if _kind(o["machine"]) != _kind(new["machine"])]
-    latest = {_kind(o["machine"]): o for o in sorted(others, key=lambda o: o["started"])}
-    return result | {"comparison": new, "other_cpus": list(latest.values())}
+    measured on another kind of CPU. Each kind keeps its latest: a run older than the one
+    kept for its kind is refused."""
+    try:
+        new = _own(run["comparison"], run) | ({"cpu_note": note} if note else {})
+        kept = [_own(result["comparison"], result)] if result.get("comparison") else []
+    except KeyError as exc:
+        raise SystemExit(f"not a `bench --compare --json` result: it has no {exc}") from None
+    kept += result.get("other_cpus") or []
+    kind = cpu_kind(new["machine"])
+    same = [k for k in kept if cpu_kind(k["machine"]) == kind]
+    newer = [k["started"] for k in same if k["started"] > new["started"]]
+    if newer:
+        raise SystemExit(
+            f"a comparison of {new['started']} would replace a later one of the same kind of "
+            f"CPU ({newer[0]})"
+        )
+    others = sorted((k for k in kept if cpu_kind(k["machine"]) != kind), key=lambda k: k["started"])
+    return result | {"comparison": new, "other_cpus": others}
 
 
-def _splice(args: list[str], out: Path) -> int:
-    from .cli import write_outputs
+def _splice(argv: list[str], out: Path) -> int:
+    """`--comparison FILE [--note TEXT]`: that run's comparison into results.json and
+    RESULTS.md (rendered before anything is written; the figure is linked, not redrawn)."""
+    import argparse
 
-    def option(name: str) -> str | None:
-        if name not in args:
-            return None
-        i = args.index(name)
-        value = args[i + 1]
-        del args[i : i + 2]
-        return value
+    from lbnet_deploy.runtime.atomic import write_json_atomic, write_text_atomic
 
-    source, note = option("--comparison"), option("--note")
-    if args or not source:
-        raise SystemExit(f"--comparison FILE takes --note TEXT and --out-dir only, not {args}")
-    result = json.loads((out / "results.json").read_text())
-    run = json.loads(Path(source).read_text())
-    write_outputs(
-        with_comparison(result, run, note),
-        str(out / "results.json"),
-        str(out / "scaling.png") if result.get("scaling") else None,
-        str(out / "RESULTS.md"),
-    )
+    from .markdown import render
+
+    p = argparse.ArgumentParser(prog="python -m lbnet_deploy.benchmarks.report")
+    p.add_argument("--comparison", required=True, help="a `bench --compare --json` file")
+    p.add_argument("--note", help="what a reader of this comparison should know about its run")
+    args = p.parse_args(argv)
+    try:
+        result = json.loads((out / "results.json").read_text())
+        run = json.loads(Path(args.comparison).read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"cannot read {getattr(exc, 'filename', None) or 'a file'}: {exc}"
+        ) from None
+    merged = with_comparison(result, run, args.note)
+    plot = "scaling.png" if (out / "scaling.png").is_file() and result.get("scaling") else None
+    text = render(merged, plot)
+    write_json_atomic(out / "results.json", merged)
+    write_text_atomic(out / "RESULTS.md", text)
     return 0
+
+
+def _keep_other_cpus(before: dict[str, Any] | None, out: Path) -> None:
+    """After a full regeneration: the comparisons of other kinds of CPU kept before stay."""
+    from lbnet_deploy.runtime.atomic import write_json_atomic, write_text_atomic
+
+    from .markdown import render
+
+    if not before or not (before.get("comparison") or before.get("other_cpus")):
+        return
+    fresh = json.loads((out / "results.json").read_text())
+    if fresh.get("comparison"):  # bench's own machine: the kinds other than this one stay
+        fresh["other_cpus"] = with_comparison(before, fresh)["other_cpus"]
+    else:
+        fresh["other_cpus"] = before.get("other_cpus") or []
+    text = render(fresh, "scaling.png" if (out / "scaling.png").is_file() else None)
+    write_json_atomic(out / "results.json", fresh)
+    write_text_atomic(out / "RESULTS.md", text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,9 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(args[i + 1])
         del args[i : i + 2]
         out.mkdir(parents=True, exist_ok=True)
-    if "--comparison" in args:
+    if any(a.startswith("--comparison") for a in args):
         return _splice(args, out)
-    return bench_main(
+    previous = out / "results.json"
+    before = json.loads(previous.read_text()) if previous.is_file() else None
+    code = bench_main(
         [
             "--model",
             "lbnet-t-x4",
@@ -124,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             *args,
         ]
     )
+    if code == 0:
+        _keep_other_cpus(before, out)
+    return code
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ DEVICES = {"openvino": "CPU", "openvino-gpu": "GPU", "openvino-npu": "NPU"}  # r
 # "bf16-attn" computes in f32 but for the Transformer's matrix products, which
 # `attention_in_bf16` and `linear_in_bf16` mark (the name predates the linear layers).
 HINTS = {"fp32": "f32", "bf16": "bf16", "bf16-attn": "f32"}
+# what bf16-attn computes in BF16, as bench records it beside its timings (until 2026-12-04:
+# "the attention products" alone)
+BF16_ATTN_COVERS = "the Transformer's matrix products (attention, linear layers)"
 
 
 def core() -> Any:

@@ -346,7 +346,11 @@ def test_a_comparison_measured_later_is_judged_on_its_own_peaks() -> None:
     new = {"peak_gmacs": 200.0, "peaks_gmacs": {"fp32": 200.0}, "rates_gmacs": {}, "method": "m"}
     text = _rendered(roofline=old, comparison=comparison)
     assert "FP32 peak of 100.0 GMAC/s" in text and "run of its own" not in text
-    assert "'bf16-attn': OpenVINO with only the Transformer's matrix products" in text
+    # what bf16-attn covered is the run's own record (before it was kept: the attention alone)
+    assert "'bf16-attn': OpenVINO with only the attention products in BF16" in text
+    covers = comparison | {"bf16_attn_covers": "the Transformer's matrix products (x)"}
+    text = _rendered(roofline=old, comparison=covers)
+    assert "'bf16-attn': OpenVINO with only the Transformer's matrix products (x) in BF16" in text
     text = _rendered(roofline=old, comparison=comparison | {"started": "T2", "roofline": new})
     assert "FP32 peak of 200.0 GMAC/s" in text
     assert (
@@ -360,7 +364,7 @@ def test_each_kind_of_cpu_keeps_its_latest_comparison(tmp_path: Path) -> None:
     on another kind (model and flags), and a kind measured again replaces its older run."""
     from lbnet_deploy.benchmarks.report import main as report
 
-    def run(model: str, flags: list[str], started: str, plain_s: float, schema1: bool = False):
+    def run(model: str, flags: list[str] | None, started: str, plain_s: float, schema1=False):
         stats = {"median_s": 0.5, "p90_s": 0.5, "min_s": 0.5, "runs": 1}
         peaks = {"peak_gmacs": 90.0, "method": "m"} | (
             {} if schema1 else {"peaks_gmacs": {"fp32": 90.0, "bf16": 300.0}, "rates_gmacs": {}}
@@ -384,7 +388,7 @@ def test_each_kind_of_cpu_keeps_its_latest_comparison(tmp_path: Path) -> None:
     main_run["machine"] = machine_info(1) | main_run["machine"]
     (tmp_path / "results.json").write_text(json.dumps(main_run))
     for name, other in {
-        "avx2.json": run("EPYC", [], "2026-11-26T00:00", 1.0, schema1=True),
+        "avx2.json": run("EPYC", None, "2026-11-26T00:00", 1.0, schema1=True),
         "old.json": run("EPYC", ["avx512f"], "2026-12-02T00:00", 0.7),
         "new.json": run("EPYC", ["avx512f"], "2026-12-04T00:00", 0.8),
     }.items():
@@ -407,9 +411,30 @@ def test_each_kind_of_cpu_keeps_its_latest_comparison(tmp_path: Path) -> None:
     # ratio over the official plain export in ORT and fraction of the FP32 peak, per kind
     assert "| 800.0 ms | ours (ort): 1.60x, 25% of peak |" in text
     assert "| 600.0 ms | ours (ort): 1.20x, 25% of peak |" in text
-    with pytest.raises(SystemExit, match="no comparison"):
+    assert "| EPYC (avx512f) (above) | 2026-12-04 |" in text
+    # an older run of a kind kept is refused, and nothing is written
+    before = (tmp_path / "results.json").read_text()
+    for name, message in (("old.json", "would replace a later one"), ("none.json", "no 'comp")):
         (tmp_path / "none.json").write_text(json.dumps({"machine": {}}))
-        report(["--out-dir", str(tmp_path), "--comparison", str(tmp_path / "none.json")])
+        with pytest.raises(SystemExit, match=message):
+            report(["--out-dir", str(tmp_path), "--comparison", str(tmp_path / name)])
+    with pytest.raises(SystemExit, match="cannot read"):
+        report(["--out-dir", str(tmp_path), "--comparison", str(tmp_path / "missing.json")])
+    assert (tmp_path / "results.json").read_text() == before
+    # a full regeneration (bench's own result, on the Xeon again) keeps the other kinds
+    from lbnet_deploy.benchmarks.report import _keep_other_cpus
+
+    fresh = run("Xeon", ["avx512f", "amx_tile"], "2026-12-05T00:00", 0.5)
+    fresh["machine"] = machine_info(1) | fresh["machine"]
+    (tmp_path / "results.json").write_text(json.dumps(fresh))
+    _keep_other_cpus(json.loads(before), tmp_path)
+    result = json.loads((tmp_path / "results.json").read_text())
+    kinds = [(o["machine"]["cpu_model"], o["started"]) for o in result["other_cpus"]]
+    assert kinds == [("EPYC", "2026-11-26T00:00"), ("EPYC", "2026-12-04T00:00")]
+    assert (
+        result["started"] == "2026-12-05T00:00"
+        and "(above)" in (tmp_path / "RESULTS.md").read_text()
+    )
 
 
 def test_tiled_verdict_needs_256_and_up() -> None:
@@ -772,8 +797,14 @@ def test_profile_command_lists_the_kernels_of_a_fixed_size_graph(tmp_path: Path,
     model = onnx.load(path)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "n"
     onnx.save(model, tmp_path / "dynamic.onnx")
-    with pytest.raises(SystemExit, match="not a fixed-size graph"):
-        profile([str(tmp_path / "dynamic.onnx")])
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07not a model")
+    for path, message in (
+        ("dynamic.onnx", "not a fixed-size"),
+        ("missing.onnx", "No such file"),
+        ("junk.onnx", "not a readable ONNX graph"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            profile([str(tmp_path / path)])
 
 
 def test_cpu_goals_judge_the_path_auto_runs_and_the_fastest_of_ours() -> None:
