@@ -123,9 +123,10 @@ def linear_in_bf16(model: Any) -> int:
     form computes its keys as `W @ u^T`), to BF16 and its result back to f32, in place; returns
     how many. The CPU plugin runs each as a BF16 FullyConnected.
 
-    Measured on LBNet-T x4 128x128, 2-core AVX512-BF16 EPYC: 306 -> 278 ms over the attention
-    alone in BF16 (whole BF16: 266 ms); Set5/Set14 PSNR of all five checkpoints within 0.003
-    dB of FP32 (PRECISION.md), where whole BF16 loses up to 0.06 dB (the convolutions).
+    Measured on LBNet-T x4 128x128, 2-core AVX512-BF16 EPYC (RESULTS.md): 1.69-1.72x OpenVINO
+    FP32 in one interleaved run each, against 1.43x with the attention alone in BF16; Set5 and
+    Set14 PSNR of all five checkpoints within 0.003 dB of FP32 (PRECISION.md), where whole BF16
+    loses up to 0.06 dB.
     """
     import openvino.opset13 as ops
 
