@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,74 +50,100 @@ def _own(comparison: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _when(started: str) -> datetime:
+    """A run's start (bench writes local time with its offset), comparable across zones; one
+    without an offset is taken as UTC."""
+    when = datetime.fromisoformat(started)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 def with_comparison(
-    result: dict[str, Any], run: dict[str, Any], note: str | None = None
+    result: dict[str, Any],
+    run: dict[str, Any],
+    note: str | None = None,
+    *,
+    refuse_older: bool = True,
 ) -> dict[str, Any]:
     """`result` with `run`'s comparison as its own; the one replaced joins `other_cpus` when
-    measured on another kind of CPU. Each kind keeps its latest: a run older than the one
-    kept for its kind is refused."""
+    measured on another kind of CPU, and each kind keeps one. `refuse_older`: a run older than
+    the one kept for its kind is refused (a spliced file; a fresh full run is the latest)."""
     try:
         new = _own(run["comparison"], run) | ({"cpu_note": note} if note else {})
         kept = [_own(result["comparison"], result)] if result.get("comparison") else []
-    except KeyError as exc:
-        raise SystemExit(f"not a `bench --compare --json` result: it has no {exc}") from None
-    kept += result.get("other_cpus") or []
-    kind = cpu_kind(new["machine"])
-    same = [k for k in kept if cpu_kind(k["machine"]) == kind]
-    newer = [k["started"] for k in same if k["started"] > new["started"]]
-    if newer:
+        kept += result.get("other_cpus") or []
+        kind, when = cpu_kind(new["machine"]), _when(new["started"])
+        same = [k for k in kept if cpu_kind(k["machine"]) == kind]
+        later = [k["started"] for k in same if _when(k["started"]) > when]
+        others = [k for k in kept if cpu_kind(k["machine"]) != kind]
+        others.sort(key=lambda k: _when(k["started"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SystemExit(
+            f"not a `bench --compare --json` result ({type(exc).__name__}: {exc})"
+        ) from None
+    if later and refuse_older:
         raise SystemExit(
             f"a comparison of {new['started']} would replace a later one of the same kind of "
-            f"CPU ({newer[0]})"
+            f"CPU ({later[0]})"
         )
-    others = sorted((k for k in kept if cpu_kind(k["machine"]) != kind), key=lambda k: k["started"])
     return result | {"comparison": new, "other_cpus": others}
+
+
+def _write(result: dict[str, Any], out: Path) -> None:
+    """results.json and RESULTS.md together (rendered first, then renamed into place as one),
+    the figure linked as it is, not redrawn."""
+    from lbnet_deploy.runtime.atomic import write_files_atomic
+
+    from .markdown import render
+
+    plot = "scaling.png" if (out / "scaling.png").is_file() and result.get("scaling") else None
+    try:
+        text = render(result, plot)
+    except (KeyError, TypeError) as exc:
+        raise SystemExit(f"cannot render that comparison ({type(exc).__name__}: {exc})") from None
+    data = json.dumps(result, indent=1).encode()
+    write_files_atomic({out / "results.json": data, out / "RESULTS.md": text.encode()})
 
 
 def _splice(argv: list[str], out: Path) -> int:
     """`--comparison FILE [--note TEXT]`: that run's comparison into results.json and
-    RESULTS.md (rendered before anything is written; the figure is linked, not redrawn)."""
+    RESULTS.md."""
     import argparse
 
-    from lbnet_deploy.runtime.atomic import write_json_atomic, write_text_atomic
-
-    from .markdown import render
-
     p = argparse.ArgumentParser(prog="python -m lbnet_deploy.benchmarks.report")
-    p.add_argument("--comparison", required=True, help="a `bench --compare --json` file")
+    p.add_argument(
+        "--comparison", required=True, action="append", help="a `bench --compare --json` file"
+    )
     p.add_argument("--note", help="what a reader of this comparison should know about its run")
     args = p.parse_args(argv)
+    if len(args.comparison) > 1:
+        p.error("--comparison takes one file")
     try:
         result = json.loads((out / "results.json").read_text())
-        run = json.loads(Path(args.comparison).read_text())
+        run = json.loads(Path(args.comparison[0]).read_text())
     except (OSError, ValueError) as exc:
         raise SystemExit(
             f"cannot read {getattr(exc, 'filename', None) or 'a file'}: {exc}"
         ) from None
-    merged = with_comparison(result, run, args.note)
-    plot = "scaling.png" if (out / "scaling.png").is_file() and result.get("scaling") else None
-    text = render(merged, plot)
-    write_json_atomic(out / "results.json", merged)
-    write_text_atomic(out / "RESULTS.md", text)
+    if not isinstance(run, dict):
+        raise SystemExit(f"{args.comparison[0]}: not a `bench --compare --json` result")
+    _write(with_comparison(result, run, args.note), out)
     return 0
 
 
 def _keep_other_cpus(before: dict[str, Any] | None, out: Path) -> None:
-    """After a full regeneration: the comparisons of other kinds of CPU kept before stay."""
-    from lbnet_deploy.runtime.atomic import write_json_atomic, write_text_atomic
-
-    from .markdown import render
-
+    """After a full regeneration: the comparisons of other kinds of CPU kept before stay (the
+    fresh run replaces its own kind's, whatever the clocks said)."""
     if not before or not (before.get("comparison") or before.get("other_cpus")):
         return
     fresh = json.loads((out / "results.json").read_text())
-    if fresh.get("comparison"):  # bench's own machine: the kinds other than this one stay
-        fresh["other_cpus"] = with_comparison(before, fresh)["other_cpus"]
-    else:
-        fresh["other_cpus"] = before.get("other_cpus") or []
-    text = render(fresh, "scaling.png" if (out / "scaling.png").is_file() else None)
-    write_json_atomic(out / "results.json", fresh)
-    write_text_atomic(out / "RESULTS.md", text)
+    if fresh.get("comparison"):
+        merged = with_comparison(before, fresh, refuse_older=False)
+        fresh["other_cpus"] = merged["other_cpus"]
+    else:  # no comparison of its own: every one kept stays, the one that was above too
+        kept = [_own(before["comparison"], before)] if before.get("comparison") else []
+        kept += before.get("other_cpus") or []
+        fresh["other_cpus"] = sorted(kept, key=lambda k: _when(k["started"]))
+    _write(fresh, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
