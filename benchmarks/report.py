@@ -91,7 +91,7 @@ def with_comparison(
 def _write(result: dict[str, Any], out: Path) -> None:
     """results.json and RESULTS.md together (rendered first, then renamed into place as one),
     the figure linked as it is, not redrawn."""
-    from lbnet_deploy.runtime.atomic import write_files_atomic
+    from lbnet_deploy.runtime.atomic import strict_json, write_files_atomic
 
     from .markdown import render
 
@@ -100,7 +100,7 @@ def _write(result: dict[str, Any], out: Path) -> None:
         text = render(result, plot)
     except (KeyError, TypeError) as exc:
         raise SystemExit(f"cannot render that comparison ({type(exc).__name__}: {exc})") from None
-    data = json.dumps(result, indent=1).encode()
+    data = strict_json(result).encode()  # as bench writes it
     write_files_atomic({out / "results.json": data, out / "RESULTS.md": text.encode()})
 
 

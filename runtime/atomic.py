@@ -124,6 +124,10 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
+def strict_json(data: Any) -> str:
     """Reports as strict JSON (a perfect image's PSNR, infinite, is written as null)."""
-    write_text_atomic(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    return json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    write_text_atomic(path, strict_json(data))
