@@ -164,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     own = {m.key: m.value for m in model.metadata_props}.get("lbnet.precision", "fp32")
     if args.compute != "fp32" and own != "fp32":  # as the runner refuses it
         raise SystemExit(f"{args.graph}: --compute {args.compute} needs an FP32 graph, not {own}")
+    ov_core = core()
     try:
-        check_device(core(), "CPU", args.compute)  # no BF16 (an AVX2 CPU): one line
+        check_device(ov_core, "CPU", args.compute)  # no BF16 (an AVX2 CPU): one line
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
         threads = args.threads or default_threads()
         result = profile_openvino(args.graph, x, threads, args.compute, runs=1)
     except LBNetError as exc:  # e.g. bf16-attn over a graph with no attention (names the file)
         raise SystemExit(str(exc)) from None
-    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    caps = ov_core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     print(f"OpenVINO {ov.get_version()}, CPU capabilities {', '.join(caps)}; {args.compute}:")
     for row in result["top"]:
         print(f"  {row['op']}: {100 * row['share']:.0f}% of the time, {row['nodes']} nodes")

@@ -57,6 +57,12 @@ def _when(started: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def _kept(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every comparison `result` holds, each with its own run's facts."""
+    kept = [_own(result["comparison"], result)] if result.get("comparison") else []
+    return kept + (result.get("other_cpus") or [])
+
+
 def with_comparison(
     result: dict[str, Any],
     run: dict[str, Any],
@@ -69,8 +75,7 @@ def with_comparison(
     the one kept for its kind is refused (a spliced file; a fresh full run is the latest)."""
     try:
         new = _own(run["comparison"], run) | ({"cpu_note": note} if note else {})
-        kept = [_own(result["comparison"], result)] if result.get("comparison") else []
-        kept += result.get("other_cpus") or []
+        kept = _kept(result)
         kind, when = cpu_kind(new["machine"]), _when(new["started"])
         same = [k for k in kept if cpu_kind(k["machine"]) == kind]
         later = [k["started"] for k in same if _when(k["started"]) > when]
@@ -140,9 +145,7 @@ def _keep_other_cpus(before: dict[str, Any] | None, out: Path) -> None:
         merged = with_comparison(before, fresh, refuse_older=False)
         fresh["other_cpus"] = merged["other_cpus"]
     else:  # no comparison of its own: every one kept stays, the one that was above too
-        kept = [_own(before["comparison"], before)] if before.get("comparison") else []
-        kept += before.get("other_cpus") or []
-        fresh["other_cpus"] = sorted(kept, key=lambda k: _when(k["started"]))
+        fresh["other_cpus"] = sorted(_kept(before), key=lambda k: _when(k["started"]))
     _write(fresh, out)
 
 
