@@ -10,7 +10,10 @@ device_check.md into the folder given (default $OUT).
     latency of LBNet-T x4 and LBNet x3 (random weights: speed does not depend on them) in
     FP32/FP16/BF16, eager and CUDA graphs, CUDA events, median of 20 after 5 warm-up runs,
     beside the paper's 0.0274/0.0401 s; (c) the `-m gpu` tests, which skip TensorRT with its
-    reason where it is absent.
+    reason where it is absent; (d) where the official checkpoints and Set5 are found
+    ($LBNET_WEIGHTS_DIR, $LBNET_DATA_DIR): the PyTorch backend on CUDA (our static ops) against
+    the CPU reference, FP32 (TF32 off and on) and FP16, whole Set5 images: max abs difference on
+    0..255, PSNR between them, and task PSNR against HR with the paper's protocol.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,18 +134,109 @@ def latency(variant: str, scale: int, dtype_name: str, size: tuple[int, int], gr
     return {"median_s": statistics.median(times), "min_s": min(times), "finite": finite}
 
 
+def cuda_parity(weights: Path, data: Path, device: str = "cuda") -> list[dict[str, object]]:
+    """Our PyTorch backend on `device` against the CPU reference on whole Set5 LR images."""
+    import torch
+    from PIL import Image
+
+    from lbnet_deploy.quality.metrics import psnr_y
+    from lbnet_deploy.runtime.torch_ref import TorchRunner
+
+    def psnr(a: np.ndarray, b: np.ndarray) -> float:
+        mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+        return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+    rows = []
+    for name, scale in (("LBNet-T_X4.pt", 4), ("LBNet-X3.pt", 3)):
+        if not (weights / name).is_file():
+            continue
+        lr_dir, hr_dir = data / "Set5" / "LR_bicubic" / f"X{scale}", data / "Set5" / "HR"
+        images = sorted(lr_dir.glob(f"*x{scale}.png"))
+        reference = TorchRunner(weights / name)  # CPU, the official code's semantics
+        refs = {p: reference.infer(np.asarray(Image.open(p)).transpose(2, 0, 1)[None]
+                                   .astype(np.float32)) for p in images}  # fmt: skip
+        for precision, tf32 in (("fp32", False), ("fp32", True), ("fp16", False)):
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+            runner = TorchRunner(weights / name, device=device, ops="static", precision=precision)
+            worst, between, task, task_ref = 0.0, [], [], []
+            for p in images:
+                x = np.asarray(Image.open(p)).transpose(2, 0, 1)[None].astype(np.float32)
+                y, ref = runner.infer(x), refs[p]
+                worst = max(worst, float(np.abs(y - ref).max()))
+                between.append(psnr(y, ref))
+                hr = np.asarray(Image.open(hr_dir / p.name.replace(f"x{scale}", "")))
+                hr = hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
+                as_u8 = [np.clip(np.rint(o[0].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+                         for o in (y, ref)]  # fmt: skip
+                task.append(psnr_y(as_u8[0], hr, scale))
+                task_ref.append(psnr_y(as_u8[1], hr, scale))
+            rows.append({"checkpoint": name, "precision": precision, "tf32": tf32,
+                         "images": len(images), "max_abs": worst, "min_psnr_vs_cpu": min(between),
+                         "set5_psnr_y": float(np.mean(task)),
+                         "set5_psnr_y_cpu": float(np.mean(task_ref))})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+            del runner
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = True  # torch's defaults
+    return rows
+
+
+def write(out: Path, result: dict[str, Any]) -> None:
+    """Both files, rewritten after every part: a run stopped by its timeout keeps what it did."""
+    (out / "device_check.json").write_text(json.dumps(result, indent=1))
+    lines = ["# Device check", "", f"torch {result['torch']}, started {result['started']}", ""]
+    lines += ["## CUDA layer (cuda-python)", "", "```"]
+    lines += [json.dumps(result.get("cuda_layer"), indent=1), "```", ""]
+    lines += ["## CUDA against the CPU reference (Set5, whole images)", "", "```"]
+    lines += [json.dumps(r) for r in result.get("cuda_parity", [])] + ["```", ""]
+    lines += ["## `pytest -m gpu`", "", "```", result.get("gpu_tests", {}).get("tail", ""), "```"]
+    lines += ["", "## PyTorch CUDA latency (median of 20, seconds)", ""]
+    lines += [
+        "| model | dtype | LR size | CUDA graph | median s | min s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result.get("torch_latency", []):
+        med = f"{r['median_s']:.4f}" if "median_s" in r else r.get("error", "")
+        low = f"{r['min_s']:.4f}" if "min_s" in r else ""
+        size = "{}x{}".format(*r["size"])
+        lines.append(
+            f"| {r['model']} | {r['dtype']} | {size} | {r['cuda_graph']} | {med} | {low} |"
+        )
+    lines += ["", f"Paper (x4, image size and GPU not stated): {PAPER_S}", ""]
+    (out / "device_check.md").write_text("\n".join(lines) + "\n")
+
+
 def main(out: Path) -> int:
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, object] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                 "torch": torch.__version__, "paper_s": PAPER_S}  # fmt: skip
+    result: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                              "torch": torch.__version__, "paper_s": PAPER_S}  # fmt: skip
     try:
         result["cuda_layer"] = cuda_layer()
     except Exception as exc:  # recorded, not fatal: the other parts still run
         result["cuda_layer"] = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(result["cuda_layer"]), flush=True)
+    write(out, result)
+    weights = Path(os.environ.get("LBNET_WEIGHTS_DIR", "../shared/weights"))
+    data = Path(os.environ.get("LBNET_DATA_DIR", "../shared/data"))
+    try:
+        result["cuda_parity"] = cuda_parity(weights, data)
+    except Exception as exc:
+        result["cuda_parity"] = [{"error": f"{type(exc).__name__}: {str(exc)[:300]}"}]
+    write(out, result)
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-q", "-p", "no:cacheprovider"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    result["gpu_tests"] = {"rc": tests.returncode, "tail": (tests.stdout + tests.stderr)[-4000:]}
+    print(result["gpu_tests"]["tail"][-1500:], flush=True)
+    write(out, result)
     torch.backends.cudnn.benchmark = True
-    rows = []
+    result["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                      "cudnn": torch.backends.cudnn.allow_tf32}  # fmt: skip  # latency ran so
+    rows: list[dict[str, Any]] = []
+    result["torch_latency"] = rows
     for variant, scale in (("LBNet-T", 4), ("LBNet", 3)):
         for dtype_name in ("fp32", "fp16", "bf16"):
             for size in SIZES:
@@ -150,34 +245,12 @@ def main(out: Path) -> int:
                            "size": list(size), "cuda_graph": graphs}  # fmt: skip
                     try:
                         row.update(latency(variant, scale, dtype_name, size, graphs))
-                    except Exception as exc:
+                    except Exception as exc:  # out of memory at the biggest size, say
                         row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                        torch.cuda.empty_cache()  # so the next rows start from a clean pool
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    result["torch_latency"] = rows
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-q", "-p", "no:cacheprovider"],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    result["gpu_tests"] = {"rc": tests.returncode, "tail": (tests.stdout + tests.stderr)[-4000:]}
-    (out / "device_check.json").write_text(json.dumps(result, indent=1))
-    lines = ["# Device check", "", f"torch {torch.__version__}, started {result['started']}", ""]
-    lines += ["## CUDA layer (cuda-python)", "", "```", json.dumps(result["cuda_layer"], indent=1)]
-    lines += ["```", "", "## PyTorch CUDA latency (median of 20, seconds)", ""]
-    lines += [
-        "| model | dtype | LR size | CUDA graph | median s | min s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        med = f"{r['median_s']:.4f}" if "median_s" in r else r.get("error", "")
-        low = f"{r['min_s']:.4f}" if "min_s" in r else ""
-        size = "{}x{}".format(*r["size"])
-        lines.append(
-            f"| {r['model']} | {r['dtype']} | {size} | {r['cuda_graph']} | {med} | {low} |"
-        )
-    lines += ["", f"Paper (x4, image size and GPU not stated): {PAPER_S}", ""]
-    lines += ["## `pytest -m gpu`", "", "```", result["gpu_tests"]["tail"], "```"]  # type: ignore[index]
-    (out / "device_check.md").write_text("\n".join(lines) + "\n")
+                    write(out, result)
     return 0
 
 
