@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import warnings
@@ -267,3 +268,26 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch) -> None:
 def test_atomic_write_missing_folder(tmp_path) -> None:
     with pytest.raises(LBNetError, match="output folder does not exist"):
         write_image_atomic(tmp_path / "nope" / "x.png", _noise(2, 2))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_no_tf32_turns_tf32_off_for_the_call_and_puts_it_back(fails: bool) -> None:
+    import torch
+
+    from lbnet_deploy.runtime.torch_ref import no_tf32
+
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = [f.allow_tf32 for f in flags]
+    try:
+        for f in flags:
+            f.allow_tf32 = True
+        with contextlib.suppress(RuntimeError), no_tf32(torch):
+            assert [f.allow_tf32 for f in flags] == [False, False]
+            if fails:
+                raise RuntimeError("the model failed")
+        assert [f.allow_tf32 for f in flags] == [True, True]
+        with no_tf32(torch, active=False):  # FP16, or the CPU: nothing touched
+            assert [f.allow_tf32 for f in flags] == [True, True]
+    finally:
+        for f, value in zip(flags, before, strict=True):
+            f.allow_tf32 = value
