@@ -1,6 +1,6 @@
 """The device check: what a GPU machine with PyTorch and cuda-python (no TensorRT) can prove
-within 8 minutes (the script's timeout; never run yet). Writes device_check.json and
-device_check.md into the folder given (default $OUT).
+within 8 minutes (the script's timeout; its runs on an H200 are in benchmarks/device/). Writes
+device_check.json and device_check.md into the folder given (default $OUT).
 
     bash tests/gpu/device_check.sh        # on the GPU machine, from the repository root
 
@@ -12,8 +12,9 @@ device_check.md into the folder given (default $OUT).
     beside the paper's 0.0274/0.0401 s; (c) the `-m gpu` tests, which skip TensorRT with its
     reason where it is absent; (d) where the official checkpoints and Set5 are found
     ($LBNET_WEIGHTS_DIR, $LBNET_DATA_DIR): the PyTorch backend on CUDA (our static ops) against
-    the CPU reference, FP32 (TF32 off and on) and FP16, whole Set5 images: max abs difference on
-    0..255, PSNR between them, and task PSNR against HR with the paper's protocol.
+    the CPU reference, FP32 (as the backend runs it, TF32 off; and as torch would by default,
+    TF32 convolutions) and FP16, whole Set5 images: max abs difference on 0..255, PSNR between
+    them, and task PSNR against HR with the paper's protocol.
 """
 
 from __future__ import annotations
@@ -156,12 +157,20 @@ def cuda_parity(weights: Path, data: Path, device: str = "cuda") -> list[dict[st
         refs = {p: reference.infer(np.asarray(Image.open(p)).transpose(2, 0, 1)[None]
                                    .astype(np.float32)) for p in images}  # fmt: skip
         for precision, tf32 in (("fp32", False), ("fp32", True), ("fp16", False)):
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
             runner = TorchRunner(weights / name, device=device, ops="static", precision=precision)
+
+            def tf32_forward(x: np.ndarray, model: Any = runner.model) -> np.ndarray:
+                """The model as torch runs it by default (TF32 convolutions), not as the runner
+                does: what turning TF32 off saves."""
+                torch.backends.cudnn.allow_tf32 = True
+                with torch.inference_mode():
+                    return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+            forward = tf32_forward if tf32 else runner.infer
             worst, between, task, task_ref = 0.0, [], [], []
             for p in images:
                 x = np.asarray(Image.open(p)).transpose(2, 0, 1)[None].astype(np.float32)
-                y, ref = runner.infer(x), refs[p]
+                y, ref = forward(x), refs[p]
                 worst = max(worst, float(np.abs(y - ref).max()))
                 between.append(psnr(y, ref))
                 hr = np.asarray(Image.open(hr_dir / p.name.replace(f"x{scale}", "")))
@@ -176,8 +185,6 @@ def cuda_parity(weights: Path, data: Path, device: str = "cuda") -> list[dict[st
                          "set5_psnr_y_cpu": float(np.mean(task_ref))})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
             del runner
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = True  # torch's defaults
     return rows
 
 
