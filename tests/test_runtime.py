@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -270,24 +271,107 @@ def test_atomic_write_missing_folder(tmp_path) -> None:
         write_image_atomic(tmp_path / "nope" / "x.png", _noise(2, 2))
 
 
+def tf32_state(torch) -> list[object]:
+    from lbnet_deploy.runtime.torch_ref import _tf32_switches
+
+    return [getattr(obj, name) for obj, name, _ in _tf32_switches(torch)]
+
+
+def tf32_off(torch) -> list[object]:
+    from lbnet_deploy.runtime.torch_ref import _tf32_switches
+
+    return [off for _, _, off in _tf32_switches(torch)]
+
+
 @pytest.mark.parametrize("fails", [False, True])
 def test_no_tf32_turns_tf32_off_for_the_call_and_puts_it_back(fails: bool) -> None:
-    import torch
+    torch = pytest.importorskip("torch")
+    from lbnet_deploy.runtime.torch_ref import no_tf32
+
+    before = tf32_state(torch)
+    assert before != tf32_off(torch)  # torch's default allows TF32 in cuDNN's convolutions
+    with contextlib.suppress(RuntimeError), no_tf32(torch):
+        assert tf32_state(torch) == tf32_off(torch)
+        if fails:
+            raise RuntimeError("the model failed")
+    assert tf32_state(torch) == before
+    with no_tf32(torch, active=False):  # FP16, or the CPU: nothing touched
+        assert tf32_state(torch) == before
+
+
+def test_no_tf32_overlapping_calls_restore_when_the_last_ends() -> None:
+    """Two threads (the Upscaler's in-flight batches): the first to leave must not turn TF32
+    back on under the other, and the last restores what was there before both."""
+    torch = pytest.importorskip("torch")
+    from lbnet_deploy.runtime.torch_ref import no_tf32
+
+    before = tf32_state(torch)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, list[object]] = {}
+
+    def a() -> None:
+        with no_tf32(torch):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(10)
+        with no_tf32(torch):
+            b_in.set()
+            a_out.wait(10)
+            seen["b after a left"] = tf32_state(torch)
+
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen["b after a left"] == tf32_off(torch)
+    assert tf32_state(torch) == before
+
+
+def test_torch_runner_computes_ieee_fp32_only_on_cuda() -> None:
+    torch = pytest.importorskip("torch")
+    from lbnet_deploy.runtime.torch_ref import TorchRunner
+
+    from .conftest import random_lbnet
+
+    fp32 = TorchRunner(model=random_lbnet("LBNet-T", 2))
+    fp16 = TorchRunner(model=random_lbnet("LBNet-T", 2), precision="fp16")
+    assert not fp32.ieee_fp32 and not fp16.ieee_fp32  # the CPU has no TF32
+    fp32.device = fp16.device = torch.device("cuda")  # what a CUDA runner holds
+    assert fp32.ieee_fp32 and not fp16.ieee_fp32
+
+
+def test_no_tf32_after_the_user_chose_torchs_new_precision_api() -> None:
+    """torch >= 2.9 raises on the legacy allow_tf32 flags once fp32_precision was set: no_tf32
+    must use the API the user's torch has."""
+    torch = pytest.importorskip("torch")
+    from lbnet_deploy.runtime.torch_ref import no_tf32
+
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if not hasattr(conv, "fp32_precision"):
+        pytest.skip(f"torch {torch.__version__} has no fp32_precision")
+    before = conv.fp32_precision
+    try:
+        conv.fp32_precision = "tf32"
+        with no_tf32(torch):
+            assert tf32_state(torch) == ["ieee", "ieee"]
+        assert conv.fp32_precision == "tf32"
+    finally:
+        conv.fp32_precision = before
+
+
+def test_no_tf32_on_torch_before_its_new_precision_api() -> None:
+    from types import SimpleNamespace
 
     from lbnet_deploy.runtime.torch_ref import no_tf32
 
-    flags = torch.backends.cudnn, torch.backends.cuda.matmul
-    before = [f.allow_tf32 for f in flags]
-    try:
-        for f in flags:
-            f.allow_tf32 = True
-        with contextlib.suppress(RuntimeError), no_tf32(torch):
-            assert [f.allow_tf32 for f in flags] == [False, False]
-            if fails:
-                raise RuntimeError("the model failed")
-        assert [f.allow_tf32 for f in flags] == [True, True]
-        with no_tf32(torch, active=False):  # FP16, or the CPU: nothing touched
-            assert [f.allow_tf32 for f in flags] == [True, True]
-    finally:
-        for f, value in zip(flags, before, strict=True):
-            f.allow_tf32 = value
+    cudnn, matmul = SimpleNamespace(allow_tf32=True), SimpleNamespace(allow_tf32=False)
+    old_torch = SimpleNamespace(
+        backends=SimpleNamespace(cudnn=cudnn, cuda=SimpleNamespace(matmul=matmul))
+    )
+    with no_tf32(old_torch):
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+    assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, False)
