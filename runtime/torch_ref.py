@@ -24,40 +24,55 @@ DTYPES = {"fp32": "float32", "fp16": "float16"}
 
 
 # no_tf32's bookkeeping: the switches are process-wide, so overlapping calls (the Upscaler's
-# threads, two runners) share one save: the first in turns TF32 off, the last out restores it
+# threads, two runners) share one change: the first in makes it, the last out undoes it
 _TF32_LOCK = threading.Lock()
 _tf32_users = 0
-_tf32_saved: tuple[Any, ...] = ()
+_tf32_changed: list[tuple[Any, str, Any, Any]] = []  # (object, attribute, before, written)
 
 
 def _tf32_switches(torch: Any) -> list[tuple[Any, str, Any]]:
-    """(object, attribute, value without TF32) for cuDNN's convolutions and CUDA's matrix
-    products: torch >= 2.9's fp32_precision where it exists (setting the legacy flags after a
-    user set the new ones raises), the legacy allow_tf32 flags before."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if hasattr(conv, "fp32_precision"):
-        return [(conv, "fp32_precision", "ieee"),
+    """(object, attribute, value without TF32), parents first. torch >= 2.9: fp32_precision
+    (the legacy flags raise once a user set these); cuDNN's parent switch reaches every
+    convolution setting the user did not set, so only those the user set are written and
+    undone, and torch's inheritance is left as it was. Before 2.9: the allow_tf32 flags."""
+    cudnn = torch.backends.cudnn
+    if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
+        return [(cudnn, "fp32_precision", "ieee"), (cudnn.conv, "fp32_precision", "ieee"),
                 (torch.backends.cuda.matmul, "fp32_precision", "ieee")]  # fmt: skip
-    return [(torch.backends.cudnn, "allow_tf32", False),
-            (torch.backends.cuda.matmul, "allow_tf32", False)]  # fmt: skip
+    return [(cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
+
+
+def _undo(changed: list[tuple[Any, str, Any, Any]]) -> None:
+    """Put back what no_tf32 wrote, children first; a switch the user changed since stays."""
+    for obj, name, before, written in reversed(changed):
+        if getattr(obj, name) == written:
+            setattr(obj, name, before)
 
 
 @contextlib.contextmanager
 def no_tf32(torch: Any, active: bool = True) -> Iterator[None]:
     """FP32 on CUDA means FP32, as in our engines: torch's default lets cuDNN convolve in TF32,
     which moved LBNet-T x4's Set5 output by up to 0.21 of 255 (H200, device check) against
-    0.0003 without it. Set for the call and put back, as read, when the last call overlapping
-    it ends; other torch work in the process meanwhile runs without TF32 too."""
-    global _tf32_users, _tf32_saved
+    0.0003 without it. Turned off for the call and undone when the last call overlapping it
+    ends. Meanwhile other torch work in the process runs without TF32 too, and on torch >= 2.9
+    reading the legacy allow_tf32 flags raises there (torch refuses to mix the two APIs)."""
+    global _tf32_users, _tf32_changed
     if not active:
         yield
         return
-    switches = _tf32_switches(torch)
     with _TF32_LOCK:
         if _tf32_users == 0:
-            _tf32_saved = tuple(getattr(obj, name) for obj, name, _ in switches)
-            for obj, name, off in switches:
-                setattr(obj, name, off)
+            changed: list[tuple[Any, str, Any, Any]] = []
+            try:
+                for obj, name, off in _tf32_switches(torch):
+                    before = getattr(obj, name)
+                    if before != off:  # already off (inherited, or the user's): untouched
+                        setattr(obj, name, off)
+                        changed.append((obj, name, before, off))
+            except BaseException:
+                _undo(changed)
+                raise
+            _tf32_changed = changed
         _tf32_users += 1
     try:
         yield
@@ -65,8 +80,8 @@ def no_tf32(torch: Any, active: bool = True) -> Iterator[None]:
         with _TF32_LOCK:
             _tf32_users -= 1
             if _tf32_users == 0:
-                for (obj, name, _), value in zip(switches, _tf32_saved, strict=True):
-                    setattr(obj, name, value)
+                _undo(_tf32_changed)
+                _tf32_changed = []
 
 
 class TorchRunner(AnySizeRunner):

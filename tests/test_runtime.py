@@ -357,7 +357,7 @@ def test_no_tf32_after_the_user_chose_torchs_new_precision_api() -> None:
     try:
         conv.fp32_precision = "tf32"
         with no_tf32(torch):
-            assert tf32_state(torch) == ["ieee", "ieee"]
+            assert tf32_state(torch) == tf32_off(torch)
         assert conv.fp32_precision == "tf32"
     finally:
         conv.fp32_precision = before
@@ -375,3 +375,56 @@ def test_no_tf32_on_torch_before_its_new_precision_api() -> None:
     with no_tf32(old_torch):
         assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
     assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, False)
+
+
+@pytest.mark.parametrize("user", ["", "torch.backends.fp32_precision = 'ieee'",
+                                  "torch.backends.cudnn.conv.fp32_precision = 'tf32'"])  # fmt: skip
+def test_no_tf32_leaves_torchs_precision_inheritance_as_it_was(user: str) -> None:
+    """After a call, torch's global fp32_precision must reach the convolutions and matrix
+    products exactly as in a process that never made one (restoring a read value would pin it
+    as the user's own choice). Fresh processes: the switches are process-wide."""
+    pytest.importorskip("torch")
+    code = (
+        "import sys, torch\n"
+        "from lbnet_deploy.runtime.torch_ref import no_tf32\n"
+        "if not hasattr(torch.backends.cudnn.conv, 'fp32_precision'): sys.exit(3)\n"
+        f"{user}\n"
+        "if sys.argv[1] == 'call':\n"
+        "    with no_tf32(torch): pass\n"
+        "seen = []\n"
+        "for value in ('ieee', 'tf32', 'none'):\n"
+        "    torch.backends.fp32_precision = value\n"
+        "    seen.append((torch.backends.cudnn.conv.fp32_precision,\n"
+        "                 torch.backends.cuda.matmul.fp32_precision))\n"
+        "print(seen)\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True)
+        for how in ("call", "never")
+    ]
+    if runs[1].returncode == 3:
+        pytest.skip("this torch has no fp32_precision")
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-500:] + runs[1].stderr[-500:]
+    assert runs[0].stdout == runs[1].stdout
+
+
+def test_no_tf32_undoes_what_it_set_when_a_switch_refuses() -> None:
+    from types import SimpleNamespace
+
+    from lbnet_deploy.runtime.torch_ref import no_tf32
+
+    class Refusing:
+        allow_tf32 = property(lambda self: True)  # reads True, cannot be set
+
+    cudnn = SimpleNamespace(allow_tf32=True)
+    old_torch = SimpleNamespace(
+        backends=SimpleNamespace(cudnn=cudnn, cuda=SimpleNamespace(matmul=Refusing()))
+    )
+    with pytest.raises(AttributeError), no_tf32(old_torch):
+        pass
+    assert cudnn.allow_tf32 is True
+    working = SimpleNamespace(allow_tf32=True)
+    old_torch.backends.cuda.matmul = working
+    with no_tf32(old_torch):  # the failed call left no user behind
+        assert (cudnn.allow_tf32, working.allow_tf32) == (False, False)
+    assert (cudnn.allow_tf32, working.allow_tf32) == (True, True)
