@@ -170,11 +170,12 @@ def cuda_parity(
                     return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
             forward = tf32_forward if tf32 else runner.infer
-            worst, between, task, task_ref = 0.0, [], [], []
+            worst, between, task, task_ref, finite = 0.0, [], [], [], True
             for p in images:
                 x = np.asarray(Image.open(p)).transpose(2, 0, 1)[None].astype(np.float32)
                 y, ref = forward(x), refs[p]
-                worst = max(worst, float(np.abs(y - ref).max()))
+                finite = finite and bool(np.isfinite(y).all())
+                worst = max(worst, float(np.abs(y - ref).max()))  # max() drops a NaN: finite
                 between.append(psnr(y, ref))  # inf where equal: written as null
                 hr = np.asarray(Image.open(hr_dir / p.name.replace(f"x{scale}", "")))
                 hr = hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
@@ -184,8 +185,9 @@ def cuda_parity(
                 task_ref.append(psnr_y(as_u8[1], hr, scale))
             low = min(between)
             rows.append({"checkpoint": name, "precision": precision, "tf32": tf32,
-                         "images": len(images), "max_abs": worst,
-                         "min_psnr_vs_cpu": None if low == float("inf") else low,
+                         "images": len(images), "finite": finite,
+                         "max_abs": worst if finite else None,
+                         "min_psnr_vs_cpu": low if finite and low != float("inf") else None,
                          "set5_psnr_y": float(np.mean(task)),
                          "set5_psnr_y_cpu": float(np.mean(task_ref))})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
@@ -194,7 +196,7 @@ def cuda_parity(
 
 def write(out: Path, result: dict[str, Any]) -> None:
     """Both files, rewritten after every part: a run stopped by its timeout keeps what it did."""
-    (out / "device_check.json").write_text(json.dumps(result, indent=1))
+    (out / "device_check.json").write_text(json.dumps(result, indent=1, allow_nan=False))
     lines = ["# Device check", "", f"torch {result['torch']}, started {result['started']}", ""]
     lines += ["## CUDA layer (cuda-python)", "", "```"]
     lines += [json.dumps(result.get("cuda_layer"), indent=1), "```", ""]
@@ -253,10 +255,12 @@ def main(out: Path) -> int:
     write(out, result)
     torch.backends.cudnn.benchmark = True
     # the latency rows run under torch's defaults (cuDNN may convolve FP32 in TF32): recorded
-    switches = _tf32_switches(torch)  # cuDNN's convolutions, then CUDA's matrix products
+    switches = _tf32_switches(torch)  # cuDNN (and its convolutions), then CUDA's matrix products
+    where = (
+        ("cudnn", "cudnn.conv", "cuda.matmul") if len(switches) == 3 else ("cudnn", "cuda.matmul")
+    )
     result["tf32"] = {
-        f"{what} {name}": getattr(obj, name)
-        for what, (obj, name, _) in zip(("conv", "matmul"), switches, strict=True)
+        f"{w}.{name}": getattr(obj, name) for w, (obj, name, _) in zip(where, switches, strict=True)
     }
     rows: list[dict[str, Any]] = []
     result["torch_latency"] = rows
@@ -274,7 +278,24 @@ def main(out: Path) -> int:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     write(out, result)
-    return 0
+    return 1 if failed(result) else 0
+
+
+def failed(result: dict[str, Any]) -> list[str]:
+    """The parts that failed: an error recorded, a test failing, or a latency not finite (an
+    out-of-memory row at the largest size is a measurement, not a failure)."""
+    parts = [("cuda_layer", result["cuda_layer"])] if "error" in result["cuda_layer"] else []
+    parts += [
+        ("cuda_parity", r)
+        for r in result["cuda_parity"]
+        if "error" in r or not r.get("finite", True)
+    ]
+    if result["gpu_tests"]["rc"] != 0:
+        parts.append(("gpu_tests", result["gpu_tests"]["rc"]))
+    parts += [("torch_latency", r) for r in result["torch_latency"] if r.get("finite") is False]
+    for name, what in parts:
+        print(f"device check: {name} failed: {what}", file=sys.stderr)
+    return [name for name, _ in parts]
 
 
 if __name__ == "__main__":
