@@ -43,8 +43,10 @@ def _tf32_switches(torch: Any) -> list[tuple[Any, str, Any]]:
 
 
 def _undo(changed: list[tuple[Any, str, Any, Any]]) -> None:
-    """Put back what no_tf32 wrote, children first; a switch the user changed since stays."""
-    for obj, name, before, written in reversed(changed):
+    """Put back what no_tf32 wrote, parents first (a child the user set to inherit meanwhile
+    reads the parent's "ieee" until the parent is back); a switch the user changed since stays,
+    unless to the very value written, which cannot be told apart."""
+    for obj, name, before, written in changed:
         if getattr(obj, name) == written:
             setattr(obj, name, before)
 

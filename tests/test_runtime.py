@@ -428,3 +428,20 @@ def test_no_tf32_undoes_what_it_set_when_a_switch_refuses() -> None:
     with no_tf32(old_torch):  # the failed call left no user behind
         assert (cudnn.allow_tf32, working.allow_tf32) == (False, False)
     assert (cudnn.allow_tf32, working.allow_tf32) == (True, True)
+
+
+def test_no_tf32_keeps_a_users_change_made_during_the_call() -> None:
+    torch = pytest.importorskip("torch")
+    from lbnet_deploy.runtime.torch_ref import no_tf32
+
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if not hasattr(conv, "fp32_precision"):
+        pytest.skip(f"torch {torch.__version__} has no fp32_precision")
+    before = conv.fp32_precision
+    try:
+        conv.fp32_precision = "tf32"
+        with no_tf32(torch):
+            conv.fp32_precision = "none"  # inherit, from now on
+        assert conv.fp32_precision == "none"
+    finally:
+        conv.fp32_precision = before
