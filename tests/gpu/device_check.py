@@ -292,7 +292,8 @@ def failed(result: dict[str, Any]) -> list[str]:
     ]
     if result["gpu_tests"]["rc"] != 0:
         parts.append(("gpu_tests", result["gpu_tests"]["rc"]))
-    parts += [("torch_latency", r) for r in result["torch_latency"] if r.get("finite") is False]
+    parts += [("torch_latency", r) for r in result["torch_latency"] if r.get("finite") is False
+              or ("error" in r and "OutOfMemoryError" not in r["error"])]  # fmt: skip
     for name, what in parts:
         print(f"device check: {name} failed: {what}", file=sys.stderr)
     return [name for name, _ in parts]
