@@ -344,23 +344,30 @@ def test_torch_runner_computes_ieee_fp32_only_on_cuda() -> None:
     assert fp32.ieee_fp32 and not fp16.ieee_fp32
 
 
-def test_no_tf32_after_the_user_chose_torchs_new_precision_api() -> None:
-    """torch >= 2.9 raises on the legacy allow_tf32 flags once fp32_precision was set: no_tf32
-    must use the API the user's torch has."""
+@pytest.fixture
+def users_conv():
+    """torch's cuDNN convolution switch, set to "tf32" by the user (torch >= 2.9's API), and
+    put back as it was after the test."""
     torch = pytest.importorskip("torch")
-    from lbnet_deploy.runtime.torch_ref import no_tf32
-
     conv = getattr(torch.backends.cudnn, "conv", None)
     if not hasattr(conv, "fp32_precision"):
         pytest.skip(f"torch {torch.__version__} has no fp32_precision")
     before = conv.fp32_precision
-    try:
-        conv.fp32_precision = "tf32"
-        with no_tf32(torch):
-            assert tf32_state(torch) == tf32_off(torch)
-        assert conv.fp32_precision == "tf32"
-    finally:
-        conv.fp32_precision = before
+    conv.fp32_precision = "tf32"
+    yield conv
+    conv.fp32_precision = before
+
+
+def test_no_tf32_after_the_user_chose_torchs_new_precision_api(users_conv) -> None:
+    """torch >= 2.9 raises on the legacy allow_tf32 flags once fp32_precision was set: no_tf32
+    must use the API the user's torch has."""
+    import torch
+
+    from lbnet_deploy.runtime.torch_ref import no_tf32
+
+    with no_tf32(torch):
+        assert tf32_state(torch) == tf32_off(torch)
+    assert users_conv.fp32_precision == "tf32"
 
 
 def test_no_tf32_on_torch_before_its_new_precision_api() -> None:
@@ -430,18 +437,11 @@ def test_no_tf32_undoes_what_it_set_when_a_switch_refuses() -> None:
     assert (cudnn.allow_tf32, working.allow_tf32) == (True, True)
 
 
-def test_no_tf32_keeps_a_users_change_made_during_the_call() -> None:
-    torch = pytest.importorskip("torch")
+def test_no_tf32_keeps_a_users_change_made_during_the_call(users_conv) -> None:
+    import torch
+
     from lbnet_deploy.runtime.torch_ref import no_tf32
 
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if not hasattr(conv, "fp32_precision"):
-        pytest.skip(f"torch {torch.__version__} has no fp32_precision")
-    before = conv.fp32_precision
-    try:
-        conv.fp32_precision = "tf32"
-        with no_tf32(torch):
-            conv.fp32_precision = "none"  # inherit, from now on
-        assert conv.fp32_precision == "none"
-    finally:
-        conv.fp32_precision = before
+    with no_tf32(torch):
+        users_conv.fp32_precision = "none"  # inherit, from now on
+    assert users_conv.fp32_precision == "none"
