@@ -139,27 +139,25 @@ def latency(variant: str, scale: int, dtype_name: str, size: tuple[int, int], gr
 def cuda_parity(
     weights: Path, data: Path, rows: list[dict[str, object]], device: str = "cuda"
 ) -> None:
-    """Our PyTorch backend on `device` against the CPU reference on whole Set5 LR images; each
-    row appended to `rows` when done (a later failure keeps the rows before it)."""
+    """Our PyTorch backend on `device` against the CPU reference on whole Set5 LR images (as
+    `eval` reads them; max abs and PSNR as `parity` compares); each row appended to `rows`
+    when done (a later failure keeps the rows before it)."""
     import torch
-    from PIL import Image
 
+    from lbnet_deploy.evaluate import load_samples
+    from lbnet_deploy.parity import compare
     from lbnet_deploy.quality.metrics import psnr_y
     from lbnet_deploy.runtime.torch_ref import TorchRunner
-
-    def psnr(a: np.ndarray, b: np.ndarray) -> float:
-        mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-        return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
+    from lbnet_deploy.runtime.upscaler import to_uint8
 
     for name, scale in (("LBNet-T_X4.pt", 4), ("LBNet-X3.pt", 3)):
-        lr_dir, hr_dir = data / "Set5" / "LR_bicubic" / f"X{scale}", data / "Set5" / "HR"
-        images = sorted(lr_dir.glob(f"*x{scale}.png"))
-        if not (weights / name).is_file() or not images:
-            rows.append({"checkpoint": name, "skipped": f"no {weights / name} or no {lr_dir}"})
+        if not (weights / name).is_file() or not (data / "Set5" / "HR").is_dir():
+            rows.append({"checkpoint": name, "skipped": f"no {weights / name} or no Set5"})
             continue
+        samples = load_samples(data / "Set5", scale)
+        inputs = [s.lr.transpose(2, 0, 1)[None].astype(np.float32) for s in samples]
         reference = TorchRunner(weights / name)  # CPU, the official code's semantics
-        refs = {p: reference.infer(np.asarray(Image.open(p)).transpose(2, 0, 1)[None]
-                                   .astype(np.float32)) for p in images}  # fmt: skip
+        refs = [reference.infer(x) for x in inputs]
         for precision, tf32 in (("fp32", False), ("fp32", True), ("fp16", False)):
             runner = TorchRunner(weights / name, device=device, ops="static", precision=precision)
 
@@ -170,24 +168,19 @@ def cuda_parity(
                     return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
             forward = tf32_forward if tf32 else runner.infer
-            worst, between, task, task_ref, finite = 0.0, [], [], [], True
-            for p in images:
-                x = np.asarray(Image.open(p)).transpose(2, 0, 1)[None].astype(np.float32)
-                y, ref = forward(x), refs[p]
+            worst, low, task, task_ref, finite = 0.0, float("inf"), [], [], True
+            for sample, x, ref in zip(samples, inputs, refs, strict=True):
+                y = forward(x)
                 finite = finite and bool(np.isfinite(y).all())
-                worst = max(worst, float(np.abs(y - ref).max()))  # max() drops a NaN: finite
-                between.append(psnr(y, ref))  # inf where equal: written as null
-                hr = np.asarray(Image.open(hr_dir / p.name.replace(f"x{scale}", "")))
-                hr = hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
-                as_u8 = [np.clip(np.rint(o[0].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
-                         for o in (y, ref)]  # fmt: skip
-                task.append(psnr_y(as_u8[0], hr, scale))
-                task_ref.append(psnr_y(as_u8[1], hr, scale))
-            low = min(between)
+                max_abs, _, psnr, _ = compare(y, ref)  # max() drops a NaN: hence `finite`
+                worst, low = max(worst, max_abs), min(low, psnr)
+                sr, sr_ref = (to_uint8(o[0].transpose(1, 2, 0)) for o in (y, ref))
+                task.append(psnr_y(sr, sample.hr, scale))
+                task_ref.append(psnr_y(sr_ref, sample.hr, scale))
             rows.append({"checkpoint": name, "precision": precision, "tf32": tf32,
-                         "images": len(images), "finite": finite,
+                         "images": len(samples), "finite": finite,
                          "max_abs": worst if finite else None,
-                         "min_psnr_vs_cpu": low if finite and low != float("inf") else None,
+                         "min_psnr_vs_cpu": low if finite else None,  # inf: null in the JSON
                          "set5_psnr_y": float(np.mean(task)),
                          "set5_psnr_y_cpu": float(np.mean(task_ref))})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
@@ -196,7 +189,9 @@ def cuda_parity(
 
 def write(out: Path, result: dict[str, Any]) -> None:
     """Both files, rewritten after every part: a run stopped by its timeout keeps what it did."""
-    (out / "device_check.json").write_text(json.dumps(result, indent=1, allow_nan=False))
+    from lbnet_deploy.runtime.atomic import write_json_atomic
+
+    write_json_atomic(out / "device_check.json", result)  # strict: NaN and inf as null
     lines = ["# Device check", "", f"torch {result['torch']}, started {result['started']}", ""]
     lines += ["## CUDA layer (cuda-python)", "", "```"]
     lines += [json.dumps(result.get("cuda_layer"), indent=1), "```", ""]
