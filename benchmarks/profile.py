@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     from lbnet_deploy.errors import LBNetError
+    from lbnet_deploy.metadata import from_metadata
     from lbnet_deploy.runtime.openvino import check_device, core
 
     try:
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     shape = [d.dim_value for d in dims]
     if not shape or not all(shape):
         raise SystemExit(f"{args.graph}: not a fixed-size graph (its input is {shape})")
-    own = {m.key: m.value for m in model.metadata_props}.get("lbnet.precision", "fp32")
+    own = from_metadata({m.key: m.value for m in model.metadata_props}).get("precision", "fp32")
     if args.compute != "fp32" and own != "fp32":  # as the runner refuses it
         raise SystemExit(f"{args.graph}: --compute {args.compute} needs an FP32 graph, not {own}")
     ov_core = core()
